@@ -1,0 +1,95 @@
+"""Robot specs: one record per supported arm, the only place arm-specific numbers live.
+
+The simulator, the safety shield and the ROS nodes read arms through `RobotSpec`; a policy never knows which
+arm it drives (actions are end-effector deltas, turned into joint targets by IK on the spec's URDF).
+
+The robot base frame is the world frame everywhere in Keystone: the arm's base sits at the origin and the
+table top is the plane z = 0.
+
+This module must stay free of heavy imports (no pybullet): ROS nodes and the CLI read it at start-up.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from keystone_vla.errors import unknown_choice
+
+
+@dataclass(frozen=True)
+class GripperSpec:
+    """A parallel gripper driven by two prismatic finger joints (opening per finger, metres)."""
+
+    joint_names: tuple[str, ...]
+    open_position: float
+    closed_position: float
+    max_force: float
+
+
+@dataclass(frozen=True)
+class RobotSpec:
+    """Kinematic and limit data for one arm.
+
+    `urdf` is either a path relative to `pybullet_data` or ``keystone:<name>`` for a URDF that the simulator
+    composes (an arm from pybullet_data with Keystone's parallel gripper attached).
+    """
+
+    name: str
+    urdf: str
+    joint_names: tuple[str, ...]
+    lower_limits: tuple[float, ...]
+    upper_limits: tuple[float, ...]
+    velocity_limits: tuple[float, ...]  # rad/s
+    home: tuple[float, ...]
+    ee_link: str
+    gripper: GripperSpec
+    max_joint_force: tuple[float, ...]
+    base_position: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    # axis-aligned box the tool centre point must stay in (base frame, metres): (xmin, ymin, zmin), (xmax, ymax, zmax)
+    workspace: tuple[tuple[float, float, float], tuple[float, float, float]] = ((0.2, -0.45, 0.0), (0.8, 0.45, 0.55))
+
+    @property
+    def dof(self) -> int:
+        return len(self.joint_names)
+
+    @property
+    def state_dim(self) -> int:
+        """Length of `Observation.state`: arm joints + one gripper opening value."""
+        return self.dof + 1
+
+
+PANDA = RobotSpec(
+    name="panda",
+    urdf="franka_panda/panda.urdf",
+    joint_names=tuple(f"panda_joint{i}" for i in range(1, 8)),
+    lower_limits=(-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -0.0175, -2.8973),
+    upper_limits=(2.8973, 1.7628, 2.8973, -0.0698, 2.8973, 3.7525, 2.8973),
+    velocity_limits=(2.175, 2.175, 2.175, 2.175, 2.61, 2.61, 2.61),
+    home=(0.0, -0.4, 0.0, -2.4, 0.0, 2.0, 0.785),
+    ee_link="panda_grasptarget",
+    gripper=GripperSpec(("panda_finger_joint1", "panda_finger_joint2"), 0.04, 0.0, 40.0),
+    max_joint_force=(87.0, 87.0, 87.0, 87.0, 12.0, 12.0, 12.0),
+)
+
+IIWA = RobotSpec(
+    name="iiwa",
+    urdf="keystone:iiwa_gripper",
+    joint_names=tuple(f"lbr_iiwa_joint_{i}" for i in range(1, 8)),
+    lower_limits=(-2.967, -2.094, -2.967, -2.094, -2.967, -2.094, -3.054),
+    upper_limits=(2.967, 2.094, 2.967, 2.094, 2.967, 2.094, 3.054),
+    velocity_limits=(1.48, 1.48, 1.75, 1.31, 2.27, 2.36, 2.36),
+    home=(0.0, 0.45, 0.0, -1.6, 0.0, 1.1, 0.0),
+    ee_link="keystone_grasptarget",
+    gripper=GripperSpec(("keystone_finger_left_joint", "keystone_finger_right_joint"), 0.04, 0.0, 40.0),
+    max_joint_force=(300.0,) * 7,
+)
+
+ROBOTS: dict[str, RobotSpec] = {r.name: r for r in (PANDA, IIWA)}
+
+
+def get_robot(name: str) -> RobotSpec:
+    """Look up an arm by name; an unknown name raises an error listing the valid arms."""
+    try:
+        return ROBOTS[name]
+    except KeyError:
+        raise unknown_choice("arm", name, ROBOTS) from None
