@@ -93,3 +93,74 @@ def get_robot(name: str) -> RobotSpec:
         return ROBOTS[name]
     except KeyError:
         raise unknown_choice("arm", name, ROBOTS) from None
+
+
+_IIWA_GRIPPER = """
+  <!-- Keystone parallel gripper (box primitives) on the iiwa flange. Fingers slide along the grasp frame's y axis;
+       the grasp frame's z axis is the approach direction, as for the Panda's panda_grasptarget. -->
+  <joint name="keystone_gripper_mount" type="fixed">
+    <parent link="lbr_iiwa_link_7"/><child link="keystone_palm"/><origin xyz="0 0 0.060" rpy="0 0 0"/>
+  </joint>
+  <link name="keystone_palm">
+    <inertial><mass value="0.4"/><origin xyz="0 0 0"/><inertia ixx="0.0005" iyy="0.0005" izz="0.0005" ixy="0" ixz="0" iyz="0"/></inertial>
+    <visual><geometry><box size="0.04 0.13 0.03"/></geometry><material name="keystone_grey"><color rgba="0.35 0.35 0.38 1"/></material></visual>
+    <collision><geometry><box size="0.04 0.13 0.03"/></geometry></collision>
+  </link>
+  <joint name="keystone_finger_left_joint" type="prismatic">
+    <parent link="keystone_palm"/><child link="keystone_finger_left"/><origin xyz="0 0 0.015" rpy="0 0 0"/>
+    <axis xyz="0 1 0"/><limit lower="0" upper="0.04" effort="40" velocity="0.2"/>
+  </joint>
+  <link name="keystone_finger_left">
+    <inertial><mass value="0.05"/><origin xyz="0 0.006 0.03"/><inertia ixx="1e-5" iyy="1e-5" izz="1e-5" ixy="0" ixz="0" iyz="0"/></inertial>
+    <visual><origin xyz="0 0.006 0.03"/><geometry><box size="0.02 0.012 0.06"/></geometry><material name="keystone_dark"><color rgba="0.15 0.15 0.15 1"/></material></visual>
+    <collision><origin xyz="0 0.006 0.03"/><geometry><box size="0.02 0.012 0.06"/></geometry></collision>
+  </link>
+  <joint name="keystone_finger_right_joint" type="prismatic">
+    <parent link="keystone_palm"/><child link="keystone_finger_right"/><origin xyz="0 0 0.015" rpy="0 0 0"/>
+    <axis xyz="0 -1 0"/><limit lower="0" upper="0.04" effort="40" velocity="0.2"/>
+  </joint>
+  <link name="keystone_finger_right">
+    <inertial><mass value="0.05"/><origin xyz="0 -0.006 0.03"/><inertia ixx="1e-5" iyy="1e-5" izz="1e-5" ixy="0" ixz="0" iyz="0"/></inertial>
+    <visual><origin xyz="0 -0.006 0.03"/><geometry><box size="0.02 0.012 0.06"/></geometry><material name="keystone_dark"/></visual>
+    <collision><origin xyz="0 -0.006 0.03"/><geometry><box size="0.02 0.012 0.06"/></geometry></collision>
+  </link>
+  <joint name="keystone_grasptarget_joint" type="fixed">
+    <parent link="keystone_palm"/><child link="keystone_grasptarget"/><origin xyz="0 0 0.060" rpy="0 0 0"/>
+  </joint>
+  <link name="keystone_grasptarget"><inertial><mass value="0.001"/><inertia ixx="1e-7" iyy="1e-7" izz="1e-7" ixy="0" ixz="0" iyz="0"/></inertial></link>
+"""
+
+
+def resolve_urdf(spec: RobotSpec) -> str:
+    """Absolute path of the arm's URDF; composes ``keystone:`` URDFs once into a cache folder.
+
+    Only imports `pybullet_data` (a path, no simulator), so the safety shield and ROS nodes can use it too.
+    """
+    import hashlib
+    import os
+    import tempfile
+
+    import pybullet_data
+
+    data = pybullet_data.getDataPath()
+    if not spec.urdf.startswith("keystone:"):
+        return os.path.join(data, spec.urdf)
+    name = spec.urdf.split(":", 1)[1]
+    if name != "iiwa_gripper":
+        raise unknown_choice("composed URDF", name, ["iiwa_gripper"])
+    src_path = os.path.join(data, "kuka_iiwa", "model.urdf")
+    with open(src_path, encoding="utf-8") as fh:
+        text = fh.read()
+    mesh_dir = os.path.join(data, "kuka_iiwa", "meshes")
+    text = text.replace('filename="meshes/', f'filename="{mesh_dir}/')
+    text = text.replace("</robot>", _IIWA_GRIPPER + "</robot>")
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    out_dir = os.path.join(tempfile.gettempdir(), "keystone_vla_urdf")
+    os.makedirs(out_dir, exist_ok=True)
+    out = os.path.join(out_dir, f"{name}_{digest}.urdf")
+    if not os.path.exists(out):
+        tmp = f"{out}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, out)
+    return out
