@@ -24,7 +24,7 @@ SEEN_COLOURS: tuple[str, ...] = ("red", "green", "blue", "yellow")
 UNSEEN_COLOURS: tuple[str, ...] = ("orange", "cyan", "purple", "white")
 
 #: kit part shapes (built from box/cylinder primitives); the unseen ones are held out of training
-SEEN_SHAPES: tuple[str, ...] = ("square", "disc", "cross")
+SEEN_SHAPES: tuple[str, ...] = ("square", "disc", "bar")
 UNSEEN_SHAPES: tuple[str, ...] = ("ell", "tee")
 
 #: every object kind that can appear in a scene, with the spoken synonyms an instruction may use
@@ -37,10 +37,10 @@ OBJECT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "hole": ("hole", "socket", "fixture"),
     "kit": ("kit",),
     "square": ("square",),
-    "disc": ("disc", "round part"),
-    "cross": ("cross",),
-    "ell": ("ell", "l shape"),
-    "tee": ("tee", "t shape"),
+    "disc": ("disc", "round"),
+    "bar": ("bar", "rod"),
+    "ell": ("ell", "angle"),
+    "tee": ("tee",),
 }
 
 SPLITS: tuple[str, ...] = ("seen", "unseen")
