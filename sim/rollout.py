@@ -1,0 +1,166 @@
+"""Run one episode (oracle or any policy) and record it; write rollout videos.
+
+`run_episode` is the single episode loop used by `keystone sim run`, data collection and evaluation, so every consumer
+sees the same termination rule: the episode succeeds when the task's goal holds with the gripper released (opening
+> 0.5), and is cut at the task's `max_steps`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from keystone_vla.errors import SimError
+from keystone_vla.types import EpisodeSpec, Observation, Plan
+
+from .oracle import OracleExpert
+from .tasks import get_task
+from .tasks.base import TaskInstance
+from .world import CONTROL_HZ, SimWorld
+
+
+class EpisodePolicy(Protocol):
+    def reset(self) -> None: ...
+
+    def act(self, observation: Observation) -> np.ndarray: ...
+
+
+@dataclass
+class EpisodeRecord:
+    """One episode; per-step arrays have length T (observation at t, action taken at t)."""
+
+    task: str
+    split: str
+    seed: int
+    arm: str
+    instruction: str
+    plan: Plan
+    success: bool
+    steps: int
+    frames: dict[str, np.ndarray] = field(default_factory=dict)  # cam -> uint8 [T, H, W, 3]
+    state: np.ndarray | None = None  # float32 [T, dof + 1]
+    ee_pose: np.ndarray | None = None  # float32 [T, 7]
+    action: np.ndarray | None = None  # float32 [T, 7]
+    plan_step: np.ndarray | None = None  # int32 [T]
+    timestamp: np.ndarray | None = None  # float64 [T]
+    interventions: int = 0
+    wall_s: float = 0.0
+    policy_latency_ms: list[float] = field(default_factory=list)
+    video_frames: list[np.ndarray] = field(default_factory=list)
+
+
+def make_world(spec: EpisodeSpec, cameras: tuple[str, ...], image_size: int, shield: Any = "default") -> SimWorld:
+    world = SimWorld(arm=spec.arm, image_size=image_size, cameras=tuple(dict.fromkeys((*cameras, "front"))))
+    world.shield = resolve_shield(shield, world)
+    return world
+
+
+def resolve_shield(shield: Any, world: SimWorld):
+    """'default' -> the project's SafetyShield for this arm (when installed); None -> off (warns); else as given."""
+    if shield == "default":
+        try:
+            from keystone_vla.safety import SafetyShield
+        except ImportError:
+            return None
+        return SafetyShield.for_robot(world.spec)
+    if shield is None:
+        from .world import unsafe_no_shield_warning
+
+        unsafe_no_shield_warning()
+    return shield
+
+
+def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, cameras: tuple[str, ...] = ("front",),
+                image_size: int = 128, record: bool = True, max_steps: int | None = None, shield: Any = "default",
+                video: bool = False, world: SimWorld | None = None) -> EpisodeRecord:
+    """Run one episode of `spec` with the oracle (policy None) or `policy`; return its record.
+
+    `record` keeps per-step observations/actions (for datasets); `video` keeps front-camera frames for a rollout video.
+    Pass `world` to reuse a simulator across episodes (it is reset from the seed, so results do not depend on reuse).
+    """
+    task = get_task(spec.task)
+    own_world = world is None
+    if world is None:
+        world = make_world(spec, cameras, image_size, shield)
+    t0 = time.perf_counter()
+    try:
+        inst = task.reset(world, spec.seed, spec.split, spec.instruction)
+        oracle = OracleExpert(world, inst)
+        if policy is not None:
+            bind = getattr(policy, "bind", None)
+            if bind is not None:
+                bind(world, inst)
+            policy.reset()
+        limit = max_steps or task.max_steps
+        rec = EpisodeRecord(spec.task, spec.split, spec.seed, spec.arm, inst.instruction, inst.plan, False, 0)
+        buf: dict[str, list] = {"state": [], "ee_pose": [], "action": [], "plan_step": [], "timestamp": []}
+        frames: dict[str, list] = {c: [] for c in cameras}
+        need_obs = record or policy is not None
+        for t in range(limit):
+            obs = world.observation(inst.instruction, cameras=cameras) if need_obs else None
+            if video:
+                rec.video_frames.append(obs.images["front"] if obs is not None and "front" in obs.images
+                                        else world.render("front").rgb)
+            if policy is None:
+                action = oracle.act()
+                step_idx = min(oracle.plan_step, len(inst.plan.steps) - 1)
+            else:
+                a0 = time.perf_counter()
+                action = np.asarray(policy.act(obs), dtype=np.float32)
+                rec.policy_latency_ms.append((time.perf_counter() - a0) * 1e3)
+                step_idx = int(getattr(policy, "plan_step", 0))
+            if record:
+                for c in cameras:
+                    frames[c].append(obs.images[c])
+                buf["state"].append(obs.state)
+                buf["ee_pose"].append(obs.ee_pose)
+                buf["action"].append(action)
+                buf["plan_step"].append(step_idx)
+                buf["timestamp"].append(t / CONTROL_HZ)
+            world.apply_action(action)
+            rec.steps = t + 1
+            if task.success(world, inst) and world.robot.gripper_opening() > 0.5:
+                rec.success = True
+                break
+        rec.interventions = world.interventions
+        if record:
+            rec.frames = {c: np.stack(v) for c, v in frames.items() if v}
+            rec.state = np.asarray(buf["state"], dtype=np.float32)
+            rec.ee_pose = np.asarray(buf["ee_pose"], dtype=np.float32)
+            rec.action = np.asarray(buf["action"], dtype=np.float32)
+            rec.plan_step = np.asarray(buf["plan_step"], dtype=np.int32)
+            rec.timestamp = np.asarray(buf["timestamp"], dtype=np.float64)
+        rec.wall_s = time.perf_counter() - t0
+        return rec
+    finally:
+        if own_world:
+            world.close()
+
+
+def task_instance(world: SimWorld, spec: EpisodeSpec) -> TaskInstance:
+    """Reset `world` to `spec`'s scene and return the instance (for callers that drive the loop themselves)."""
+    return get_task(spec.task).reset(world, spec.seed, spec.split, spec.instruction)
+
+
+def write_video(frames: list[np.ndarray] | np.ndarray, path: str, fps: int = CONTROL_HZ) -> str:
+    """Write frames (uint8 [H, W, 3]) as MP4 (or GIF when `path` ends in .gif); returns the path."""
+    import imageio.v2 as imageio
+
+    if len(frames) == 0:
+        raise SimError(f"no frames to write to {path}")
+    frames = [np.asarray(f, dtype=np.uint8) for f in frames]
+    if str(path).endswith(".gif"):
+        imageio.mimsave(path, frames, duration=1.0 / fps, loop=0)
+    else:
+        h, w = frames[0].shape[:2]
+        scale = max(1, 256 // max(h, w))
+        if scale > 1:
+            frames = [np.kron(f, np.ones((scale, scale, 1), dtype=np.uint8)) for f in frames]
+        with imageio.get_writer(path, fps=fps, codec="libx264", quality=8, macro_block_size=16,
+                                ffmpeg_log_level="error") as writer:
+            for f in frames:
+                writer.append_data(f)
+    return str(path)
