@@ -40,7 +40,7 @@ class CameraConfig:
 
 
 CAMERA_CONFIGS: dict[str, CameraConfig] = {
-    "front": CameraConfig("front", eye=(0.95, 0.0, 0.62), target=(0.45, 0.0, 0.0), up=(-1.0, 0.0, 0.0), fov_deg=55.0),
+    "front": CameraConfig("front", eye=(0.92, 0.0, 0.52), target=(0.48, 0.0, 0.0), up=(-1.0, 0.0, 0.0), fov_deg=50.0),
     "wrist": CameraConfig("wrist", fov_deg=75.0, near=0.02, far=1.2, mounted=True),
 }
 

@@ -176,9 +176,9 @@ def make_part(cid, shape: str, colour: str, pos, yaw: float, z: float = 0.0) -> 
 
 
 def make_kit(cid, pos, yaw: float, length: float = 0.36, width: float = 0.12) -> SceneObject:
-    col, vis = _box(cid, (length / 2, width / 2, KIT_THICKNESS / 2), (0.32, 0.32, 0.36, 1.0))
+    col, vis = _box(cid, (width / 2, length / 2, KIT_THICKNESS / 2), (0.32, 0.32, 0.36, 1.0))  # long axis: y
     body = _body(cid, col, vis, 0.0, (pos[0], pos[1], KIT_THICKNESS / 2), yaw)
-    return SceneObject("kit", "kit", body, cid, (length, width, KIT_THICKNESS), None, symmetry=2, movable=False)
+    return SceneObject("kit", "kit", body, cid, (width, length, KIT_THICKNESS), None, symmetry=2, movable=False)
 
 
 def make_slot(cid, shape: str, pos, yaw: float) -> SceneObject:
