@@ -1,0 +1,165 @@
+"""Constrained decoding for the plan head: which token ids may come next so the output stays a valid plan.
+
+`PlanGrammar` is a small state machine over the word-level ids of `tokenizer.WordTokenizer`:
+
+    plan  := step (";" step)* EOS          (at most `max_steps` steps)
+    step  := SKILL "(" obj ("," obj)* ")"  (exactly the skill's arity, `keystone_vla.types.SKILLS`)
+    obj   := the parts of one of the scene's object ids (a trie over ``red_block`` -> ``red block``)
+
+Arguments of one step are distinct objects, and a skill is only offered when the scene has enough objects for
+its arity, so every path through the machine ends in a plan that parses and names only given objects. The
+model only chooses among `allowed()` ids; whatever its weights, it cannot produce an unparseable or
+ungrounded step. This module must never import torch: it is pure bookkeeping, tested without a model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from keystone_vla.vla.tokenizer import WordTokenizer
+
+from keystone_vla.errors import GroundingError
+from keystone_vla.types import SKILLS
+
+
+@dataclass
+class _Trie:
+    children: dict[int, _Trie] = field(default_factory=dict)
+    objects: list[str] = field(default_factory=list)  # ids ending exactly here (first one wins on ties)
+
+
+class PlanGrammar:
+    """Tracks one plan being decoded; call `allowed()` then `advance(token_id)` until `done`."""
+
+    def __init__(self, tokenizer: WordTokenizer, objects: Sequence[str], max_steps: int = 12) -> None:
+        objs = list(dict.fromkeys(o for o in objects if o))
+        if not objs:
+            raise GroundingError("no objects to plan over; pass the scene's object ids, e.g. ['red_block', 'blue_bowl']")
+        self.tok = tokenizer
+        self.objects = objs
+        self.max_steps = max(1, max_steps)
+        self._paths = {o: tokenizer.object_ids(o) for o in objs}
+        self._skills = {s: n for s, n in ((s, len(r)) for s, r in SKILLS.items()) if n <= len(objs)}
+        g = tokenizer.grammar_ids
+        self._lp, self._rp, self._comma, self._semi = g["("], g[")"], g[","], g[";"]
+        self._skill_of_id = {tokenizer.skill_ids[s]: s for s in self._skills}
+        self.steps: list[tuple[str, tuple[str, ...]]] = []
+        self.done = False
+        self._state = "skill"
+        self._skill = ""
+        self._args: list[str] = []
+        self._node: _Trie | None = None
+        self._node_depth = 0
+
+    # ---- the machine -----------------------------------------------------------------------------------
+    def _trie(self) -> _Trie:
+        root = _Trie()
+        for obj, path in self._paths.items():
+            if obj in self._args:
+                continue
+            node = root
+            for tid in path:
+                node = node.children.setdefault(tid, _Trie())
+            node.objects.append(obj)
+        return root
+
+    def allowed(self) -> list[int]:
+        """Token ids that keep the output a valid, grounded prefix (never empty until `done`)."""
+        if self.done:
+            return []
+        if self._state == "skill":
+            return sorted(self._skill_of_id)
+        if self._state == "lparen":
+            return [self._lp]
+        if self._state == "obj":
+            assert self._node is not None
+            ids = list(self._node.children)
+            if self._node.objects and self._node_depth > 0:
+                last = len(self._args) + 1 == len(SKILLS[self._skill])
+                ids.append(self._rp if last else self._comma)
+            return sorted(set(ids))
+        if self._state == "after_step":
+            return [self.tok.eos_id] if len(self.steps) >= self.max_steps else [self._semi, self.tok.eos_id]
+        raise AssertionError(self._state)
+
+    def advance(self, token_id: int) -> None:
+        """Consume `token_id`; raises GroundingError if it is not in `allowed()` (a decoding bug)."""
+        if token_id not in self.allowed():
+            raise GroundingError(f"token id {token_id} is not allowed in state {self._state!r}")
+        if self._state == "skill":
+            self._skill, self._args = self._skill_of_id[token_id], []
+            self._state = "lparen"
+        elif self._state == "lparen":
+            self._start_object()
+        elif self._state == "obj":
+            assert self._node is not None
+            if token_id in (self._comma, self._rp) and self._node.objects and token_id not in self._node.children:
+                self._args.append(self._node.objects[0])
+                if token_id == self._rp:
+                    self.steps.append((self._skill, tuple(self._args)))
+                    self._state = "after_step"
+                else:
+                    self._start_object()
+            else:
+                self._node = self._node.children[token_id]
+                self._node_depth += 1
+        elif self._state == "after_step":
+            if token_id == self.tok.eos_id:
+                self.done = True
+            else:
+                self._state = "skill"
+
+    def _start_object(self) -> None:
+        self._node = self._trie()
+        self._node_depth = 0
+        self._state = "obj"
+
+    def force_finish(self) -> list[int]:
+        """Shortest continuation that closes the plan (used when the token budget runs out)."""
+        out: list[int] = []
+        while not self.done:
+            ids = self.allowed()
+            pick = self.tok.eos_id if self.tok.eos_id in ids else (self._rp if self._rp in ids else
+                                                                   (self._comma if self._comma in ids else ids[0]))
+            self.advance(pick)
+            out.append(pick)
+        return out
+
+    def calls(self) -> list[str]:
+        return [f"{s}({', '.join(a)})" for s, a in self.steps]
+
+
+def render_step_text(skill: str, args: Sequence[str], templates: dict[str, str]) -> str:
+    """The imperative instruction for one step, from templates learned in training (fallback: generic)."""
+    fallback = {
+        "pick": "pick up the {0}",
+        "place_on": "place the {0} on the {1}",
+        "place_in": "place the {0} in the {1}",
+        "insert": "insert the {0} into the {1}",
+    }
+    template = templates.get(skill) or fallback.get(skill, skill + " {0}")
+    phrases = [a.replace("_", " ") for a in args]
+    try:
+        return template.format(*phrases)
+    except (IndexError, KeyError):
+        return fallback.get(skill, skill + " {0}").format(*phrases)
+
+
+def learn_step_templates(examples: Sequence[tuple[str, Sequence[str], str]]) -> dict[str, str]:
+    """From ``(skill, args, text)`` training examples, the most common text pattern per skill with the
+    argument phrases replaced by ``{0}``, ``{1}`` (so the policy sees the phrasing it was trained on)."""
+    counts: dict[str, dict[str, int]] = {}
+    for skill, args, text in examples:
+        t = " ".join(text.lower().split())
+        ok = True
+        for i, a in enumerate(args):
+            phrase = a.replace("_", " ")
+            if phrase not in t:
+                ok = False
+                break
+            t = t.replace(phrase, f"{{{i}}}", 1)
+        if ok and "{" in t:
+            counts.setdefault(skill, {}).setdefault(t, 0)
+            counts[skill][t] += 1
+    return {s: max(c.items(), key=lambda kv: (kv[1], kv[0]))[0] for s, c in counts.items()}

@@ -1,0 +1,141 @@
+"""Inference API of a trained VLA: `VLAPolicy.from_pretrained(folder)` -> `plan(...)` and `predict_chunk(...)`.
+
+- `plan(instruction, observation=None, objects=None) -> Plan`: grammar-constrained plan over `objects` (the
+  scene's object ids; default: the object ids seen in training), each step with its imperative text.
+- `predict_chunk(observation, step_instruction) -> ActionChunk`: H x 7 actions in physical units (the
+  normalisation saved in the checkpoint is undone here), plus the step-done probability.
+
+Every input is validated before the model runs (empty/overlong instruction, missing camera, wrong image
+shape or dtype, wrong state size, NaN/inf state) and rejected with a `ModelError` saying what to fix. Runs
+under `torch.inference_mode`, optionally in bfloat16, after a one-time warm-up forward pass. This module must
+never train, write files, or reach the network.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from keystone_vla.vla.checkpoint import VLABundle, load_pretrained
+from keystone_vla.vla.plan_grammar import PlanGrammar, render_step_text
+
+from keystone_vla.errors import ModelError
+from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
+
+MAX_INSTRUCTION_CHARS = 300
+
+
+class VLAPolicy:
+    """A loaded checkpoint ready for batch-1 inference on CPU (or wherever its tensors live)."""
+
+    def __init__(self, bundle: VLABundle, *, warmup: bool = True, text_encoder: object | None = None) -> None:
+        self.bundle = bundle
+        self.model = bundle.model.eval()
+        self.tokenizer = bundle.tokenizer
+        self.normalizer = bundle.normalizer
+        self.config = bundle.model.config
+        self.text_encoder = text_encoder
+        if self.config.text_encoder == "minilm" and text_encoder is None:
+            from keystone_vla.vla.text_encoder import MiniLMEncoder
+
+            self.text_encoder = MiniLMEncoder()
+        if warmup:
+            self._warmup()
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike[str], *, bf16: bool = False, warmup: bool = True) -> VLAPolicy:
+        """Load a checkpoint folder (see `keystone_vla.vla.checkpoint`); `bf16` runs the model in bfloat16."""
+        return cls(load_pretrained(folder, torch.bfloat16 if bf16 else torch.float32), warmup=warmup)
+
+    # ---- validation ----------------------------------------------------------------------------------------
+    def check_instruction(self, text: object, what: str = "instruction") -> str:
+        if not isinstance(text, str):
+            raise ModelError(f"{what} must be a string, got {type(text).__name__}")
+        if not text.strip():
+            raise ModelError(f"{what} is empty; say what the robot should do, e.g. 'put the red block in the bowl'")
+        if len(text) > MAX_INSTRUCTION_CHARS:
+            raise ModelError(f"{what} is too long ({len(text)} characters, at most {MAX_INSTRUCTION_CHARS}); shorten it")
+        n_words = len(self.tokenizer.encode(text))
+        limit = self.config.max_instruction_tokens - 1
+        if n_words > limit:
+            raise ModelError(f"{what} is too long ({n_words} words, the model takes at most {limit}); shorten it")
+        if n_words == 0:
+            raise ModelError(f"{what} {text!r} has no words; use letters or digits")
+        return text
+
+    def check_observation(self, obs: Observation) -> None:
+        if not isinstance(obs, Observation):
+            raise ModelError(f"observation must be a keystone_vla.types.Observation, got {type(obs).__name__}")
+        size = self.config.image_size
+        for cam in self.config.cameras:
+            if cam not in obs.images:
+                raise ModelError(f"observation lacks camera {cam!r}; the model was trained on cameras "
+                                 f"{list(self.config.cameras)} (has {sorted(obs.images)})")
+            img = obs.images[cam]
+            if img.dtype != np.uint8:
+                raise ModelError(f"images[{cam!r}] must be uint8, got {img.dtype}")
+            if img.shape != (size, size, 3):
+                raise ModelError(f"images[{cam!r}] has shape {list(img.shape)}, the model takes [{size}, {size}, 3]; "
+                                 "render or resize the camera to the checkpoint's image size")
+        state = np.asarray(obs.state)
+        if state.shape != (self.config.state_dim,):
+            raise ModelError(f"state has shape {list(state.shape)}, the model takes [{self.config.state_dim}] "
+                             "(arm joint positions + gripper opening)")
+        if not np.isfinite(state).all():
+            raise ModelError(f"state contains NaN or inf at index {int(np.flatnonzero(~np.isfinite(state))[0])}; "
+                             "check the joint-state source")
+
+    # ---- inference ---------------------------------------------------------------------------------------
+    def _tensors(self, obs: Observation, step_instruction: str) -> dict[str, torch.Tensor]:
+        device = self.model.camera_embed.device
+        images = np.stack([obs.images[c] for c in self.config.cameras])[None]
+        state = self.normalizer.normalize_state(obs.state)[None]
+        ids = self.tokenizer.encode_fixed(step_instruction, self.config.max_instruction_tokens)
+        out = {
+            "images": torch.from_numpy(np.ascontiguousarray(images)).to(device),
+            "state": torch.from_numpy(state).to(device),
+            "instruction_ids": torch.tensor([ids], device=device),
+        }
+        if self.text_encoder is not None:
+            out["text_features"] = self.text_encoder.encode([step_instruction]).to(device)
+        return out
+
+    def predict_chunk(self, observation: Observation, step_instruction: str | None = None) -> ActionChunk:
+        """H x 7 actions (physical units: m, rad, gripper 0..1 closed) for the current plan step."""
+        text = self.check_instruction(step_instruction if step_instruction is not None else observation.instruction,
+                                      "step_instruction")
+        self.check_observation(observation)
+        with torch.inference_mode():
+            t = self._tensors(observation, text)
+            prefix = self.model.action_prefix(t["images"], t["instruction_ids"], t["state"], t.get("text_features"))
+            if self.config.action_head == "chunk":
+                z, done = self.model.chunk_forward(prefix)
+            else:
+                z, done = self.model.token_generate(prefix)
+        actions = self.normalizer.unnormalize_action(z[0].float().cpu().numpy())
+        actions[:, -1] = np.clip(actions[:, -1], 0.0, 1.0)
+        return ActionChunk(actions.astype(np.float32), step_done=float(torch.sigmoid(done[0].float())))
+
+    def plan(self, instruction: str, observation: Observation | None = None,
+             objects: Sequence[str] | None = None) -> Plan:
+        """Grammar-constrained plan for `instruction` over `objects` (default: objects seen in training)."""
+        self.check_instruction(instruction)
+        if observation is not None:
+            self.check_observation(observation)
+        objs = list(objects) if objects is not None else list(self.config.known_objects)
+        if objects is not None and any(not isinstance(o, str) or not o.strip() for o in objs):
+            raise ModelError(f"objects must be non-empty object id strings, got {objs!r}")
+        grammar = PlanGrammar(self.tokenizer, objs, self.config.max_plan_steps)
+        prompt = self.tokenizer.plan_prompt(instruction, objs)
+        grammar = self.model.generate_plan(prompt, grammar, self.config.max_plan_tokens)
+        steps = tuple(PlanStep(s, a, render_step_text(s, a, self.config.step_templates)) for s, a in grammar.steps)
+        return Plan(instruction, steps)
+
+    def _warmup(self) -> None:
+        size = self.config.image_size
+        obs = Observation(images={c: np.zeros((size, size, 3), np.uint8) for c in self.config.cameras},
+                          state=np.zeros(self.config.state_dim, np.float32), ee_pose=np.zeros(7, np.float32))
+        word = next(iter(self.tokenizer.tokenizer.get_vocab()))
+        self.predict_chunk(obs, "pick" if self.tokenizer.tokenizer.token_to_id("pick") is not None else word)
