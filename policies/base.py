@@ -1,9 +1,12 @@
 """The Policy protocol: what every Keystone policy looks like to an executor (sim, evaluation, ROS).
 
 A policy is any object with ``reset()`` and ``act(observation) -> float32 [7]`` (the 7-D end-effector action of
-`keystone_vla.types`). Policies that need privileged simulator state (the scripted oracle) additionally
-implement ``bind(world, plan)``, which the evaluation harness calls after the world is built and before the
-first ``act``. A policy never knows which task or arm it runs on beyond what the observation and plan say.
+`keystone_vla.types`). Policies that need to know the episode (the scripted oracle reads privileged simulator
+state, the baseline its task id, the VLA agent the scene objects to ground its plan in) additionally implement
+``bind(world, instance)``; `keystone_vla.sim.rollout.run_episode` calls it after the scene is built and before
+``reset()`` and the first ``act``. A policy that refuses the episode raises `GroundingError` from ``bind`` with
+a reason a person understands; the harness reports the episode as refused and does not run it. A policy may
+expose ``plan_step`` (index of the plan step it executes) and ``plan`` (the plan it follows).
 
 This module must never import anything heavy (torch, pybullet): it defines contracts only.
 """
@@ -15,7 +18,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 
 from keystone_vla.errors import ModelError
-from keystone_vla.types import ACTION_DIM, Observation, Plan
+from keystone_vla.types import ACTION_DIM, Observation
 
 
 @runtime_checkable
@@ -33,8 +36,10 @@ class Policy(Protocol):
 class WorldBoundPolicy(Policy, Protocol):
     """A policy that reads privileged simulator state; the harness binds it to each episode's world."""
 
-    def bind(self, world: Any, plan: Plan) -> None:
-        """Attach to `world` (a `keystone_vla.sim.world.SimWorld`) and the episode's ground-truth `plan`."""
+    def bind(self, world: Any, instance: Any) -> None:
+        """Attach to `world` (a `keystone_vla.sim.world.SimWorld`) and its `TaskInstance` (task, instruction, plan).
+
+        Raises `GroundingError` to refuse the episode."""
 
 
 def hold_action(gripper_command: float) -> np.ndarray:

@@ -1,0 +1,96 @@
+"""Per-episode glue between the evaluation harness and `run_episode`: scene search for user phrasings, goal
+checks for grounded plans, and the adapter that hands a policy its episode.
+
+This module must never move the arm itself: it builds scenes, grounds text and reads privileged state only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from keystone_vla.types import Observation, Plan
+
+#: refusal kinds that depend on the scene (another scene variant may have the object); the rest are about the text
+SCENE_REFUSALS = ("unknown_object", "ambiguous", "unreachable")
+#: seed offset between scene variants tried for one user instruction (far from the per-episode seeds base + i)
+VARIANT_STRIDE = 100_003
+
+
+def find_scene(world: Any, task: Any, seed: int, split: str, instruction: str,
+               variants: int = 16) -> tuple[int, Plan | None] | str:
+    """Pick a scene for a user instruction: returns (seed, goal plan or None) or the refusal reason (str).
+
+    Tries seeds ``seed + k * VARIANT_STRIDE``; a scene where the grounded plan equals the task's own plan wins
+    (goal None: the task's success check applies); else the first scene where the instruction grounds (goal =
+    the grounded plan). Instructions that name no object ('assemble the kit') are the task's goal as stated.
+    """
+    from keystone_vla.perception.grounding import Refusal, check_instruction, ground_instruction
+
+    refusal = check_instruction(instruction)
+    if refusal is not None:
+        return refusal.reason
+    first_refusal: Refusal | None = None
+    fallback: tuple[int, Plan] | None = None
+    for k in range(max(1, variants)):
+        s = seed + k * VARIANT_STRIDE
+        inst = task.reset(world, s, split, instruction)
+        grounded = ground_instruction(instruction, list(world.objects.values()), world.spec)
+        if isinstance(grounded, Refusal):
+            if grounded.kind == "no_object":
+                return s, None
+            if grounded.kind not in SCENE_REFUSALS:
+                return grounded.reason
+            first_refusal = first_refusal or grounded
+            continue
+        if grounded.control is not None:
+            return f"{instruction!r} is a control command ({grounded.control}), not a task to evaluate"
+        if grounded.plan.calls() == inst.plan.calls():
+            return s, None
+        if fallback is None:
+            fallback = (s, grounded.plan)
+    if fallback is not None:
+        return fallback
+    assert first_refusal is not None
+    return first_refusal.reason
+
+
+def plan_goal_holds(world: Any, plan: Plan) -> bool:
+    """Every placing step's effect holds now and the gripper is released (a pick-only plan: the object is lifted)."""
+    from keystone_vla.sim.tasks.base import step_effect_holds
+
+    placing = [s for s in plan.steps if s.skill != "pick"]
+    if not placing:
+        return bool(plan.steps) and all(step_effect_holds(world, s) for s in plan.steps)
+    return all(step_effect_holds(world, s) for s in placing) and world.robot.gripper_opening() > 0.5
+
+
+class EpisodeAdapter:
+    """Wraps a policy for one episode: substitutes the user's grounded goal into the task instance before the
+    policy is bound, and remembers the ground-truth plan the episode is judged against."""
+
+    def __init__(self, policy: Any, goal_plan: Plan | None = None) -> None:
+        self.policy = policy
+        self.goal_plan = goal_plan
+        self.true_plan: Plan | None = None
+        self.instruction: str | None = None
+
+    def bind(self, world: Any, instance: Any) -> None:
+        if self.goal_plan is not None:
+            instance.plan = self.goal_plan
+        self.true_plan = instance.plan
+        self.instruction = instance.instruction
+        bind = getattr(self.policy, "bind", None)
+        if bind is not None:
+            bind(world, instance)
+
+    def reset(self) -> None:
+        self.policy.reset()
+
+    @property
+    def plan_step(self) -> int:
+        return int(getattr(self.policy, "plan_step", 0))
+
+    def act(self, observation: Observation) -> np.ndarray:
+        return self.policy.act(observation)
