@@ -116,8 +116,8 @@ class OracleExpert:
         grasp = np.array([p[0], p[1], p[2] + obj.grasp_height])
         above = np.array([p[0], p[1], TRANSIT_Z])
         return [
-            Waypoint(np.array([pos[0], pos[1], max(pos[2], TRANSIT_Z)]), cur_yaw, 0.0, 0.3),
-            Waypoint(above, yaw, 0.0, 0.3),
+            Waypoint(np.array([pos[0], pos[1], max(pos[2], TRANSIT_Z)]), cur_yaw, 0.0, 0.24),
+            Waypoint(above, yaw, 0.0, 0.24),
             Waypoint(grasp, yaw, 0.0, 0.12, settle=2),
             Waypoint(grasp, yaw, 1.0, 0.12, settle=5),
             Waypoint(above, yaw, 1.0, 0.15),
@@ -152,7 +152,7 @@ class OracleExpert:
         above = np.array([goal_ee[0], goal_ee[1], pre_z])
         retreat = np.array([goal_ee[0], goal_ee[1], goal_ee[2] + 0.08])
         return [
-            Waypoint(above, yaw, 1.0, 0.3, settle=1),
+            Waypoint(above, yaw, 1.0, 0.24, settle=1),
             Waypoint(goal_ee, yaw, 1.0, speed_down, settle=2),
             Waypoint(goal_ee, yaw, 0.0, 0.1, settle=3),
             Waypoint(retreat, yaw, 0.0, 0.15),

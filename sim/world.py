@@ -39,6 +39,8 @@ class JointTargetFilter(Protocol):
 
     def filter_joint_target(self, q_now: np.ndarray, q_target: np.ndarray, dt: float) -> tuple[np.ndarray, list[str]]: ...
 
+    def reset(self) -> None: ...
+
 
 class RobotArm:
     """The arm body plus the index bookkeeping and IK settings for one `RobotSpec`."""
@@ -167,6 +169,8 @@ class SimWorld:
         self.objects = {}
         self.tick = 0
         self.interventions = 0
+        if getattr(self, "shield", None) is not None:
+            self.shield.reset()  # a new episode starts at rest: no velocity history
         self.proxies = None
         if self.render_mode == "fast":
             chain = [-1, *self.robot.joints, self.robot.ee_link]
