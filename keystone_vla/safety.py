@@ -245,8 +245,8 @@ class SafetyShield:
         flags[~finite] |= NONFINITE | HOLD
         target = np.where(finite[:, None], target, q_now)
         clipped = np.clip(target, self.lower, self.upper)
-        flags[(clipped != target).any(axis=1)] |= POSITION_CLAMPED
-        delta = clipped - q_now
+        flags[(clipped != target).any(axis=1) & finite] |= POSITION_CLAMPED
+        delta = np.where(finite[:, None], clipped - q_now, 0.0)  # a rejected command holds exactly
         scale = np.ones(len(q_now))
         mag = np.abs(delta)
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -379,7 +379,8 @@ class SafetyShield:
             i = int(owner[outside[0]])
             return reject("rejected_workspace", f"segment to point {i} takes the TCP outside the workspace box")
         dts = np.diff(np.concatenate([[0.0], times]))
-        need = np.maximum.reduce([dts, (np.abs(seg) / self.vmax).max(axis=1), path / lim.tcp_speed_limit])
+        need = np.maximum.reduce([dts, (np.abs(seg) / self.vmax).max(axis=1), path / lim.tcp_speed_limit,
+                                  np.full(len(dts), 1e-3)])  # every segment takes time, even a zero-length one
         if (need > dts * (1 + 1e-9)).any():
             events.append(f"velocity_limited: segment durations stretched up to x{np.max(need / np.maximum(dts, _EPS)):.2f}")
         dts, stretched = self._stretch_for_acceleration(seg, need, v_now)
