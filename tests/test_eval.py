@@ -1,0 +1,157 @@
+"""Evaluation harness on real simulated episodes: oracle, broken policy, user phrasings, reports, compare, CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import imageio.v2 as imageio
+import pytest
+from keystone_vla.policies.evaluate import EvalConfig, evaluate, make_jobs, read_instructions_file
+from keystone_vla.policies.report import compare
+from keystone_vla.sim.rollout import run_episode
+
+from keystone_vla.cli import main
+from keystone_vla.errors import ConfigError
+from keystone_vla.types import EpisodeSpec
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+
+@pytest.fixture(scope="module")
+def oracle_report(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("oracle")
+    cfg = EvalConfig(policy="oracle", tasks=("stack", "insert"), splits=("seen", "unseen"), episodes=2, workers=1,
+                     seed=3, out=out)
+    return out, evaluate(cfg, progress=False)
+
+
+@pytest.fixture(scope="module")
+def broken_report(tmp_path_factory) -> tuple[Path, dict]:
+    out = tmp_path_factory.mktemp("broken")
+    cfg = EvalConfig(policy="broken", tasks=("stack", "insert"), splits=("seen", "unseen"), episodes=2, workers=2,
+                     seed=3, out=out, max_steps=25)
+    return out, evaluate(cfg, progress=False)
+
+
+def test_oracle_success_matches_the_oracle_rollouts(oracle_report) -> None:
+    out, summary = oracle_report
+    for ep in summary["episodes_detail"]:
+        direct = run_episode(EpisodeSpec(ep["task"], ep["seed"], ep["split"]), record=False)
+        assert ep["success"] == direct.success
+        assert ep["steps"] == direct.steps
+        assert ep["plan"] == direct.plan.calls()
+    expected = sum(e["success"] for e in summary["episodes_detail"]) / 8
+    assert summary["success_rate"] == expected
+    assert summary["episodes"] == 8 and summary["refused"] == 0
+    for task in ("stack", "insert"):
+        for split in ("seen", "unseen"):
+            cell = summary["tasks"][task][split]
+            assert cell["episodes"] == 2 and cell["seeds"] == [3, 4]
+            assert cell["plan_exact_rate"] == 1.0
+    assert summary["latency_ms"]["calls"] == sum(e["steps"] for e in summary["episodes_detail"])
+
+
+def test_report_files_and_numbers(oracle_report) -> None:
+    out, summary = oracle_report
+    on_disk = json.loads((out / "results.json").read_text())
+    assert on_disk["success_rate"] == summary["success_rate"]
+    assert on_disk["report"] == str(out / "report.md")
+    for name in ("report.md", "report.html", "success.png", "latency.png"):
+        assert (out / name).stat().st_size > 0
+    assert (out / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = (out / "report.md").read_text()
+    cell = summary["tasks"]["stack"]["seen"]
+    assert f"| stack | seen | {100 * cell['success_rate']:.1f} % | {cell['successes']}/2 | 0 |" in md
+    for key, rel in summary["videos"].items():
+        assert key.endswith("-success")
+        assert (out / rel).is_file() and rel in md and rel in (out / "report.html").read_text()
+
+
+def test_broken_policy_fails_everything_and_writes_failure_videos(broken_report) -> None:
+    out, summary = broken_report
+    assert summary["success_rate"] == 0.0
+    assert all(not e["success"] and e["steps"] == 25 for e in summary["episodes_detail"])
+    keys = set(summary["videos"])
+    assert keys == {f"{t}-{s}-failure" for t in ("stack", "insert") for s in ("seen", "unseen")}
+    for rel in summary["videos"].values():
+        frames = imageio.mimread(out / rel)
+        assert len(frames) == 25 and frames[0].ndim == 3
+    # one video per task x split outcome, the earliest episode's (job order), nothing else left behind
+    assert sorted(p.name for p in (out / "videos").iterdir()) == sorted(Path(v).name for v in summary["videos"].values())
+    assert all(Path(v).stem.endswith(("000000", "000002", "000004", "000006")) for v in summary["videos"].values())
+
+
+def test_compare_reports_on_the_same_seeds(oracle_report, broken_report, capsys) -> None:
+    (a_dir, a), (b_dir, b) = oracle_report, broken_report
+    d = compare(a, b)
+    assert d["success_rate"]["delta"] == pytest.approx(b["success_rate"] - a["success_rate"])
+    for row in d["cells"].values():
+        assert row["same_seeds"]
+        assert row["success_rate_delta"] == pytest.approx(row["b_success_rate"] - row["a_success_rate"])
+    assert main(["eval", "compare", str(a_dir), str(b_dir), "--json"]) == 0
+    last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert last["a"] == "oracle" and last["b"] == "broken"
+    assert last["success_rate_delta"] == pytest.approx(-a["success_rate"])
+
+
+def test_instructions_file_refuses_unknown_objects_without_running(tmp_path) -> None:
+    lines = [
+        {"task": "stack", "instruction": "stack the purple block on the red block"},  # purple is never a seen colour
+        {"task": "stack", "instruction": "stack the red florp on the blue block"},  # unknown word
+        {"task": "insert", "instruction": "put the peg in the hole"},
+    ]
+    path = tmp_path / "phrasings.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    pairs = read_instructions_file(path)
+    cfg = EvalConfig(policy="oracle", tasks=("stack", "insert"), splits=("seen",), episodes=1, workers=1, seed=0,
+                     out=tmp_path / "rep", instructions=pairs, scene_search=3)
+    summary = evaluate(cfg, progress=False)
+    eps = summary["episodes_detail"]
+    assert [e["line"] for e in eps] == [1, 2, 3]
+    purple, florp, peg = eps
+    assert purple["refused"] and purple["steps"] == 0 and not purple["success"] and purple["video"] is None
+    assert "purple block" in purple["reason"]
+    assert florp["refused"] and "florp" in florp["reason"]
+    assert not peg["refused"] and peg["success"] and peg["instruction"] == "put the peg in the hole"
+    assert summary["tasks"]["stack"]["seen"]["refused"] == 2
+    assert summary["tasks"]["stack"]["seen"]["mean_steps"] is None
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "Refused episodes" in md and "purple block" in md
+
+
+def test_instructions_file_errors_name_the_line(tmp_path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"task": "stack", "instruction": "stack it"}\nnot json\n')
+    with pytest.raises(ConfigError, match=r"bad.jsonl:2"):
+        read_instructions_file(bad)
+    bad.write_text('{"task": "fly", "instruction": "fly away"}\n')
+    with pytest.raises(ConfigError, match="unknown task 'fly'"):
+        read_instructions_file(bad)
+
+
+def test_seeds_are_fixed_per_cell() -> None:
+    jobs = make_jobs(EvalConfig(policy="oracle", tasks=("stack", "insert"), episodes=3, seed=10))
+    assert [(j.task, j.split, j.seed) for j in jobs[:4]] == [
+        ("stack", "seen", 10), ("stack", "seen", 11), ("stack", "seen", 12), ("stack", "unseen", 10)]
+    assert len(jobs) == 12 and [j.index for j in jobs] == list(range(12))
+
+
+def test_cli_json_summary_keys(tmp_path, capsys) -> None:
+    code = main(["eval", "--policy", "broken", "--tasks", "insert", "--split", "unseen", "--episodes", "1",
+                 "--workers", "1", "--max-steps", "5", "--no-videos", "--out", str(tmp_path / "r"), "--json"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert {"policy", "success_rate", "tasks", "latency_ms", "report"} <= set(out)
+    assert set(out["tasks"]["insert"]["unseen"]) == {"success_rate", "episodes", "mean_steps", "refused"}
+    assert out["tasks"]["insert"]["unseen"]["mean_steps"] == 5
+    assert set(out["latency_ms"]) == {"p50", "p99"}
+    assert Path(out["report"]).is_file()
+
+
+def test_cli_bad_input_exits_2(capsys) -> None:
+    assert main(["eval", "--policy", "no_such_policy", "--episodes", "1"]) == 2
+    assert "unknown policy 'no_such_policy'" in capsys.readouterr().err
+    assert main(["eval", "--policy", "oracle", "--tasks", "fly"]) == 2
+    assert "unknown task 'fly'" in capsys.readouterr().err
