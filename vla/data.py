@@ -167,3 +167,75 @@ class Collator:
 def plan_json(instruction: str, calls: Sequence[tuple[str, Sequence[str]]], texts: Sequence[str]) -> str:
     return json.dumps({"instruction": instruction,
                        "steps": [{"call": f"{s}({', '.join(a)})", "text": t} for (s, a), t in zip(calls, texts)]})
+
+
+class StepDoneDataset:
+    """Wraps an `EpisodeWindowDataset` and adds ``step_done``: 1.0 when the plan step executed at t has
+    changed by tick t + H (the step ends within this chunk), read from the store's ``plan_step`` arrays."""
+
+    def __init__(self, base: Any, horizon: int) -> None:
+        from keystone_vla.datasets.store import EpisodeStore
+
+        store = EpisodeStore(base.store_path, mode="r")
+        self.base = base
+        self.horizon = horizon
+        self.plan_steps = [np.asarray(store.episode(n).array("plan_step")) for n in base.names]
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        s = dict(self.base[i])
+        e, t = int(s["episode_index"]), int(s["frame_index"])
+        ps = self.plan_steps[e]
+        s["step_done"] = float(ps[min(t + self.horizon, len(ps) - 1)] != ps[t])
+        return s
+
+
+def adapt_to_image_size(config: VLAConfig, image_size: int) -> VLAConfig:
+    """The preset re-targeted to the data's image size, keeping the number of image tokens per camera."""
+    v = config.vision
+    if v.image_size == image_size:
+        return config
+    per_side = v.image_size // v.patch_size
+    if image_size % per_side:
+        raise DatasetError(f"image size {image_size} px is not divisible into {per_side} patches per side; "
+                           f"collect data at a multiple of {per_side} px (e.g. {v.image_size})")
+    from dataclasses import replace
+
+    return config.replace(vision=replace(v, image_size=image_size, patch_size=image_size // per_side))
+
+
+def datasets_from_store(store_path: str, config: VLAConfig, val_every: int = 20, augment: bool = True
+                        ) -> tuple[Any, Any, list[PlanExample], dict[str, Any], dict[str, Any], VLAConfig]:
+    """Train/val window datasets (whole episodes held out: every `val_every`-th successful episode), plan
+    examples, normalisation statistics, a data description for train_info.json, and the config adapted to
+    the store's image size."""
+    from keystone_vla.datasets.store import EpisodeStore
+    from keystone_vla.datasets.torch_dataset import EpisodeWindowDataset
+
+    store = EpisodeStore(store_path, mode="r")
+    good = [ep.name for ep in store.episodes() if ep.attrs.get("success", True) and ep.length > 0]
+    if len(good) < 2:
+        raise DatasetError(f"{store_path} has {len(good)} successful episodes; collect more (keystone data collect)")
+    first = store.episode(good[0])
+    missing = [c for c in config.cameras if c not in first.cameras]
+    if missing:
+        raise DatasetError(f"{store_path} has no camera {missing} (it has {first.cameras}); pass --cameras")
+    image_size = int(first.images(config.cameras[0], 0, 1).shape[1])
+    config = adapt_to_image_size(config, image_size)
+    val = good[::val_every] if len(good) >= 2 * val_every else good[:1]
+    train_names = [n for n in good if n not in set(val)]
+    kw = {"chunk_size": config.chunk_size, "cameras": config.cameras}
+    train_ds = StepDoneDataset(EpisodeWindowDataset(store_path, episodes=train_names, augment=augment, **kw),
+                               config.chunk_size)
+    val_ds = StepDoneDataset(EpisodeWindowDataset(store_path, episodes=val, augment=False, **kw), config.chunk_size)
+    examples = [ex for ex in plan_examples_from_store(store)]
+    tasks: dict[str, int] = {}
+    for n in good:
+        t = store.episode(n).attrs.get("task", "?")
+        tasks[t] = tasks.get(t, 0) + 1
+    info = {"store": str(store_path), "episodes": len(good), "train_episodes": len(train_names),
+            "val_episodes": len(val), "steps": int(sum(store.episode(n).length for n in good)),
+            "tasks": tasks, "image_size": image_size, "cameras": list(config.cameras)}
+    return train_ds, val_ds, examples, store.normalization(), info, config

@@ -86,6 +86,18 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over every parameter and buffer (name, dtype, bytes): equal digests mean identical weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def _dist_info() -> tuple[int, int]:
     if dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
@@ -111,10 +123,11 @@ def build_tokenizer_and_config(model_config: VLAConfig, examples: Sequence[PlanE
 def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples: Sequence[PlanExample],
           normalization: dict[str, Any], out_dir: str | os.PathLike[str], *, resume: bool = False,
           progress: bool = True, eval_fn: Callable[[VLAModel, WordTokenizer, Normalizer], dict[str, Any]] | None = None,
-          data_info: dict[str, Any] | None = None) -> dict[str, Any]:
+          data_info: dict[str, Any] | None = None, val_dataset: Any = None) -> dict[str, Any]:
     """Train on `dataset` (map-style, `EpisodeWindowDataset` samples) and write a checkpoint to `out_dir`.
 
-    Returns the summary also stored in ``train_info.json``."""
+    `val_dataset` holds held-out samples (e.g. whole held-out episodes); without it a seeded random
+    `val_fraction` of `dataset` is held out. Returns the summary also stored in ``train_info.json``."""
     out = Path(out_dir)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
                           ("cpu" if cfg.device == "auto" else cfg.device))
@@ -144,8 +157,11 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
         raise ModelError(f"dataset has {n} samples; training needs at least 2 (collect more episodes)")
     g = torch.Generator().manual_seed(cfg.seed)
     perm = torch.randperm(n, generator=g).tolist()
-    n_val = max(1, int(n * cfg.val_fraction))
-    train_set, val_set = Subset(dataset, perm[n_val:]), Subset(dataset, perm[:n_val])
+    if val_dataset is not None and len(val_dataset) > 0:
+        train_set, val_set = dataset, val_dataset
+    else:
+        n_val = max(1, int(n * cfg.val_fraction))
+        train_set, val_set = Subset(dataset, perm[n_val:]), Subset(dataset, perm[:n_val])
     plan_perm = torch.randperm(len(plan_examples), generator=g).tolist()
     n_pval = max(1, int(len(plan_examples) * cfg.val_fraction)) if len(plan_examples) > 1 else 0
     plan_val = [plan_examples[i] for i in plan_perm[:n_pval]]
@@ -160,9 +176,9 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if resume and (out / STATE_JSON).is_file():
         start_step = _load_trainer_state(out, opt)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s, cfg.steps, cfg.warmup_steps))
-    for _ in range(start_step):
-        sched.step()
+    for group in opt.param_groups:  # the schedule restarts from the base lr, offset by the resumed step
+        group["lr"] = group["initial_lr"] = cfg.lr
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: cosine_lr(s + start_step, cfg.steps, cfg.warmup_steps))
     ddp = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     use_bf16 = cfg.bf16 == "on" or (cfg.bf16 == "auto" and bf16_helps(device))
     autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if use_bf16 else nullcontext
@@ -219,7 +235,7 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
         "steps": step, "world_size": world, "bf16": use_bf16, "device": str(device),
         "samples_per_s": samples_seen / max(wall, 1e-9), "wall_s": wall, "final_losses": last,
         "parameters": count_parameters(model), "train_samples": len(train_set), "val_samples": len(val_set),
-        "plan_examples": len(plan_examples), "out": str(out),
+        "plan_examples": len(plan_examples), "out": str(out), "weights_sha256": weights_digest(model),
     }
     if history["val"]:
         summary["val"] = history["val"][-1]

@@ -1,0 +1,93 @@
+"""`keystone train`: train the VLA on an episode store and write a checkpoint folder.
+
+Progress (tqdm) and periodic validation go to stderr; the run ends with a summary (`--json`: one JSON object
+on the last stdout line). Works unchanged under ``torchrun --nproc_per_node N -m keystone_vla.cli train ...``
+(DistributedDataParallel; only rank 0 prints the summary).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("train", help="train the VLA (ViT + LLM) on an episode store",
+                       description="Train the VLA policy on demonstrations and write a checkpoint folder.")
+    p.add_argument("--data", required=True, help="episode store (zarr folder written by `keystone data collect`)")
+    p.add_argument("--out", required=True, help="checkpoint folder to write (and resume from)")
+    p.add_argument("--preset", default="base", help="model preset: base (~7 M params) or tiny (tests)")
+    p.add_argument("--resume", action="store_true", help="continue from the checkpoint and optimizer state in --out")
+    p.add_argument("--steps", type=int, default=None, help="optimizer steps (default: 3000 base, 200 tiny)")
+    p.add_argument("--action-head", default="chunk", help="chunk (parallel L1 regression) or tokens (256 bins)")
+    p.add_argument("--chunk-size", type=int, default=None, help="actions per chunk H (default: the preset's)")
+    p.add_argument("--cameras", default="front", help="comma-separated cameras, e.g. front,wrist")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-4)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--val-every", type=int, default=200, help="validation loss period in steps (0 = only at the end)")
+    p.add_argument("--eval-every", type=int, default=0, help="closed-loop sim evaluation period in steps (0 = off)")
+    p.add_argument("--eval-episodes", type=int, default=2, help="episodes per task at each closed-loop evaluation")
+    p.add_argument("--eval-tasks", default="pick_place,stack,insert,kit_assembly,build_tower")
+    p.add_argument("--bf16", default="auto", help="bf16 autocast: auto (where the hardware has bf16 math), on, off")
+    p.add_argument("--workers", type=int, default=1, help="DataLoader worker processes")
+    p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's choice)")
+    p.add_argument("--text-encoder", default="none", help="none or minilm (frozen pretrained MiniLM sentence token)")
+    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
+    p.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from keystone_vla.cli._common import emit_summary
+    from keystone_vla.errors import ConfigError
+    from keystone_vla.vla.configuration import get_preset
+    from keystone_vla.vla.data import datasets_from_store
+    from keystone_vla.vla.train import TrainConfig, train
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    overrides = {"action_head": args.action_head, "cameras": cameras, "text_encoder": args.text_encoder}
+    if args.chunk_size:
+        overrides["chunk_size"] = args.chunk_size
+    config = get_preset(args.preset, **overrides)
+    if not os.path.isdir(args.data):
+        raise ConfigError(f"--data {args.data} is not a folder; collect demonstrations first: keystone data collect")
+    steps = args.steps or (200 if args.preset == "tiny" else 3000)
+    tcfg = TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                       val_every=args.val_every or steps, eval_every=args.eval_every, bf16=args.bf16,
+                       num_workers=args.workers, device=args.device, augment_shift=0,
+                       warmup_steps=min(100, max(1, steps // 10)), save_every=max(500, steps // 5))
+    train_ds, val_ds, examples, norm, info, config = datasets_from_store(args.data, config)
+    eval_fn = None
+    if args.eval_every:
+        tasks = [t.strip() for t in args.eval_tasks.split(",") if t.strip()]
+        eval_fn = _closed_loop_eval(tasks, args.eval_episodes)
+    summary = train(config, tcfg, train_ds, examples, norm, args.out, resume=args.resume, eval_fn=eval_fn,
+                    data_info=info, val_dataset=val_ds)
+    if int(os.environ.get("RANK", "0")) == 0:
+        out = {
+            "out": summary["out"], "steps": summary["steps"], "world_size": summary["world_size"],
+            "final_loss": summary["final_losses"].get("loss"), "action_loss": summary["final_losses"].get("action"),
+            "plan_loss": summary["final_losses"].get("plan"),
+            "val_action": summary.get("val", {}).get("val_action"), "val_plan": summary.get("val", {}).get("val_plan"),
+            "samples_per_s": summary["samples_per_s"], "wall_s": summary["wall_s"], "bf16": summary["bf16"],
+            "parameters": summary["parameters"]["total"], "episodes": info["episodes"],
+        }
+        emit_summary(out, args.json, title="keystone train: done")
+    return 0
+
+
+def _closed_loop_eval(tasks: list[str], episodes: int):
+    def run(model, tokenizer, normalizer):
+        from keystone_vla.vla.checkpoint import VLABundle
+        from keystone_vla.vla.closed_loop import evaluate_in_sim
+        from keystone_vla.vla.policy import VLAPolicy
+
+        policy = VLAPolicy(VLABundle(model, tokenizer, normalizer, {}), warmup=False)
+        return evaluate_in_sim(policy, tasks, episodes)
+
+    return run
