@@ -181,18 +181,20 @@ def _init_worker(config: EvalConfig, video_dir: str | None, threads: int | None)
 
     policy = load_policy(config.policy)
     cameras = tuple(getattr(policy, "cameras", ())) if getattr(policy, "needs_images", True) else ()
+    image_size = int(getattr(policy, "image_size", config.image_size))  # render what the model was trained on
     world = make_world(EpisodeSpec(config.tasks[0] if config.tasks else "pick_place", config.seed, "seen", config.arm),
-                       cameras, config.image_size)
-    _WORKER.update(policy=policy, world=world, cameras=cameras, config=config, video_dir=video_dir)
+                       cameras, image_size)
+    _WORKER.update(policy=policy, world=world, cameras=cameras, config=config, video_dir=video_dir,
+                   image_size=image_size)
 
 
 def _run_job_in_worker(job: EpisodeJob) -> EpisodeResult:
     return run_job(job, _WORKER["policy"], _WORKER["world"], _WORKER["cameras"], _WORKER["config"],
-                   _WORKER["video_dir"])
+                   _WORKER["video_dir"], _WORKER["image_size"])
 
 
 def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], config: EvalConfig,
-            video_dir: str | None) -> EpisodeResult:
+            video_dir: str | None, image_size: int | None = None) -> EpisodeResult:
     """Run (or refuse) one episode in `world` with `policy`; write its video if it is a candidate."""
     from keystone_vla.sim.rollout import run_episode
     from keystone_vla.sim.tasks import get_task
@@ -211,7 +213,7 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     adapter = EpisodeAdapter(policy, goal_plan)
     spec = EpisodeSpec(job.task, seed, job.split, config.arm, job.instruction)
     try:
-        rec = run_episode(spec, policy=adapter, cameras=cameras, image_size=config.image_size, record=False,
+        rec = run_episode(spec, policy=adapter, cameras=cameras, image_size=image_size or config.image_size, record=False,
                           max_steps=config.max_steps, video=bool(video_dir), world=world)
     except GroundingError as exc:  # the policy refused (its plan did not ground): not run
         result.refused, result.reason = True, str(exc)

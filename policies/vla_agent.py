@@ -1,0 +1,144 @@
+"""`VLAAgent`: drives a `keystone_vla.vla.VLAPolicy` as a per-tick policy: plan -> ground -> steps -> chunks.
+
+1. Before any motion (`prepare`, called by `bind` in simulation), the model plans the instruction over the
+   scene's object ids and the plan is grounded with `keystone_vla.perception.grounding.ground_plan`; a plan
+   that does not ground (unknown, ambiguous or unreachable object, empty plan) raises `GroundingError` with
+   the refusal's reason, so the episode is refused and the arm never moves.
+2. Each plan step's imperative text conditions the chunk predictor; chunks are executed through the
+   `ChunkRuntime` (queue, refill threshold, optional temporal ensembling, optional background inference).
+3. A step ends when the model's step-done probability fires for a chunk that has run out, or when the step's
+   success check fires (in simulation: the task's per-step check; on a robot: whatever check the caller passes).
+   The queue is flushed on every step change so no action of the old step runs in the new one.
+
+This module must never read privileged simulator state except through the `step_check` it is given.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+
+from keystone_vla.errors import ConfigError, GroundingError
+from keystone_vla.robots import RobotSpec
+from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
+
+from .runtime import ChunkRuntime, RuntimeConfig
+
+StepCheck = Callable[[PlanStep], bool]
+
+
+class VLAAgent:
+    """Per-tick policy around a VLAPolicy (see module docstring). `plan`, `plan_step` and `runtime_stats` are
+    public so harnesses can report plan exactness, progress and stalls."""
+
+    name = "vla"
+    needs_images = True
+
+    def __init__(self, vla: Any, runtime: RuntimeConfig | None = None, done_threshold: float = 0.5) -> None:
+        if not 0.0 < done_threshold < 1.0:
+            raise ConfigError(f"done_threshold must be in (0, 1), got {done_threshold}")
+        self.vla = vla
+        self.done_threshold = done_threshold
+        chunk = int(vla.config.chunk_size)
+        self.runtime_config = runtime or RuntimeConfig(n_action_steps=chunk)
+        self.runtime = ChunkRuntime(self._predict, self.runtime_config, on_chunk=self._on_chunk)
+        self.plan: Plan | None = None
+        self.plan_step = 0
+        self._step_check: StepCheck | None = None
+        self._done_flag = False
+
+    @classmethod
+    def from_pretrained(cls, folder: str | os.PathLike[str], *, bf16: bool = False, done_threshold: float = 0.5,
+                        **runtime: Any) -> VLAAgent:
+        """Load a VLA checkpoint folder; `runtime` overrides `RuntimeConfig` fields (n_action_steps, ...)."""
+        from keystone_vla.vla.policy import VLAPolicy
+
+        vla = VLAPolicy.from_pretrained(folder, bf16=bf16)
+        config = RuntimeConfig(**{"n_action_steps": int(vla.config.chunk_size), **runtime}) if runtime else None
+        return cls(vla, config, done_threshold)
+
+    @property
+    def cameras(self) -> tuple[str, ...]:
+        return tuple(self.vla.config.cameras)
+
+    @property
+    def image_size(self) -> int:
+        return int(self.vla.config.image_size)
+
+    @property
+    def runtime_stats(self) -> Any:
+        return self.runtime.stats
+
+    # ------------------------------------------------------------------------------------------ episode
+    def bind(self, world: Any, instance: Any) -> None:
+        """Simulation: plan and ground against the world's objects; the task's per-step check ends steps."""
+        from keystone_vla.sim.tasks import get_task
+
+        task = get_task(instance.task)
+
+        def step_check(step: PlanStep) -> bool:
+            try:
+                return bool(task.step_success(world, instance, step))
+            except KeyError:  # a grammatical but meaningless step (place_in a block): its effect cannot hold
+                return False
+
+        observation = world.observation(instance.instruction, cameras=self.cameras)
+        self.prepare(instance.instruction, observation, list(world.objects.values()), world.spec, step_check)
+
+    def prepare(self, instruction: str, observation: Observation, scene: Iterable[Any],
+                robot: RobotSpec | None = None, step_check: StepCheck | None = None) -> Plan:
+        """Plan `instruction` over `scene` (scene-graph objects or sim objects) and ground it; raises GroundingError."""
+        from keystone_vla.perception.grounding import Refusal, ground_plan
+        from keystone_vla.perception.objects import as_scene
+
+        objects = as_scene(scene)
+        if not objects:
+            raise GroundingError("I see no objects on the table, so there is nothing to act on")
+        plan = self.vla.plan(instruction, observation, objects=[o.id for o in objects])
+        if not plan.steps:
+            raise GroundingError(f"the model found no executable step for {instruction!r}; rephrase it, e.g. "
+                                 "'put the red block in the green bowl'")
+        grounded = ground_plan(plan, objects, robot)
+        if isinstance(grounded, Refusal):
+            raise GroundingError(grounded.reason)
+        self.plan = grounded.plan
+        self._step_check = step_check
+        self.plan_step = 0
+        self.runtime.reset()
+        self._done_flag = False
+        return self.plan
+
+    def reset(self) -> None:
+        """New episode for the prepared plan: first step, empty queue (the plan itself is kept)."""
+        self.plan_step = 0
+        self._done_flag = False
+        self.runtime.reset()
+
+    def close(self) -> None:
+        self.runtime.close()
+
+    # ------------------------------------------------------------------------------------------ control
+    def act(self, observation: Observation) -> np.ndarray:
+        if self.plan is None:
+            raise ConfigError("VLAAgent has no plan: call prepare(instruction, observation, scene) (or run it "
+                              "through run_episode / keystone eval, which call bind) before act()")
+        last = len(self.plan.steps) - 1
+        if self.plan_step < last:
+            step = self.plan.steps[self.plan_step]
+            checked = self._step_check is not None and self._step_check(step)
+            ran_out = self._done_flag and self.runtime.queued <= self.runtime_config.refill_threshold
+            if checked or ran_out:
+                self.plan_step += 1
+                self._done_flag = False
+                self.runtime.flush()
+        return self.runtime.act(observation)
+
+    def _predict(self, observation: Observation) -> ActionChunk:
+        assert self.plan is not None
+        return self.vla.predict_chunk(observation, self.plan.steps[self.plan_step].text)
+
+    def _on_chunk(self, chunk: ActionChunk) -> None:
+        self._done_flag = chunk.step_done > self.done_threshold
