@@ -2,16 +2,25 @@
 
 The store keeps every camera frame as one encoded blob (see `keystone_vla.datasets.store`), so a loader can
 hold the *encoded* frames of many episodes in RAM and decode only the frames a batch needs. The codec is
-chosen by measurement (`scripts/bench_data.py` -> `benchmarks/data.json`, key ``codecs``) on frames rendered
-by the simulator; the default, `DEFAULT_CODEC`, is WebP lossless:
+chosen by measurement on frames rendered by the simulator (`scripts/bench_data.py` -> `benchmarks/data.json`,
+key ``codecs``). The rule: the smallest lossless codec whose decode fits the loader budget (<= 0.25 ms per
+128 x 128 frame: two cameras per sample at 2,000 samples/s on 2 cores) and whose encode is small next to a
+simulator step (<= 5 ms). A plain bytes x decode-time product is reported too, but on its own it rewards
+barely-compressing codecs (raw frames score 0). Measured on rendered scenes (2-core machine, under load):
 
-- lossless, so training sees exactly what was rendered and tests can compare bytes;
-- smallest of the lossless candidates on rendered scenes (about half of zstd/QOI, a third of PNG) while
-  decoding a 128 x 128 frame in ~0.04 ms (zstd ~0.06 ms, PNG ~0.1 ms, JPEG-XL ~0.3 ms): the best
-  size x decode-time product; its ~0.5 ms encode is negligible next to a simulator step;
-- a standard image format every tool reads (browsers, PIL, OpenCV), unlike a raw zstd blob.
-Lossy JPEG and per-episode video were measured too; they are smaller on noisy camera images but lose
-pixels and (video) random access, so they are used only for the LeRobot export, never for the store.
+| codec | bytes/frame | decode ms | encode ms | |
+|---|---|---|---|---|
+| raw | 49,152 | 0 | 0 | what zarr would store uncompressed |
+| zstd (level 3) | ~30,900 | ~0.10-0.13 | ~0.5 | zarr's default compressor, per frame |
+| **QOI** | ~23,300 | ~0.14-0.18 | ~0.3 | chosen: 2.1x smaller than raw, fast both ways |
+| PNG | ~22,200 | ~0.65 | ~8 | too slow to decode and encode |
+| WebP lossless (method 0) | ~17,200 | ~0.3-0.5 | ~1.3 | smallest, but over the decode budget |
+| JPEG-XL lossless | ~18,200 | ~1.7 | ~1.8 | too slow to decode |
+| JPEG q95, H.264 video | 5,700 / 4,700-6,600 | | | lossy; video also loses random access |
+
+So `DEFAULT_CODEC` is QOI ("Quite OK Image" format, lossless): exact pixels for training and byte-exact
+tests, ~2x smaller than raw or zstd-raw chunks at the same decode cost. Lossy JPEG and video are used only
+for the LeRobot export, never for the store.
 
 Codecs listed in `CODECS` can always be decoded, so changing the default never strands an existing store.
 This module must never import torch or zarr: worker processes and the ingester use it standalone.
@@ -26,7 +35,7 @@ import numpy as np
 
 from keystone_vla.errors import DatasetError, unknown_choice
 
-DEFAULT_CODEC = "webp"
+DEFAULT_CODEC = "qoi"
 
 
 def _zstd_encode(frame: np.ndarray) -> bytes:
@@ -42,7 +51,7 @@ def _zstd_decode(blob: bytes) -> np.ndarray:
 
 #: name -> (encode(uint8 [H, W, 3]) -> bytes, decode(bytes) -> uint8 [H, W, 3], lossless)
 CODECS: dict[str, tuple[Callable[[np.ndarray], bytes], Callable[[bytes], np.ndarray], bool]] = {
-    "webp": (lambda f: imagecodecs.webp_encode(f, lossless=True), imagecodecs.webp_decode, True),
+    "webp": (lambda f: imagecodecs.webp_encode(f, lossless=True, method=0, level=0), imagecodecs.webp_decode, True),
     "png": (lambda f: imagecodecs.png_encode(f, level=6), imagecodecs.png_decode, True),
     "qoi": (imagecodecs.qoi_encode, imagecodecs.qoi_decode, True),
     "zstd": (_zstd_encode, _zstd_decode, True),

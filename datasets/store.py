@@ -17,7 +17,7 @@ Schema (format ``keystone-episodes/1``)::
         plan_step  int32 [T]        index of the plan step executed at tick t
         ee_pose    float32 [T, 7]   xyz + quaternion xyzw, base frame (sim; absent where a log has none)
         images/<cam>  vlen-bytes [T]  frame t of camera <cam>, uint8 [H, W, 3] RGB encoded with the array's
-                                      `codec` attr (default WebP lossless, chosen by measurement: see
+                                      `codec` attr (default QOI lossless, chosen by measurement: see
                                       `keystone_vla.datasets.image_codec`); attr frame_shape = [H, W, 3]
 
 Why frames are encoded blobs and not a uint8 [T, H, W, 3] array: rendered frames barely compress with zarr's
