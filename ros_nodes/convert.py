@@ -12,7 +12,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-
 from keystone_vla.ros_nodes import msgs as m
 
 

@@ -2,6 +2,8 @@
 
 - Forwards `/keystone/proposed_trajectory` to `/joint_trajectory_controller/joint_trajectory` only when it
   passes `SafetyShield.check_trajectory` (possibly clamped / time-stretched); a rejected proposal makes it hold.
+  Finger joints in a proposal are split off, clamped to the gripper's travel and sent to
+  `/gripper_controller/joint_trajectory` with the arm part (never on their own, never while e-stopped).
 - Watchdog (checked at `check_rate` Hz) while executing: no fresh proposal for `watchdog_period` s (default
   0.2) -> hold at the measured position; joint states older than `joint_state_timeout` -> empty trajectory
   (the controller stops and holds where it is, since our measurement is stale).
@@ -66,6 +68,7 @@ class SafetyNode:
         self.counts = {"forwarded": 0, "rejected": 0, "holds": 0, "events": 0}
 
         self.cmd_pub = node.create_publisher(m.JointTrajectory, topics.CONTROLLER_TRAJECTORY, DEFAULT_QOS)
+        self.gripper_pub = node.create_publisher(m.JointTrajectory, topics.GRIPPER_TRAJECTORY, DEFAULT_QOS)
         self.event_pub = node.create_publisher(m.String, topics.SAFETY_EVENTS, DEFAULT_QOS)
         self.state_pub = node.create_publisher(m.String, "/keystone/safety_state", LATCHED_QOS)
         node.create_subscription(m.JointState, topics.JOINT_STATES, self.on_joint_state, SENSOR_QOS)
@@ -95,24 +98,44 @@ class SafetyNode:
         if self.q is None or now - self.last_state_t > self.joint_state_timeout:
             self.reject("no_joint_state", "no fresh joint state; cannot check the proposal")
             return
-        if self.unsafe:
-            self.node.log.warning(UNSAFE_BANNER)
-            self.forward(msg, now)
-            return
+        names = list(msg.joint_names)
+        fingers = [i for i, n in enumerate(names) if n in self.spec.gripper.joint_names]
+        arm = [i for i in range(len(names)) if i not in fingers]
         try:
-            result = self.shield.check_trajectory(list(msg.joint_names), trajectory_points(msg), self.q, self.v)
+            points = [([p[i] for i in arm], t) if len(p) == len(names) else (p, t) for p, t in trajectory_points(msg)]
+            gripper = self.gripper_command(msg, fingers)
+            if self.unsafe:
+                self.node.log.warning(UNSAFE_BANNER)
+                out = make_trajectory([names[i] for i in arm], np.array([q for q, _ in points]).reshape(len(points), -1),
+                                      np.array([t for _, t in points]))
+            else:
+                result = self.shield.check_trajectory([names[i] for i in arm], points, self.q, self.v)
+                if not result.accepted:
+                    code, _, detail = result.events[0].partition(": ")
+                    self.reject(code, detail)
+                    return
+                for event in result.events:
+                    code, _, detail = event.partition(": ")
+                    self.emit(code, detail)
+                out = make_trajectory(result.joint_names, result.positions, result.times_from_start)
         except Exception as exc:  # a malformed message must never crash the gate; it is a rejection
             self.reject("rejected_malformed", f"{type(exc).__name__}: {exc}")
             return
-        if not result.accepted:
-            code, _, detail = result.events[0].partition(": ")
-            self.reject(code, detail)
-            return
-        for event in result.events:
-            code, _, detail = event.partition(": ")
-            self.emit(code, detail)
-        out = make_trajectory(result.joint_names, result.positions, result.times_from_start)
         self.forward(out, now)
+        if gripper is not None:
+            self.gripper_pub.publish(gripper)
+
+    def gripper_command(self, msg: m.JointTrajectory, fingers: list[int]) -> m.JointTrajectory | None:
+        """The finger part of a proposal, clamped to the gripper's travel (the last point's opening, metres)."""
+        if not fingers or not msg.points:
+            return None
+        g = self.spec.gripper
+        lo, hi = sorted((g.closed_position, g.open_position))
+        opening = float(np.clip(msg.points[-1].positions[fingers[0]], lo, hi))
+        if not np.isfinite(opening):
+            raise ValueError("gripper opening is not finite")
+        return make_trajectory(list(g.joint_names), np.full((1, len(g.joint_names)), opening),
+                               np.array([msg.points[-1].time_from_start.to_seconds()]))
 
     def on_estop(self, msg: m.Bool) -> None:
         if msg.data and not self.estopped:

@@ -14,3 +14,4 @@ ESTOP_RESET = "/keystone/estop_reset"  # std_msgs/Bool, true releases the latch
 SAFETY_EVENTS = "/keystone/safety_events"  # std_msgs/String JSON, one per intervention
 STATUS = "/keystone/status"  # std_msgs/String JSON from the policy node
 SCENE = "/keystone/scene"  # std_msgs/String JSON (task, seed, object poses) from sim_bridge, latched
+GRIPPER_TRAJECTORY = "/gripper_controller/joint_trajectory"  # trajectory_msgs/JointTrajectory, finger opening (m)

@@ -1,0 +1,195 @@
+"""policy node: turns an instruction into joint-trajectory proposals for the safety node.
+
+Subscribes `/camera/front/image_raw`, `/joint_states`, `/keystone/instruction` and `/keystone/scene`. It keeps a
+*shadow* SimWorld (never stepped) reset with the task/seed the scene topic announces; each control tick it syncs
+the shadow's arm joints and object poses from the topics, asks the policy (`oracle`, `keystone-base` or a
+checkpoint folder, loaded by `keystone_vla.policies.registry`) for the 7-D action, turns it into joint targets
+with the simulator's IK, and publishes a short JointTrajectory (arm + finger joints) on
+`/keystone/proposed_trajectory`, plus status/plan JSON on `/keystone/status`. When the task is done it
+publishes an empty trajectory (stop).
+
+It never publishes on the controller topics: every proposal goes through the safety node.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import numpy as np
+import pybullet as p
+from keystone_vla.ros_nodes import msgs as m
+from keystone_vla.ros_nodes import topics
+from keystone_vla.ros_nodes.convert import joint_vector, make_trajectory
+from keystone_vla.ros_nodes.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
+
+from keystone_vla.errors import KeystoneError
+from keystone_vla.types import Observation
+
+
+def joint_target_for_action(world: Any, action: np.ndarray) -> tuple[np.ndarray, float]:
+    """The commanded-pose integration of `SimWorld.apply_action` without stepping physics: returns (q_target
+    float64 [dof] from IK, gripper command 0..1) and advances the world's commanded target pose."""
+    from keystone_vla.sim.geometry import quat_from_axis_angle, quat_multiply
+    from keystone_vla.sim.world import MAX_ROT_RAD, MAX_STEP_M
+
+    a = np.asarray(action, dtype=np.float64)
+    dpos, drot = a[:3], a[3:6]
+    if np.linalg.norm(dpos) > MAX_STEP_M:
+        dpos = dpos * (MAX_STEP_M / np.linalg.norm(dpos))
+    if np.linalg.norm(drot) > MAX_ROT_RAD:
+        drot = drot * (MAX_ROT_RAD / np.linalg.norm(drot))
+    ee = world.robot.ee_pose().astype(np.float64)
+    pos, orn = world.target_pose
+    if np.linalg.norm(ee[:3] - pos) > 0.03:  # blocked or lagging: re-anchor on the measured pose, no wind-up
+        pos = ee[:3].copy()
+    lo, hi = world.spec.workspace
+    pos = np.clip(pos + dpos, [lo[0], lo[1], 0.003], hi)
+    q = quat_multiply(quat_from_axis_angle(drot), orn)
+    orn = q / np.linalg.norm(q)
+    # TODO(lead): SimWorld could expose this split of apply_action publicly (command_target); until then we set
+    # the same private fields apply_action sets.
+    world._target_pos, world._target_orn = pos, orn
+    world._gripper_cmd = float(np.clip(a[6], 0.0, 1.0))
+    return world.robot.ik(pos, orn), world._gripper_cmd
+
+
+class PolicyNode:
+    def __init__(self, node: Node) -> None:
+        from keystone_vla.policies.registry import load_policy
+        from keystone_vla.sim.world import SimWorld
+
+        self.node = node
+        self.policy_name = node.declare_parameter("policy", "oracle")
+        arm = node.declare_parameter("arm", "panda")
+        rate = float(node.declare_parameter("control_rate", 10.0))
+        self.horizon = float(node.declare_parameter("horizon", 0.15))  # time_from_start of each proposal (s)
+        self.max_point_step = float(node.declare_parameter("max_point_step", 0.2))  # rad between proposal points
+        self.policy = load_policy(self.policy_name)
+        self.shadow = SimWorld(arm=arm, image_size=64, cameras=())
+        self.spec = self.shadow.spec
+        self.task: Any = None
+        self.inst: Any = None
+        self.scene: dict | None = None
+        self.js: m.JointState | None = None
+        self.image: np.ndarray | None = None
+        self.instruction = ""
+        self.state = "idle"
+        self.ticks = 0
+        self.reason = ""
+        self.success_at_start = False
+        self.prop_pub = node.create_publisher(m.JointTrajectory, topics.PROPOSED_TRAJECTORY, DEFAULT_QOS)
+        self.status_pub = node.create_publisher(m.String, topics.STATUS, LATCHED_QOS)
+        node.create_subscription(m.JointState, topics.JOINT_STATES, self.on_joint_state, SENSOR_QOS)
+        node.create_subscription(m.Image, topics.CAMERA_IMAGE, self.on_image, SENSOR_QOS)
+        node.create_subscription(m.String, topics.SCENE, self.on_scene, LATCHED_QOS)
+        node.create_subscription(m.String, topics.INSTRUCTION, self.on_instruction, DEFAULT_QOS)
+        node.create_timer(1.0 / rate, self.tick)
+        self.publish_status()
+
+    # ---- inputs -------------------------------------------------------------------------------------------
+    def on_joint_state(self, msg: m.JointState) -> None:
+        self.js = msg
+
+    def on_image(self, msg: m.Image) -> None:
+        self.image = msg.to_rgb()
+
+    def on_scene(self, msg: m.String) -> None:
+        self.scene = json.loads(msg.data)
+
+    def on_instruction(self, msg: m.String) -> None:
+        text = msg.data.strip()
+        if not text:
+            return
+        if self.scene is None:
+            self.refuse(text, "no scene yet from sim_bridge (/keystone/scene); cannot ground the instruction")
+            return
+        from keystone_vla.sim.tasks import get_task
+
+        try:
+            self.task = get_task(self.scene["task"])
+            self.inst = self.task.reset(self.shadow, int(self.scene["seed"]), self.scene["split"], text)
+            self.sync()
+            bind = getattr(self.policy, "bind", None)
+            if bind is not None:
+                bind(self.shadow, self.inst)
+            self.policy.reset()
+        except KeystoneError as exc:
+            self.refuse(text, str(exc))
+            return
+        self.instruction, self.state, self.ticks, self.reason = text, "executing", 0, ""
+        self.success_at_start = bool(self.scene.get("success"))
+        self.node.log.info(f"executing {text!r}: plan {self.inst.plan.calls()}")
+        self.publish_status()
+
+    # ---- control loop -------------------------------------------------------------------------------------
+    def tick(self) -> None:
+        if self.state != "executing" or self.js is None:
+            return
+        self.sync()
+        success = bool(self.scene and self.scene.get("success"))
+        if success and not self.success_at_start:
+            self.finish("succeeded")
+            return
+        self.success_at_start = self.success_at_start and success  # a goal that held at the start must break first
+        if self.ticks >= self.task.max_steps:
+            self.finish("failed")
+            return
+        q = self.shadow.robot.joint_positions()
+        obs = Observation(images={"front": self.image} if self.image is not None else {},
+                          state=np.append(q, self.shadow.robot.gripper_opening()).astype(np.float32),
+                          ee_pose=self.shadow.robot.ee_pose(), instruction=self.instruction)
+        from keystone_vla.policies.base import check_action
+
+        action = check_action(self.policy.act(obs), self.policy_name)
+        q_target, grip = joint_target_for_action(self.shadow, action)
+        g = self.spec.gripper
+        opening = g.open_position + grip * (g.closed_position - g.open_position)
+        names = list(self.spec.joint_names) + list(g.joint_names)
+        # a big IK jump (e.g. a wrist turn) goes out as several points, each within the shield's max_step
+        q_now = q.astype(np.float64)
+        n = max(1, int(np.ceil(np.abs(q_target - q_now).max() / self.max_point_step)))
+        fractions = np.arange(1, n + 1) / n
+        arm = q_now + fractions[:, None] * (q_target - q_now)
+        positions = np.hstack([arm, np.full((n, len(g.joint_names)), opening)])
+        self.prop_pub.publish(make_trajectory(names, positions, self.horizon * fractions))
+        self.ticks += 1
+        if self.ticks % 5 == 0:
+            self.publish_status()
+
+    def sync(self) -> None:
+        """Copy measured joints and scene object poses into the shadow world (teleport; no physics)."""
+        robot, cid = self.shadow.robot, self.shadow.client
+        if self.js is not None:
+            for name, j in zip(list(self.spec.joint_names) + list(self.spec.gripper.joint_names),
+                               robot.joints + robot.fingers):
+                q = joint_vector(self.js, [name])
+                if q is not None:
+                    p.resetJointState(robot.body, j, float(q[0]), physicsClientId=cid)
+        if self.scene is not None:
+            for name, pose in self.scene.get("objects", {}).items():
+                obj = self.shadow.objects.get(name)
+                if obj is not None:
+                    p.resetBasePositionAndOrientation(obj.body, pose["pos"], pose["quat"], physicsClientId=cid)
+
+    def finish(self, state: str) -> None:
+        self.prop_pub.publish(m.JointTrajectory(m.Header(), list(self.spec.joint_names), []))  # stop
+        self.state = state
+        self.node.log.info(f"{state}: {self.instruction!r} after {self.ticks} ticks")
+        self.publish_status()
+
+    def refuse(self, text: str, reason: str) -> None:
+        self.instruction, self.state, self.reason = text, "refused", reason
+        self.node.log.warning(f"refused {text!r}: {reason}")
+        self.publish_status()
+
+    def publish_status(self) -> None:
+        plan = self.inst.plan.calls() if self.inst is not None else []
+        step = int(getattr(self.policy, "plan_step", 0))
+        self.status_pub.publish(m.String(json.dumps({
+            "t": time.time(), "state": self.state, "instruction": self.instruction, "policy": self.policy_name,
+            "plan": plan, "plan_step": step, "ticks": self.ticks, "reason": self.reason})))
+
+    def close(self) -> None:
+        self.shadow.close()
