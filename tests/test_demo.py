@@ -1,0 +1,82 @@
+"""`keystone demo` end to end in the simulator: sample instruction, typed instruction, refusals, spoken command."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import imageio.v2 as imageio
+import pytest
+from keystone_vla.policies.demo import candidate_tasks, run_demo
+from keystone_vla.policies.oracle import BrokenPolicy
+from keystone_vla.policies.registry import shipped_checkpoint
+
+from keystone_vla.cli import main
+
+KEYS = {"instruction", "status", "success", "refused", "reason", "plan", "video"}
+
+
+def last_json(capsys) -> dict:
+    captured = capsys.readouterr()
+    return json.loads(captured.out.strip().splitlines()[-1]), captured.err
+
+
+@pytest.mark.skipif(shipped_checkpoint() is not None, reason="keystone-base is installed: no oracle fallback")
+def test_sample_instruction_runs_with_the_oracle_fallback(tmp_path, capsys) -> None:
+    video = tmp_path / "demo.mp4"
+    assert main(["demo", "--video", str(video), "--json"]) == 0
+    out, err = last_json(capsys)
+    assert KEYS <= set(out)
+    assert out["instruction"] == "stack the red block on the blue block"
+    assert out["status"] == "succeeded" and out["success"] is True and out["refused"] is False
+    assert out["plan"] == ["pick(red_block)", "place_on(red_block, blue_block)"]
+    assert "keystone-base checkpoint is not installed" in err and out["policy"] == "oracle"
+    assert "1. pick(red_block)" in err  # the plan is shown before the motion
+    frames = imageio.mimread(video)
+    assert len(frames) == out["steps"]
+
+
+def test_unknown_object_is_refused_with_exit_0(tmp_path, capsys) -> None:
+    video = tmp_path / "never.mp4"
+    assert main(["demo", "put the red bowl on the peg", "--policy", "oracle", "--video", str(video), "--json"]) == 0
+    out, _ = last_json(capsys)
+    assert out["status"] == "refused" and out["refused"] is True and out["success"] is False
+    assert "no red bowl is on the table" in out["reason"]
+    assert out["video"] is None and not video.exists() and out["plan"] == []
+
+
+def test_unknown_word_is_refused(tmp_path, capsys) -> None:
+    assert main(["demo", "put the florp in the bowl", "--policy", "oracle", "--json"]) == 0
+    out, _ = last_json(capsys)
+    assert out["status"] == "refused" and "florp" in out["reason"]
+
+
+def test_broken_policy_fails_and_still_writes_the_video(tmp_path) -> None:
+    result = run_demo("insert the peg into the hole", BrokenPolicy(), tmp_path / "fail.mp4", progress=False)
+    assert result.status == "failed" and result.task == "insert" and result.reason
+    assert Path(result.video).is_file() and len(imageio.mimread(result.video)) == result.steps
+
+
+def test_candidate_tasks_follow_the_instruction() -> None:
+    assert candidate_tasks("insert the peg into the hole")[0] == "insert"
+    assert candidate_tasks("assemble the kit")[0] == "kit_assembly"
+    assert candidate_tasks("put the red block in the green bowl")[0] == "pick_place"
+    order = candidate_tasks("stack the red block on the blue block")
+    assert order[:2] == ["stack", "build_tower"] and len(order) == 5
+
+
+@pytest.mark.slow
+def test_spoken_instruction(tmp_path, capsys) -> None:
+    from keystone_vla.perception.speech_synth import add_noise, require_tools, synthesize
+
+    try:
+        require_tools()
+    except Exception as exc:  # noqa: BLE001
+        pytest.skip(str(exc))
+    clean = synthesize("insert the peg into the hole", "en-us", tmp_path / "clean.wav")
+    wav = tmp_path / "cmd.wav"
+    add_noise(clean, 30.0, wav)
+    assert main(["demo", "--wav", str(wav), "--policy", "oracle", "--video", str(tmp_path / "v.mp4"), "--json"]) == 0
+    out, _ = last_json(capsys)
+    assert out["instruction"] == "insert the peg into the hole"
+    assert out["status"] == "succeeded"
