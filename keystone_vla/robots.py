@@ -3,8 +3,9 @@
 The simulator, the safety shield and the ROS nodes read arms through `RobotSpec`; a policy never knows which
 arm it drives (actions are end-effector deltas, turned into joint targets by IK on the spec's URDF).
 
-The robot base frame is the world frame everywhere in Keystone: the arm's base sits at the origin and the
-table top is the plane z = 0.
+Keystone works in one cell frame: the table top is the plane z = 0 and the default arm's (Panda's) base sits at
+the origin, so for it the cell frame is the robot base frame. Other arms are mounted at `base_position` in that
+frame (their base frames are parallel to it, translated only). Actions, `ee_pose` and object poses are cell-frame.
 
 This module must stay free of heavy imports (no pybullet): ROS nodes and the CLI read it at start-up.
 """
@@ -82,6 +83,9 @@ IIWA = RobotSpec(
     ee_link="keystone_grasptarget",
     gripper=GripperSpec(("keystone_finger_left_joint", "keystone_finger_right_joint"), 0.04, 0.0, 40.0),
     max_joint_force=(300.0,) * 7,
+    # the iiwa cannot fold tightly enough (joint 4 is limited to +-120 deg) to reach the near edge of the table
+    # pointing down, so it is mounted 15 cm further back than the Panda
+    base_position=(-0.15, 0.0, 0.0),
 )
 
 ROBOTS: dict[str, RobotSpec] = {r.name: r for r in (PANDA, IIWA)}

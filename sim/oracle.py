@@ -22,6 +22,7 @@ from .world import CONTROL_HZ, SimWorld
 
 TRANSIT_Z = 0.22
 MAX_YAW_STEP = 0.2
+ARRIVE_TOL = 0.006  # the real end effector must be this close before the next waypoint
 
 
 @dataclass
@@ -83,9 +84,11 @@ class OracleExpert:
         dyaw = wrap_angle(wp.yaw - gripper_yaw(orn))
         dyaw_c = float(np.clip(dyaw, -MAX_YAW_STEP, MAX_YAW_STEP))
         self._grip = wp.grip
-        if dist <= max_d and abs(dyaw) <= MAX_YAW_STEP:
+        if dist <= max_d and abs(dyaw) <= MAX_YAW_STEP:  # the commanded pose arrives this tick
             self._settled += 1
-            if self._settled > wp.settle:
+            lag = float(np.linalg.norm(self.world.robot.ee_pose()[:3] - wp.pos))
+            converged = lag < ARRIVE_TOL or self._settled > wp.settle + 15  # contact may block exact arrival
+            if converged and self._settled > wp.settle:
                 self._wp, self._settled = self._wp + 1, 0
                 if self._wp >= len(self._waypoints):
                     self.plan_step += 1
@@ -128,7 +131,7 @@ class OracleExpert:
         cur_yaw = gripper_yaw(orn)
         d = placement_rotation(obj, target)
         op = obj.position()
-        offset = op - pos  # held object's origin relative to the commanded grasp point
+        offset = op - self.world.robot.ee_pose()[:3]  # held object's origin relative to the actual grasp point
         c, s = math.cos(d), math.sin(d)
         offset_rot = np.array([c * offset[0] - s * offset[1], s * offset[0] + c * offset[1], offset[2]])
         tp = target.position()

@@ -32,6 +32,7 @@ SUBSTEPS = PHYSICS_HZ // CONTROL_HZ
 MAX_STEP_M = 0.05  # largest position delta per control tick
 MAX_ROT_RAD = 0.3  # largest rotation delta per control tick
 RENDER_MODES = ("fast", "full")
+IK_LIMIT_MARGIN = 0.06  # rad; the safety shield keeps 0.03 rad free inside each joint limit
 
 
 class JointTargetFilter(Protocol):
@@ -68,8 +69,8 @@ class RobotArm:
         for j in self.movable:
             if j in self.joints:
                 k = self.joints.index(j)
-                lower.append(spec.lower_limits[k])
-                upper.append(spec.upper_limits[k])
+                lower.append(spec.lower_limits[k] + IK_LIMIT_MARGIN)  # stay clear of the shield's margin
+                upper.append(spec.upper_limits[k] - IK_LIMIT_MARGIN)
                 rest.append(spec.home[k])
             else:
                 lower.append(0.0)
@@ -82,8 +83,7 @@ class RobotArm:
             c = p.createConstraint(self.body, self.fingers[0], self.body, self.fingers[1], jointType=p.JOINT_GEAR,
                                    jointAxis=[1, 0, 0], parentFramePosition=[0, 0, 0], childFramePosition=[0, 0, 0],
                                    physicsClientId=client)
-            gear = -1 if spec.name == "panda" else 1
-            p.changeConstraint(c, gearRatio=gear, erp=0.1, maxForce=50, physicsClientId=client)
+            p.changeConstraint(c, gearRatio=-1, erp=0.1, maxForce=50, physicsClientId=client)
         for j in self.fingers:
             p.changeDynamics(self.body, j, lateralFriction=2.0, spinningFriction=0.01, frictionAnchor=True,
                              physicsClientId=client)

@@ -14,7 +14,7 @@ from .base import Task, TaskInstance, Template, plan_step, sample_positions, sta
 
 class BuildTowerTask(Task):
     name = "build_tower"
-    max_steps = 240
+    max_steps = 300
     templates = (
         Template("build a tower: {a} at the bottom, then {b}, then {c}", "seen"),
         Template("stack the blocks with {a} at the bottom, {b} in the middle and {c} on top", "seen"),

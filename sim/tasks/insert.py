@@ -24,7 +24,7 @@ def peg_inserted(peg: SceneObject, hole: SceneObject) -> bool:
 
 class InsertTask(Task):
     name = "insert"
-    max_steps = 150
+    max_steps = 180
     templates = (
         Template("insert the peg into the hole", "seen"),
         Template("put the peg in the hole", "seen"),

@@ -18,7 +18,7 @@ KIT_POS = ((0.38, 0.46), (-0.06, 0.06))
 
 class KitAssemblyTask(Task):
     name = "kit_assembly"
-    max_steps = 330
+    max_steps = 450
     templates = (
         Template("put each part into its matching slot in the kit", "seen"),
         Template("place the parts in the kit", "seen"),
