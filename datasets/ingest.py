@@ -201,8 +201,11 @@ def ingest_bag(bag: str | Path, topic_map: TopicMap, out: str | Path, typestore:
     al = align_streams({f: streams[t]["stamps"] for f, t in fields.items()}, ages, tm.rate_hz, tm.min_segment_s)
     action_type = streams[tm.action.topic]["type"]
     space = tm.action.space or DEFAULT_SPACE.get(action_type, "vector").format(field=tm.action.field)
+    from tqdm import tqdm
+
     store = EpisodeStore(out)
     written = []
+    bar = tqdm(total=al.kept, desc="write episodes", unit="frame", file=sys.stderr, disable=not progress)
     decoded: dict[tuple[str, int], np.ndarray] = {}
     for seg_no, (a, b) in enumerate(al.segments):
         ticks = al.ticks_ns[a:b]
@@ -228,7 +231,9 @@ def ingest_bag(bag: str | Path, topic_map: TopicMap, out: str | Path, typestore:
                 state = streams[tm.state.topic]["values"][int(al.index["state"][k])]
                 action = streams[tm.action.topic]["values"][int(al.index["action"][k])]
                 w.add_step(images, state, action, (int(al.ticks_ns[k]) - int(ticks[0])) / 1e9)
+                bar.update(1)
             written.append(w.commit())
+    bar.close()
     return {
         "bag": str(bag), "out": str(out), "episodes_written": len(written), "episodes": written,
         "ticks": al.ticks, "frames_kept": al.kept, "frames_dropped": al.dropped, "stale": al.stale,

@@ -149,32 +149,48 @@ class EpisodeWindowDataset(Dataset):
         return np.clip(x, 0, 255).astype(np.uint8)
 
     # -- samples -----------------------------------------------------------------------------------------
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(f"sample {index} out of range for {len(self)} samples")
-        e = int(self._ep_of[index])
-        t = int(self._t_of[index])
-        frames = []
-        for cam in self.cameras:
-            img = decode_frame(self._frame_blob(e, cam, t), self._codec[e][cam])
-            frames.append(self._augment(img) if self.augment else img)
-        n = int(self.lengths[e])
-        mask = np.arange(t, t + self.chunk_size) < n
-        meta = self._meta[e]
+    def _batch(self, indices: Sequence[int]) -> dict[str, Any]:
+        """Build a collated batch directly (numpy gathers, one decode per frame, no per-sample tensors)."""
+        idx = np.asarray(indices, np.int64)
+        idx = np.where(idx < 0, idx + len(self), idx)
+        if np.any((idx < 0) | (idx >= len(self))):
+            raise IndexError(f"sample index out of range for {len(self)} samples: {list(indices)}")
+        eps, ts = self._ep_of[idx], self._t_of[idx]
+        images: np.ndarray | None = None
+        for b, (e, t) in enumerate(zip(eps.tolist(), ts.tolist())):
+            for c, cam in enumerate(self.cameras):
+                img = decode_frame(self._frame_blob(e, cam, t), self._codec[e][cam])
+                if self.augment:
+                    img = self._augment(img)
+                if images is None:
+                    images = np.empty((len(idx), len(self.cameras), *img.shape), np.uint8)
+                if img.shape != images.shape[2:]:
+                    raise DatasetError(f"{self.names[e]} camera {cam!r} frames are {img.shape}, other samples "
+                                       f"{images.shape[2:]}; batch episodes with one image size")
+                images[b, c] = img
+        pairs = list(zip(eps.tolist(), ts.tolist()))
+        mask = (ts[:, None] + np.arange(self.chunk_size)[None, :]) < self.lengths[eps][:, None]
         return {
-            "images": torch.from_numpy(np.stack(frames)),
-            "state": torch.from_numpy(self._state[e][t]),
-            "actions": torch.from_numpy(self._actions[e][t:t + self.chunk_size]),
+            "images": torch.from_numpy(images),
+            "state": torch.from_numpy(np.stack([self._state[e][t] for e, t in pairs])),
+            "actions": torch.from_numpy(np.stack([self._actions[e][t:t + self.chunk_size] for e, t in pairs])),
             "action_mask": torch.from_numpy(mask),
-            "instruction": meta["instruction"],
-            "step_instruction": self._step_text[e][t],
-            "plan": meta["plan"],
-            "task": meta["task"],
-            "episode_index": torch.tensor(e, dtype=torch.int64),
-            "frame_index": torch.tensor(t, dtype=torch.int64),
+            "instruction": [self._meta[e]["instruction"] for e, _ in pairs],
+            "step_instruction": [self._step_text[e][t] for e, t in pairs],
+            "plan": [self._meta[e]["plan"] for e, _ in pairs],
+            "task": [self._meta[e]["task"] for e, _ in pairs],
+            "episode_index": torch.from_numpy(eps.copy()),
+            "frame_index": torch.from_numpy(ts.copy()),
         }
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        return {k: v[0] for k, v in self._batch([index]).items()}
+
+    def __getitems__(self, indices: list[int]) -> dict[str, Any]:
+        """A whole batch at once (the DataLoader calls this; `collate_windows` passes it through)."""
+        return self._batch(indices)
 
     def denormalize_actions(self, actions: torch.Tensor) -> torch.Tensor:
         """Undo the action normalization: float32 [..., A] -> the store's units."""
@@ -183,8 +199,13 @@ class EpisodeWindowDataset(Dataset):
         return actions * std + mean
 
 
-def collate_windows(samples: list[dict[str, Any]]) -> dict[str, Any]:
-    """Stack tensors along a new batch dim; strings become lists (images -> uint8 [B, n_cam, H, W, 3])."""
+def collate_windows(samples: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
+    """Stack tensors along a new batch dim; strings become lists (images -> uint8 [B, n_cam, H, W, 3]).
+
+    A batch already built by `EpisodeWindowDataset.__getitems__` passes through unchanged.
+    """
+    if isinstance(samples, dict):
+        return samples
     out: dict[str, Any] = {}
     for key, value in samples[0].items():
         if isinstance(value, torch.Tensor):

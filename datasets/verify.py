@@ -169,10 +169,21 @@ def store_info(store: EpisodeStore, stats: bool = True) -> dict[str, Any]:
             cameras[cam] = list(shape) if shape else []
             image_bytes += _dir_bytes(ep.path / "images" / cam)
     total = _dir_bytes(store.path)
+    schema: dict[str, Any] = {}
+    if good:  # the layout of one episode, as stored (see keystone_vla.datasets.store for the full schema)
+        ep = good[0]
+        for key in ("state", "action", "timestamp", "plan_step", "ee_pose"):
+            if ep.has(key):
+                arr = ep._group[key]
+                schema[key] = f"{arr.dtype} [T, {', '.join(str(d) for d in arr.shape[1:])}]".replace(", ]", "]")
+        for cam in ep.cameras:
+            shape = ep._group[f"images/{cam}"].attrs.get("frame_shape", [])
+            schema[f"images/{cam}"] = f"{ep.image_codec(cam)} frames of uint8 [T, {', '.join(map(str, shape))}]"
+        schema["attrs"] = sorted(k for k in ep.attrs if k != "checksums")
     info: dict[str, Any] = {
         "store": str(store.path), "format": "keystone-episodes/1 (zarr v3)", "episodes": len(good),
         "unreadable_episodes": unreadable, "steps": steps, "tasks": tasks, "splits": splits, "robots": robots,
-        "cameras": cameras, "bytes_total": total, "bytes_images": image_bytes,
+        "cameras": cameras, "schema": schema, "bytes_total": total, "bytes_images": image_bytes,
         "bytes_per_step": round(total / steps, 1) if steps else 0.0,
     }
     if stats and good:

@@ -7,7 +7,7 @@ Measures, side by side on this machine:
 - collection episodes/s with 1 and 2 workers (same seeds, so the two stores must hold identical episodes);
 - loader samples/s for batch-64 random windows (2 DataLoader workers, and in-process).
 
-Usage: python scripts/bench_data.py [--episodes-per-task 1] [--tasks all] [--out benchmarks/data.json]
+Usage: python scripts/bench_data.py [--episodes-per-task 2] [--tasks all] [--out benchmarks/data.json]
 """
 
 from __future__ import annotations
@@ -169,7 +169,7 @@ def bench_loader(store_path: Path, seconds: float = 8.0) -> dict:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tasks", default="all")
-    parser.add_argument("--episodes-per-task", type=int, default=1)
+    parser.add_argument("--episodes-per-task", type=int, default=2)
     parser.add_argument("--cameras", default="front,wrist")
     parser.add_argument("--out", default="benchmarks/data.json")
     args = parser.parse_args()

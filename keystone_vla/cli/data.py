@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     b = dsub.add_parser("ingest-bag", help="turn a rosbag2 recording (mcap/sqlite3) into aligned episodes",
                         description="Map topics to fields with a YAML topic map and align them onto a fixed rate.")
-    b.add_argument("bag", help="rosbag2 folder (with metadata.yaml) or .mcap file")
+    b.add_argument("bag", help="rosbag2 folder (metadata.yaml + .db3 or .mcap files)")
     b.add_argument("--map", required=True, help="topic map YAML (see keystone_vla.datasets.topic_map)")
     b.add_argument("--out", required=True, help="episode store folder (created, or appended to)")
     b.add_argument("--typestore", default="ros2_humble",
