@@ -25,6 +25,7 @@ from cyclonedds.core import (
     WaitSet,
 )
 from cyclonedds.domain import DomainParticipant
+from cyclonedds.internal import InvalidSample
 from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
@@ -149,7 +150,8 @@ class DdsNode:
             self._waitset.wait(duration(seconds=wait))
         for sub in list(self._subs):
             for sample in sub.reader.take(N=64):
-                sub.callback(sample)
+                if not isinstance(sample, InvalidSample):  # instance-state notices (a writer left), not data
+                    sub.callback(sample)
         now = time.monotonic()
         for timer in live:
             if not timer.cancelled and now >= timer.next_due:

@@ -45,7 +45,7 @@ class SimGraph:
         self.unsafe = unsafe_no_shield
         self.procs: dict[str, subprocess.Popen] = {}
         self.joint_states: list[tuple[float, np.ndarray, np.ndarray]] = []  # (monotonic t, position, velocity)
-        self.events: list[dict] = []
+        self.events: list[dict] = []  # safety events, each with "received" (monotonic s) added
         self.status: dict = {}
         self.scene: dict = {}
         self.monitor = None
@@ -67,7 +67,8 @@ class SimGraph:
         self.monitor = DdsNode("keystone_monitor")
         mon = self.monitor
         mon.create_subscription(m.JointState, topics.JOINT_STATES, self._on_js, SENSOR_QOS)
-        mon.create_subscription(m.String, topics.SAFETY_EVENTS, lambda s: self.events.append(json.loads(s.data)))
+        mon.create_subscription(m.String, topics.SAFETY_EVENTS,
+                                lambda s: self.events.append({**json.loads(s.data), "received": time.monotonic()}))
         mon.create_subscription(m.String, topics.STATUS, lambda s: self.status.update(json.loads(s.data)), LATCHED_QOS)
         mon.create_subscription(m.String, topics.SCENE, lambda s: self.scene.update(json.loads(s.data)), LATCHED_QOS)
         self.instruction_pub = mon.create_publisher(m.String, topics.INSTRUCTION)
@@ -91,8 +92,9 @@ class SimGraph:
     def kill(self, name: str, sig: int = signal.SIGKILL) -> float:
         """Send `sig` to a node's process; returns the monotonic time it was sent."""
         t = time.monotonic()
-        self.procs[name].send_signal(sig)
-        self.procs[name].wait(timeout=10)
+        proc = self.procs.pop(name)
+        proc.send_signal(sig)
+        proc.wait(timeout=10)
         return t
 
     def check_alive(self) -> None:

@@ -64,8 +64,10 @@ class PolicyNode:
         self.policy_name = node.declare_parameter("policy", "oracle")
         arm = node.declare_parameter("arm", "panda")
         rate = float(node.declare_parameter("control_rate", 10.0))
-        self.horizon = float(node.declare_parameter("horizon", 0.15))  # time_from_start of each proposal (s)
+        self.horizon = float(node.declare_parameter("horizon", 0.1))  # time_from_start of each proposal (s)
         self.max_point_step = float(node.declare_parameter("max_point_step", 0.2))  # rad between proposal points
+        # ticks allowed, as a multiple of the task's max_steps (a real-time arm lags the in-process simulator)
+        self.budget = float(node.declare_parameter("tick_budget", 2.0))
         self.policy = load_policy(self.policy_name)
         self.shadow = SimWorld(arm=arm, image_size=64, cameras=())
         self.spec = self.shadow.spec
@@ -79,18 +81,23 @@ class PolicyNode:
         self.ticks = 0
         self.reason = ""
         self.success_at_start = False
+        self.estopped = False  # paused while the safety node reports a latched e-stop
         self.prop_pub = node.create_publisher(m.JointTrajectory, topics.PROPOSED_TRAJECTORY, DEFAULT_QOS)
         self.status_pub = node.create_publisher(m.String, topics.STATUS, LATCHED_QOS)
         node.create_subscription(m.JointState, topics.JOINT_STATES, self.on_joint_state, SENSOR_QOS)
         node.create_subscription(m.Image, topics.CAMERA_IMAGE, self.on_image, SENSOR_QOS)
         node.create_subscription(m.String, topics.SCENE, self.on_scene, LATCHED_QOS)
         node.create_subscription(m.String, topics.INSTRUCTION, self.on_instruction, DEFAULT_QOS)
+        node.create_subscription(m.String, topics.SAFETY_STATE, self.on_safety_state, LATCHED_QOS)
         node.create_timer(1.0 / rate, self.tick)
         self.publish_status()
 
     # ---- inputs -------------------------------------------------------------------------------------------
     def on_joint_state(self, msg: m.JointState) -> None:
         self.js = msg
+
+    def on_safety_state(self, msg: m.String) -> None:
+        self.estopped = msg.data == "estop"
 
     def on_image(self, msg: m.Image) -> None:
         self.image = msg.to_rgb()
@@ -125,7 +132,7 @@ class PolicyNode:
 
     # ---- control loop -------------------------------------------------------------------------------------
     def tick(self) -> None:
-        if self.state != "executing" or self.js is None:
+        if self.state != "executing" or self.js is None or self.estopped:
             return
         self.sync()
         success = bool(self.scene and self.scene.get("success"))
@@ -133,7 +140,7 @@ class PolicyNode:
             self.finish("succeeded")
             return
         self.success_at_start = self.success_at_start and success  # a goal that held at the start must break first
-        if self.ticks >= self.task.max_steps:
+        if self.ticks >= self.budget * self.task.max_steps:
             self.finish("failed")
             return
         q = self.shadow.robot.joint_positions()

@@ -70,7 +70,7 @@ class SafetyNode:
         self.cmd_pub = node.create_publisher(m.JointTrajectory, topics.CONTROLLER_TRAJECTORY, DEFAULT_QOS)
         self.gripper_pub = node.create_publisher(m.JointTrajectory, topics.GRIPPER_TRAJECTORY, DEFAULT_QOS)
         self.event_pub = node.create_publisher(m.String, topics.SAFETY_EVENTS, DEFAULT_QOS)
-        self.state_pub = node.create_publisher(m.String, "/keystone/safety_state", LATCHED_QOS)
+        self.state_pub = node.create_publisher(m.String, topics.SAFETY_STATE, LATCHED_QOS)
         node.create_subscription(m.JointState, topics.JOINT_STATES, self.on_joint_state, SENSOR_QOS)
         node.create_subscription(m.JointTrajectory, topics.PROPOSED_TRAJECTORY, self.on_proposal, DEFAULT_QOS)
         node.create_subscription(m.Bool, topics.ESTOP, self.on_estop, DEFAULT_QOS)

@@ -15,3 +15,4 @@ SAFETY_EVENTS = "/keystone/safety_events"  # std_msgs/String JSON, one per inter
 STATUS = "/keystone/status"  # std_msgs/String JSON from the policy node
 SCENE = "/keystone/scene"  # std_msgs/String JSON (task, seed, object poses) from sim_bridge, latched
 GRIPPER_TRAJECTORY = "/gripper_controller/joint_trajectory"  # trajectory_msgs/JointTrajectory, finger opening (m)
+SAFETY_STATE = "/keystone/safety_state"  # std_msgs/String "ok" | "estop", latched, from the safety node
