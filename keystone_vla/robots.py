@@ -84,8 +84,8 @@ IIWA = RobotSpec(
     gripper=GripperSpec(("keystone_finger_left_joint", "keystone_finger_right_joint"), 0.04, 0.0, 40.0),
     max_joint_force=(300.0,) * 7,
     # the iiwa cannot fold tightly enough (joint 4 is limited to +-120 deg) to reach the near edge of the table
-    # pointing down, so it is mounted 15 cm further back than the Panda
-    base_position=(-0.15, 0.0, 0.0),
+    # pointing down, so it is mounted 10 cm further back than the Panda
+    base_position=(-0.10, 0.0, 0.0),
 )
 
 ROBOTS: dict[str, RobotSpec] = {r.name: r for r in (PANDA, IIWA)}
@@ -129,7 +129,7 @@ _IIWA_GRIPPER = """
     <collision><origin xyz="0 -0.006 0.03"/><geometry><box size="0.02 0.012 0.06"/></geometry></collision>
   </link>
   <joint name="keystone_grasptarget_joint" type="fixed">
-    <parent link="keystone_palm"/><child link="keystone_grasptarget"/><origin xyz="0 0 0.060" rpy="0 0 0"/>
+    <parent link="keystone_palm"/><child link="keystone_grasptarget"/><origin xyz="0 0 0.070" rpy="0 0 0"/>
   </joint>
   <link name="keystone_grasptarget"><inertial><mass value="0.001"/><inertia ixx="1e-7" iyy="1e-7" izz="1e-7" ixy="0" ixz="0" iyz="0"/></inertial></link>
 """

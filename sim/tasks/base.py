@@ -23,7 +23,7 @@ from ..world import SimWorld
 
 POS_TOL = 0.01  # Ravens-style success tolerances
 YAW_TOL = math.radians(15)
-REGION = ((0.34, 0.66), (-0.24, 0.24))  # where objects are placed (x, y ranges, base frame)
+REGION = ((0.34, 0.64), (-0.22, 0.22))  # where objects are placed (x, y ranges, base frame)
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from ..objects import make_kit, make_part, make_slot
 from ..world import SimWorld
 from .base import Task, TaskInstance, Template, at_slot, plan_step, sample_positions
 
-KIT_POS = ((0.38, 0.46), (-0.06, 0.06))
+KIT_POS = ((0.38, 0.44), (-0.05, 0.05))
 
 
 class KitAssemblyTask(Task):
@@ -44,7 +44,7 @@ class KitAssemblyTask(Task):
             xy = kit_xy + along * (i - 1) * 0.11
             slots.append(world.add_object(make_slot(cid, str(shape), xy, kit_yaw + rng.uniform(-0.3, 0.3))))
         # parts go in a band in front of the kit (larger x)
-        region = ((0.55, 0.68), (-0.26, 0.26))
+        region = ((0.53, 0.65), (-0.23, 0.23))
         pts = sample_positions(rng, [0.06] * 3, margin=0.02, region=region)
         parts = [world.add_object(make_part(cid, str(s), str(c), xy, rng.uniform(-0.8, 0.8)))
                  for s, c, xy in zip(shapes, colours, pts)]
