@@ -117,17 +117,22 @@ def repair(store: EpisodeStore, report: VerifyReport) -> list[str]:
 
 
 def _writer_alive(tmp_name: str) -> bool:
-    # tmp names are episode-<host>-<pid>-<uuid>; hosts had '-' replaced by '_' when the name was made
+    """Whether the process that made a .partial folder still runs (names are episode-<host>-<pid>-<uuid>)."""
     parts = tmp_name.split("-")
     if len(parts) != 4 or parts[1] != socket.gethostname().replace("-", "_"):
         return False
     try:
-        os.kill(int(parts[2]), 0)
+        pid = int(parts[2])
+        os.kill(pid, 0)
     except (ValueError, ProcessLookupError):
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a killed writer can linger as a zombie until its parent reaps it: that is not alive
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def _partial_attr(path: Any, key: str) -> Any:

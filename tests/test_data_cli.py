@@ -71,13 +71,33 @@ def test_collect_killed_with_sigkill_keeps_earlier_episodes(tmp_path: Path, caps
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its workers, mid-run
         proc.wait(timeout=30)
+        _wait_group_gone(proc.pid)
     published = EpisodeStore(out, mode="r").episode_names()
     code, report = run_cli(capsys, "data", "verify", str(out), "--json")
+    assert all("writer stopped" in b["problem"] for b in report["bad"]), report["bad"]
     assert report["good_episodes"] == len(published) >= 1
     assert all(b["episode"].startswith(".partial/") for b in report["bad"])  # only unfinished work is flagged
     assert code == (1 if report["bad"] else 0)
     code, _ = run_cli(capsys, "data", "verify", str(out), "--repair", "--yes", "--json")
     assert code == 0 and EpisodeStore(out, mode="r").episode_names() == published
+
+
+def _wait_group_gone(pgid: int, timeout: float = 20.0) -> None:
+    """SIGKILL is asynchronous: wait until no live process of the group remains (zombies count as gone)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        live = []
+        for pid in filter(str.isdigit, os.listdir("/proc")):
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == pgid and fields[0] != "Z":
+                live.append(pid)
+        if not live:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"processes of group {pgid} still alive after SIGKILL: {live}")
 
 
 def test_ingest_bag_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
