@@ -110,3 +110,40 @@ def test_speech_node_publishes_instruction_and_estop(tmp_path):
     finally:
         speech.node.destroy()
         harness.destroy()
+
+
+def test_packaged_parameter_files_match_the_nodes():
+    from keystone_vla.ros_nodes.graph import CONFIG_DIR
+
+    for node_name in ("sim_bridge", "safety", "policy"):
+        params = load_params_file(str(CONFIG_DIR / "sim.yaml"), node_name)
+        assert params, node_name
+        obj = build_node(node_name, params, "dds")  # unknown keys or wrong types would raise
+        try:
+            assert set(params) <= set(obj.node.parameters)
+        finally:
+            getattr(obj, "close", lambda: None)()
+            obj.node.destroy()
+    params = load_params_file(str(CONFIG_DIR / "robot.yaml"), "safety")
+    obj = build_node("safety", params, "dds")
+    assert obj.shield.limits.max_step == 0.15
+    obj.node.destroy()
+
+
+def test_launch_files_and_ament_metadata_agree():
+    import ast
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1] / "ros_nodes"
+    setup = (root / "setup.py").read_text()
+    entry = set(re.findall(r'"(\w+)"', setup.split("console_scripts")[1].split("]")[0]))
+    assert entry == {"sim_bridge", "policy", "safety", "speech"}
+    for launch in ("sim.launch.py", "robot.launch.py"):
+        tree = ast.parse((root / "launch" / launch).read_text())
+        executables = {kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
+                       for kw in node.keywords if kw.arg == "executable"}
+        assert executables and executables <= entry, (launch, executables)
+    xml = (root / "package.xml").read_text()
+    assert "<name>keystone_vla</name>" in xml and "<build_type>ament_python</build_type>" in xml
+    assert (root / "resource" / "keystone_vla").exists()

@@ -1,0 +1,49 @@
+"""ROS 2 launch file: Keystone on a real arm driven by ros2_control (safety + policy, optional speech).
+
+    ros2 launch keystone_vla robot.launch.py arm:=panda policy:=keystone-base \\
+        controller_topic:=/scaled_joint_trajectory_controller/joint_trajectory
+
+Start the robot driver first (it publishes /joint_states and runs the trajectory controller). The safety node is
+the only publisher on the controller topic (remapped with controller_topic:=...). Parameters: config/robot.yaml.
+The policy node needs a scene description on /keystone/scene (perception or sim_bridge) to ground instructions.
+"""
+
+import os
+
+from launch import LaunchDescription
+from launch.actions import DeclareLaunchArgument
+from launch.conditions import IfCondition
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+CONTROLLER_TOPIC = "/joint_trajectory_controller/joint_trajectory"
+
+
+def config_path(name: str) -> str:
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return os.path.join(get_package_share_directory("keystone_vla"), "config", name)
+    except Exception:  # running from the source tree
+        return os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "config", name)
+
+
+def generate_launch_description() -> LaunchDescription:
+    params = LaunchConfiguration("params_file")
+    arm = LaunchConfiguration("arm")
+    return LaunchDescription([
+        DeclareLaunchArgument("params_file", default_value=config_path("robot.yaml")),
+        DeclareLaunchArgument("arm", default_value="panda"),
+        DeclareLaunchArgument("policy", default_value="keystone-base"),
+        DeclareLaunchArgument("controller_topic", default_value=CONTROLLER_TOPIC),
+        DeclareLaunchArgument("speech", default_value="false"),
+        DeclareLaunchArgument("wav_dir", default_value=""),
+        Node(package="keystone_vla", executable="safety", name="safety", output="screen",
+             parameters=[params, {"arm": arm}],
+             remappings=[(CONTROLLER_TOPIC, LaunchConfiguration("controller_topic"))]),
+        Node(package="keystone_vla", executable="policy", name="policy", output="screen",
+             parameters=[params, {"policy": LaunchConfiguration("policy"), "arm": arm}]),
+        Node(package="keystone_vla", executable="speech", name="speech", output="screen",
+             condition=IfCondition(LaunchConfiguration("speech")),
+             parameters=[params, {"wav_dir": LaunchConfiguration("wav_dir")}]),
+    ])
