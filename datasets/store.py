@@ -253,19 +253,34 @@ class EpisodeStore:
         """
         path = self.path / NORMALIZATION_FILE
         names = self.episode_names()
+        # names alone are not enough: a repaired store reuses the index of a removed last episode
+        fingerprint = _fingerprint(self.path, names)
         if path.exists() and not recompute:
             try:
                 cached = json.loads(path.read_text())
-                if cached.get("episodes") == names:
+                if cached.get("episodes") == names and cached.get("fingerprint") == fingerprint:
                     return cached
             except ValueError:
                 pass
         stats = compute_normalization([self.episode(n) for n in names])
         stats["episodes"] = names
+        stats["fingerprint"] = fingerprint
         if self.mode == "a":
             with self.lock():
                 _atomic_write_text(path, json.dumps(stats))
         return stats
+
+
+def _fingerprint(root: Path, names: list[str]) -> str:
+    import hashlib
+
+    h = hashlib.sha1()
+    for n in names:
+        try:
+            h.update(f"{n}:{(root / n / 'zarr.json').stat().st_mtime_ns};".encode())
+        except OSError:
+            h.update(f"{n}:missing;".encode())
+    return h.hexdigest()
 
 
 def compute_normalization(episodes: list[Episode]) -> dict[str, Any]:

@@ -185,6 +185,12 @@ def test_normalization_cached_and_refreshed(tmp_path: Path) -> None:
     norm2 = EpisodeStore(tmp_path / "s.zarr", mode="r").normalization()
     assert norm2["steps"] == 40 and np.allclose(norm2["action"]["max"], both.max(0))
     assert np.allclose(norm2["action"]["std"], np.maximum(both.std(0), 1e-6), atol=1e-6)
+    # a repair removes the last episode and a new one reuses its name: the cache must not be reused
+    store.remove_episode("episode_000001")
+    other = synthetic_episode(7, steps=20)
+    assert store.write_episode(other) == "episode_000001"
+    norm3 = store.normalization()
+    assert np.allclose(norm3["state"]["max"], np.concatenate([eps[0].state, other.state]).max(0))
 
 
 def test_partial_of_live_writer_is_not_removed(tmp_path: Path) -> None:
