@@ -154,8 +154,7 @@ class CollisionModel:
     def penetration(self, q: np.ndarray) -> tuple[float, float]:
         """(deepest link penetration into the table, deepest self-penetration), metres, >= 0."""
         pb, cid = self._pb, self.client
-        for j, v in zip(self._joints, q):
-            pb.resetJointState(self.robot, j, float(v), physicsClientId=cid)
+        pb.resetJointStatesMultiDof(self.robot, self._joints, [[float(v)] for v in q], physicsClientId=cid)
         pb.performCollisionDetection(physicsClientId=cid)
         table = min((c[8] for c in pb.getContactPoints(self.robot, self.plane, physicsClientId=cid) if c[3] != -1),
                     default=0.0)

@@ -105,7 +105,7 @@ class SafetyNode:
             points = [([p[i] for i in arm], t) if len(p) == len(names) else (p, t) for p, t in trajectory_points(msg)]
             gripper = self.gripper_command(msg, fingers)
             if self.unsafe:
-                self.node.log.warning(UNSAFE_BANNER)
+                self.emit("unsafe_no_shield", UNSAFE_BANNER)
                 out = make_trajectory([names[i] for i in arm], np.array([q for q, _ in points]).reshape(len(points), -1),
                                       np.array([t for _, t in points]))
             else:

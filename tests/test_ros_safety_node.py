@@ -170,3 +170,25 @@ def test_unknown_parameter_is_an_error():
 
     with pytest.raises(ConfigError, match="watchdog_perod"):
         build_node("safety", {"watchdog_perod": 0.1}, backend="dds")
+
+
+def test_unsafe_no_shield_forwards_unchecked_and_says_so():
+    h = Harness(unsafe_no_shield=True)
+    try:
+        h.propose(HOME + 0.6, 0.01)  # would be rejected (step) and stretched (velocity) with the shield on
+        assert codes(h) == ["unsafe_no_shield"]  # every unchecked forward is reported
+        np.testing.assert_allclose(h.cmds[-1][1].points[0].positions, HOME + 0.6)
+        assert h.safety.counts["forwarded"] == 1
+    finally:
+        h.close()
+
+
+def test_gripper_joints_are_split_off_and_clamped(h):
+    got = []
+    h.node.create_subscription(m.JointTrajectory, topics.GRIPPER_TRAJECTORY, got.append)
+    h.pump(0.2)
+    names = NAMES + list(PANDA.gripper.joint_names)
+    h.propose(np.append(HOME + 0.01, [0.5, 0.5]), 0.2, names=names)  # 0.5 m opening: clamped to 0.04
+    h.pump(0.05)
+    assert list(h.cmds[-1][1].joint_names) == NAMES
+    assert got and got[-1].points[0].positions == [0.04, 0.04]
