@@ -9,6 +9,7 @@ Only imported when rclpy is importable; this module must never be imported by co
 
 from __future__ import annotations
 
+import array
 import dataclasses
 import importlib
 import logging
@@ -45,6 +46,8 @@ def to_ros(msg: Any) -> Any:
             value = to_ros(value)
         elif isinstance(value, list) and value and dataclasses.is_dataclass(value[0]):
             value = [to_ros(v) for v in value]
+        elif isinstance(value, (bytes, bytearray)):
+            value = array.array("B", value)  # uint8[]: rclpy's setter would check 49k ints one by one
         setattr(out, f.name, value)
     return out
 
