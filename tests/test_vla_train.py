@@ -10,6 +10,7 @@ import sys
 import textwrap
 
 import pytest
+import torch
 from keystone_vla.vla.configuration import get_preset
 from keystone_vla.vla.data import plan_examples_from_samples
 from keystone_vla.vla.normalization import Normalizer
@@ -154,3 +155,23 @@ def test_tiny_checkpoint_helper_is_loadable(tmp_path):
     from keystone_vla.vla.policy import VLAPolicy
 
     assert VLAPolicy.from_pretrained(tiny_checkpoint(tmp_path, steps=1), warmup=False).config.preset == "tiny"
+
+
+@pytest.mark.slow
+def test_minilm_sentence_token_trains_and_stays_out_of_the_checkpoint(tmp_path):
+    from keystone_vla.vla.checkpoint import load_pretrained
+    from keystone_vla.vla.policy import VLAPolicy
+    from test_vla_helpers import observation
+
+    folder = tiny_checkpoint(tmp_path, steps=2, text_encoder="minilm")
+    keys = load_pretrained(folder).model.state_dict().keys()
+    assert any(k.startswith("text_proj.") for k in keys)
+    assert (folder / "model.safetensors").stat().st_size < 2_000_000  # the 22 M-param encoder is not copied in
+    policy = VLAPolicy.from_pretrained(folder)
+    a = policy.predict_chunk(observation(), "pick up the red block").actions
+    b = policy.predict_chunk(observation(), "grab the crimson cube").actions
+    assert a.shape == b.shape and not (a == b).all()  # the sentence token changes the prediction
+    enc = policy.text_encoder
+    sims = torch.nn.functional.cosine_similarity(enc.encode(["pick up the red block"]),
+                                                 enc.encode(["grab the red cube", "insert the peg into the hole"]))
+    assert sims[0] > sims[1]

@@ -167,7 +167,12 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
     plan_val = [plan_examples[i] for i in plan_perm[:n_pval]]
     plan_train = [plan_examples[i] for i in plan_perm[n_pval:]] or list(plan_examples)
 
-    collate = Collator(config, tok, plan_train, cfg.plan_batch_size, seed=cfg.seed + rank)
+    text_encoder = None
+    if config.text_encoder == "minilm":
+        from keystone_vla.vla.text_encoder import MiniLMEncoder
+
+        text_encoder = MiniLMEncoder()
+    collate = Collator(config, tok, plan_train, cfg.plan_batch_size, seed=cfg.seed + rank, text_encoder=text_encoder)
     sampler = (DistributedSampler(train_set, num_replicas=world, rank=rank, seed=cfg.seed) if world > 1
                else RandomSampler(train_set, generator=torch.Generator().manual_seed(cfg.seed)))
     loader = DataLoader(train_set, batch_size=cfg.batch_size, sampler=sampler, collate_fn=collate,

@@ -1,0 +1,176 @@
+"""Benchmark the VLA side by side in one run and write `benchmarks/vla.json`.
+
+Measured (the `base` preset, 1 camera at 128 px, random weights saved and reloaded as a real checkpoint):
+- batch-1 latency p50/p99 of `VLAPolicy.predict_chunk` with the chunk head (fp32 and bf16) and with
+  discrete-token decoding (H x 7 tokens, KV cache), and the resulting actions/s ratio (goal: chunk p50 <= 25 ms,
+  >= 8x the actions/s of token decoding);
+- plan latency (grammar-constrained decoding of a 4-step build_tower plan);
+- training throughput (samples/s, batch 32, forward + backward + AdamW) in fp32 and under bf16 autocast;
+- the chunk-query ablation (H query tokens vs. pooled last state): latency and validation L1 after the same
+  short training on the synthetic dataset;
+- peak resident memory of the process.
+
+Goals are reported, never asserted. Other processes share this machine's 2 cores: the load average before and
+after is recorded so a noisy run can be recognised. Usage: ``python scripts/bench_vla.py [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained
+from keystone_vla.vla.configuration import get_preset
+from keystone_vla.vla.data import Collator, plan_examples_from_samples
+from keystone_vla.vla.modeling import VLAModel, count_parameters
+from keystone_vla.vla.normalization import Normalizer
+from keystone_vla.vla.policy import VLAPolicy
+from keystone_vla.vla.synthetic import SyntheticDataset
+from keystone_vla.vla.tokenizer import WordTokenizer
+from keystone_vla.vla.train import TrainConfig, train
+
+from keystone_vla.types import Observation
+
+OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "vla.json"
+CORPUS = ["build a tower: red at the bottom, then green, then blue", "pick up the red block",
+          "place the red block on the blue block", "put the red block in the green bowl"]
+
+
+def percentiles(xs: list[float]) -> dict[str, float]:
+    a = np.asarray(xs) * 1e3
+    return {"p50_ms": float(np.percentile(a, 50)), "p99_ms": float(np.percentile(a, 99)), "n": len(xs)}
+
+
+def timed(fn, n: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(n):
+        t = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t)
+    return out
+
+
+def make_policy(tmp: Path, tok: WordTokenizer, bf16: bool = False, **overrides) -> VLAPolicy:
+    torch.manual_seed(0)
+    cfg = get_preset("base", vocab_size=tok.vocab_size, known_objects=("red_block", "green_block", "blue_block"),
+                     **overrides)
+    model = VLAModel(cfg)
+    folder = tmp / f"{cfg.action_head}_{cfg.chunk_query}"
+    save_pretrained(folder, model, tok, Normalizer.identity(8, 7))
+    return VLAPolicy(load_pretrained(folder, torch.bfloat16 if bf16 else torch.float32))
+
+
+def train_rate(tok: WordTokenizer, bf16: bool, steps: int) -> float:
+    torch.manual_seed(0)
+    cfg = get_preset("base", vocab_size=tok.vocab_size)
+    ds = SyntheticDataset(n=64, image_size=128, chunk_size=cfg.chunk_size)
+    collate = Collator(cfg, tok, plan_examples_from_samples(ds.samples), plan_batch_size=16)
+    model = VLAModel(cfg).train()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    batch = collate(ds.samples[:32])
+
+    def step() -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16) if bf16 else nullcontext():
+            loss = model(batch)["loss"]
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    times = timed(step, steps, warmup=1)
+    return 32 / float(np.median(times))
+
+
+def ablation(steps: int) -> dict[str, dict[str, float]]:
+    """queries vs pooled: same data, steps, seed; validation L1 (normalised units) and batch-1 latency."""
+    out = {}
+    ds = SyntheticDataset(n=256, image_size=32, chunk_size=8, seed=0)
+    val = SyntheticDataset(n=64, image_size=32, chunk_size=8, seed=1)
+    ex = plan_examples_from_samples(ds.samples)
+    for query in ("queries", "pooled"):
+        with tempfile.TemporaryDirectory() as d:
+            cfg = get_preset("tiny", chunk_size=8, chunk_query=query)
+            s = train(cfg, TrainConfig(steps=steps, batch_size=16, plan_batch_size=4, val_every=steps, val_batches=4,
+                                       save_every=0, bf16="off", lr=2e-3, warmup_steps=20, augment_shift=0),
+                      ds, ex, Normalizer.identity(8, 7).to_dict(), d, progress=False, val_dataset=val)
+            out[query] = {"val_l1": s["val"]["val_action"], "train_s": s["wall_s"]}
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--out", default=str(OUT))
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    n = 20 if args.quick else 100
+    load_before = os.getloadavg()
+    t_start = time.perf_counter()
+    tok = WordTokenizer.build(CORPUS)
+    obs = Observation(images={"front": np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)},
+                      state=np.zeros(8, np.float32), ee_pose=np.zeros(7, np.float32))
+    result: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
+                                "threads": args.threads, "cores": os.cpu_count(),
+                                "cpu_capability": torch.backends.cpu.get_cpu_capability()},
+                    "config": {"preset": "base", "cameras": 1, "image_size": 128, "chunk_size": 8}}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        chunk = make_policy(tmp, tok)
+        result["parameters"] = count_parameters(chunk.model)
+        lat = {"chunk_fp32": percentiles(timed(lambda: chunk.predict_chunk(obs, "pick up the red block"), n))}
+        chunk_bf = make_policy(tmp, tok, bf16=True)
+        lat["chunk_bf16"] = percentiles(timed(lambda: chunk_bf.predict_chunk(obs, "pick up the red block"), n))
+        pooled = make_policy(tmp, tok, chunk_query="pooled")
+        lat["chunk_pooled_fp32"] = percentiles(timed(lambda: pooled.predict_chunk(obs, "pick up the red block"), n))
+        tokens = make_policy(tmp, tok, action_head="tokens")
+        lat["tokens_fp32"] = percentiles(timed(lambda: tokens.predict_chunk(obs, "pick up the red block"),
+                                               max(5, n // 10), warmup=1))
+        tokens_bf = make_policy(tmp, tok, bf16=True, action_head="tokens")
+        lat["tokens_bf16"] = percentiles(timed(lambda: tokens_bf.predict_chunk(obs, "pick up the red block"),
+                                               max(5, n // 10), warmup=1))
+        objs = ["red_block", "green_block", "blue_block", "yellow_block"]
+        instr = "build a tower: red at the bottom, then green, then blue"
+        lat["plan_fp32"] = percentiles(timed(lambda: chunk.plan(instr, objects=objs), max(5, n // 4)))
+        plan = chunk.plan(instr, objects=objs)
+        result["plan_steps_generated"] = len(plan.steps)
+    h = 8
+    best_chunk = min(lat["chunk_fp32"]["p50_ms"], lat["chunk_bf16"]["p50_ms"])
+    best_tokens = min(lat["tokens_fp32"]["p50_ms"], lat["tokens_bf16"]["p50_ms"])
+    result["latency"] = lat
+    result["actions_per_s"] = {"chunk_fp32": h / lat["chunk_fp32"]["p50_ms"] * 1e3,
+                               "chunk_bf16": h / lat["chunk_bf16"]["p50_ms"] * 1e3,
+                               "tokens_fp32": h / lat["tokens_fp32"]["p50_ms"] * 1e3,
+                               "tokens_bf16": h / lat["tokens_bf16"]["p50_ms"] * 1e3}
+    ratio_same = lat["tokens_fp32"]["p50_ms"] / lat["chunk_fp32"]["p50_ms"]
+    result["goals"] = {
+        "chunk_p50_ms_best": best_chunk, "chunk_p50_le_25ms": best_chunk <= 25.0,
+        "chunk_vs_tokens_actions_per_s_ratio_fp32": ratio_same,
+        "chunk_vs_tokens_ratio_best_each": best_tokens / best_chunk,
+        "ratio_ge_8x": ratio_same >= 8.0,
+    }
+    steps = 3 if args.quick else 6
+    result["train_samples_per_s"] = {"fp32": train_rate(tok, False, steps), "bf16_autocast": train_rate(tok, True, steps)}
+    result["chunk_query_ablation"] = ablation(60 if args.quick else 300)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["wall_s"] = time.perf_counter() - t_start
+    result["load_avg_before_after"] = [load_before[0], os.getloadavg()[0]]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps({"latency_p50_ms": {k: round(v["p50_ms"], 2) for k, v in lat.items()},
+                      "goals": result["goals"], "train_samples_per_s": result["train_samples_per_s"],
+                      "ablation": result["chunk_query_ablation"], "peak_rss_mb": result["peak_rss_mb"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
