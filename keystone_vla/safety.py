@@ -2,8 +2,8 @@
 
 `SafetyShield` checks joint commands against the arm's `RobotSpec` and a `ShieldLimits` cell config:
 joint position limits (with a margin), joint velocity and acceleration limits, maximum step per command, a
-workspace box and a speed limit (default 0.25 m/s, the ISO 10218 reduced-speed value) for the tool centre point,
-and table (plane z = 0) / self collision on the arm's kinematic model (a private PyBullet DIRECT client).
+workspace box (cell frame, see `keystone_vla.robots`) and a speed limit (default 0.25 m/s, the ISO 10218
+reduced-speed value) for the tool centre point, and table (plane z = 0) / self collision on the arm's kinematic model (a private PyBullet DIRECT client).
 Malformed commands (NaN/inf, wrong length, wrong joint names) are rejected.
 
 Policy: it *clamps where safe* (clip to position limits, shorten a step along its own direction, stretch a
@@ -69,9 +69,11 @@ class ShieldLimits:
 
 
 class KinematicChain:
-    """Vectorised forward kinematics of the base -> TCP chain, read from the URDF (no simulator)."""
+    """Vectorised forward kinematics of the base -> TCP chain, read from the URDF (no simulator); results are in
+    the cell frame (the arm's base is translated by `base_position`, as `RobotSpec` defines)."""
 
-    def __init__(self, urdf_path: str, joint_names: Sequence[str], tcp_link: str) -> None:
+    def __init__(self, urdf_path: str, joint_names: Sequence[str], tcp_link: str,
+                 base_position: Sequence[float] = (0.0, 0.0, 0.0)) -> None:
         root = ET.parse(urdf_path).getroot()
         by_child = {j.find("child").get("link"): j for j in root.findall("joint")}
         chain, link = [], tcp_link
@@ -104,15 +106,16 @@ class KinematicChain:
             self._steps.append((list(joint_names).index(name), pending[:3, 3].copy(), r0.copy(), r0 @ k, r0 @ k @ k))
             pending = np.eye(4)
         self._tail = pending[:3, 3].copy()
+        self._base = np.asarray(base_position, dtype=np.float64)  # arm mount in the cell frame (translation only)
         if not chain:
             raise ConfigError(f"TCP link {tcp_link!r} not found in {urdf_path}")
 
     def tcp_positions(self, q: np.ndarray) -> np.ndarray:
-        """q: float [N, dof] -> TCP positions float64 [N, 3] in the base frame."""
+        """q: float [N, dof] -> TCP positions float64 [N, 3] in the cell frame (robot base + `base_position`)."""
         q = np.asarray(q, dtype=np.float64)
         q = q.reshape(-1, q.shape[-1])
         rot = None
-        pos = np.zeros((len(q), 3))
+        pos = np.broadcast_to(self._base, (len(q), 3))
         for idx, t, a, b, c in self._steps:
             pos = pos + (t if rot is None else rot @ t)
             s, co = np.sin(q[:, idx])[:, None, None], np.cos(q[:, idx])[:, None, None]
@@ -139,7 +142,8 @@ class CollisionModel:
 
         self._pb, self.client = pb, pb.connect(pb.DIRECT)
         flags = pb.URDF_USE_SELF_COLLISION | pb.URDF_USE_SELF_COLLISION_EXCLUDE_PARENT
-        self.robot = pb.loadURDF(resolve_urdf(spec), useFixedBase=True, flags=flags, physicsClientId=self.client)
+        self.robot = pb.loadURDF(resolve_urdf(spec), spec.base_position, useFixedBase=True, flags=flags,
+                                 physicsClientId=self.client)
         self.plane = pb.createMultiBody(0, pb.createCollisionShape(pb.GEOM_PLANE, physicsClientId=self.client),
                                         physicsClientId=self.client)
         index = {pb.getJointInfo(self.robot, i, physicsClientId=self.client)[1].decode(): i
@@ -193,7 +197,7 @@ class SafetyShield:
         self.amax = np.full(spec.dof, lim.acceleration_limit)
         box = lim.workspace or spec.workspace
         self.box_lo, self.box_hi = np.asarray(box[0], float), np.asarray(box[1], float)
-        self.kinematics = KinematicChain(resolve_urdf(spec), spec.joint_names, spec.ee_link)
+        self.kinematics = KinematicChain(resolve_urdf(spec), spec.joint_names, spec.ee_link, spec.base_position)
         self.collision = CollisionModel(spec)
         self._v_prev = np.zeros(spec.dof)
 

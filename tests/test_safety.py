@@ -135,3 +135,17 @@ def test_trajectory_checks(shield):
     assert fast.accepted and any(e.startswith("velocity_limited") for e in fast.events)
     seg = np.diff(np.vstack([HOME, fast.positions]), axis=0)
     assert np.all(np.abs(seg) / np.diff(np.r_[0, fast.times_from_start])[:, None] <= shield.vmax + 1e-9)
+
+
+@pytest.mark.parametrize("arm", ["panda", "iiwa"])
+def test_shield_tcp_is_the_simulators_end_effector_in_the_cell_frame(arm):
+    from keystone_vla.sim.world import SimWorld
+
+    world = SimWorld(arm=arm, image_size=32, cameras=())
+    s = SafetyShield.for_robot(world.spec)
+    try:
+        q = world.robot.joint_positions().astype(np.float64)
+        np.testing.assert_allclose(s.kinematics.tcp_positions(q[None])[0], world.robot.ee_pose()[:3], atol=1e-5)
+    finally:
+        s.close()
+        world.close()

@@ -110,7 +110,7 @@ def test_sweep_sample_with_collisions_never_sinks_into_the_table(shield):
     # independent table check: a separate PyBullet client, closest points between arm links and the plane
     cid = pb.connect(pb.DIRECT)
     try:
-        robot = pb.loadURDF(resolve_urdf(SPEC), useFixedBase=True, physicsClientId=cid)
+        robot = pb.loadURDF(resolve_urdf(SPEC), SPEC.base_position, useFixedBase=True, physicsClientId=cid)
         plane = pb.createMultiBody(0, pb.createCollisionShape(pb.GEOM_PLANE, physicsClientId=cid), physicsClientId=cid)
         index = {pb.getJointInfo(robot, i, physicsClientId=cid)[1].decode(): i
                  for i in range(pb.getNumJoints(robot, physicsClientId=cid))}
