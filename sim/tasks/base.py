@@ -152,7 +152,9 @@ def step_effect_holds(world: SimWorld, step: PlanStep) -> bool:
     if step.skill == "place_on":
         return stacked_on(obj, target)
     if step.skill == "place_in":
-        return at_slot(obj, target) if target.kind == "slot" else inside(obj, target)
+        if target.kind == "slot":
+            return at_slot(obj, target)
+        return inside(obj, target) if "inner_half" in target.extra else False
     if step.skill == "insert":
         from .insert import peg_inserted
 
