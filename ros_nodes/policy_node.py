@@ -28,33 +28,6 @@ from keystone_vla.errors import KeystoneError
 from keystone_vla.types import Observation
 
 
-def joint_target_for_action(world: Any, action: np.ndarray) -> tuple[np.ndarray, float]:
-    """The commanded-pose integration of `SimWorld.apply_action` without stepping physics: returns (q_target
-    float64 [dof] from IK, gripper command 0..1) and advances the world's commanded target pose."""
-    from keystone_vla.sim.geometry import quat_from_axis_angle, quat_multiply
-    from keystone_vla.sim.world import MAX_ROT_RAD, MAX_STEP_M
-
-    a = np.asarray(action, dtype=np.float64)
-    dpos, drot = a[:3], a[3:6]
-    if np.linalg.norm(dpos) > MAX_STEP_M:
-        dpos = dpos * (MAX_STEP_M / np.linalg.norm(dpos))
-    if np.linalg.norm(drot) > MAX_ROT_RAD:
-        drot = drot * (MAX_ROT_RAD / np.linalg.norm(drot))
-    ee = world.robot.ee_pose().astype(np.float64)
-    pos, orn = world.target_pose
-    if np.linalg.norm(ee[:3] - pos) > 0.03:  # blocked or lagging: re-anchor on the measured pose, no wind-up
-        pos = ee[:3].copy()
-    lo, hi = world.spec.workspace
-    pos = np.clip(pos + dpos, [lo[0], lo[1], 0.003], hi)
-    q = quat_multiply(quat_from_axis_angle(drot), orn)
-    orn = q / np.linalg.norm(q)
-    # TODO(lead): SimWorld could expose this split of apply_action publicly (command_target); until then we set
-    # the same private fields apply_action sets.
-    world._target_pos, world._target_orn = pos, orn
-    world._gripper_cmd = float(np.clip(a[6], 0.0, 1.0))
-    return world.robot.ik(pos, orn), world._gripper_cmd
-
-
 class PolicyNode:
     def __init__(self, node: Node) -> None:
         from keystone_vla.policies.registry import load_policy
@@ -150,7 +123,7 @@ class PolicyNode:
         from keystone_vla.policies.base import check_action
 
         action = check_action(self.policy.act(obs), self.policy_name)
-        q_target, grip = joint_target_for_action(self.shadow, action)
+        q_target, grip = self.shadow.command_action(action)
         g = self.spec.gripper
         opening = g.open_position + grip * (g.closed_position - g.open_position)
         names = list(self.spec.joint_names) + list(g.joint_names)

@@ -209,8 +209,12 @@ class SimWorld:
     def gripper_command(self) -> float:
         return self._gripper_cmd
 
-    def apply_action(self, action: np.ndarray) -> list[str]:
-        """Execute one 10 Hz control tick; returns the safety events it raised (empty when none)."""
+    def command_action(self, action: np.ndarray) -> tuple[np.ndarray, float]:
+        """Integrate one action into the commanded pose and solve IK, without stepping physics.
+
+        Returns (joint targets float64 [dof], gripper command 0..1). `apply_action` uses it; so does the ROS policy
+        node, whose shadow world turns actions into trajectory proposals for the real (or bridged) arm.
+        """
         a = np.asarray(action, dtype=np.float64).reshape(-1)
         if a.shape != (7,) or not np.all(np.isfinite(a)):
             raise SimError(f"action must be 7 finite numbers (dx, dy, dz, rx, ry, rz, gripper), got {a.tolist()}")
@@ -230,7 +234,11 @@ class SimWorld:
         q = quat_multiply(quat_from_axis_angle(drot), self._target_orn)
         self._target_orn = q / np.linalg.norm(q)
         self._gripper_cmd = float(np.clip(a[6], 0.0, 1.0))
-        q_target = self.robot.ik(self._target_pos, self._target_orn)
+        return self.robot.ik(self._target_pos, self._target_orn), self._gripper_cmd
+
+    def apply_action(self, action: np.ndarray) -> list[str]:
+        """Execute one 10 Hz control tick; returns the safety events it raised (empty when none)."""
+        q_target, gripper = self.command_action(action)
         events: list[str] = []
         if self.shield is not None:
             q_target, events = self.shield.filter_joint_target(
@@ -238,7 +246,7 @@ class SimWorld:
             )
             if events:
                 self.interventions += 1
-        self.robot.command_joints(q_target, self._gripper_cmd)
+        self.robot.command_joints(q_target, gripper)
         for _ in range(SUBSTEPS):
             p.stepSimulation(physicsClientId=self.client)
         self.tick += 1
