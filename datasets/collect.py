@@ -65,7 +65,6 @@ def collect_one(out: str, task: str, index: int, seed: int, split: str, arm: str
     from keystone_vla.datasets.store import EpisodeStore
     from keystone_vla.datasets.writer import EpisodeData
     from keystone_vla.sim.rollout import make_world, run_episode
-
     from keystone_vla.types import EpisodeSpec
 
     spec = EpisodeSpec(task, seed, split, arm)
@@ -90,9 +89,9 @@ def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path,
 
     Returns the summary: episodes_written, episodes_dropped, out, per-task counts, steps, wall time.
     """
-    from keystone_vla.datasets.store import EpisodeStore
     from tqdm import tqdm
 
+    from keystone_vla.datasets.store import EpisodeStore
     from keystone_vla.robots import get_robot
 
     names = resolve_tasks(tasks)

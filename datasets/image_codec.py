@@ -6,21 +6,23 @@ chosen by measurement on frames rendered by the simulator (`scripts/bench_data.p
 key ``codecs``). The rule: the smallest lossless codec whose decode fits the loader budget (<= 0.25 ms per
 128 x 128 frame: two cameras per sample at 2,000 samples/s on 2 cores) and whose encode is small next to a
 simulator step (<= 5 ms). A plain bytes x decode-time product is reported too, but on its own it rewards
-barely-compressing codecs (raw frames score 0). Measured on rendered scenes (2-core machine, under load):
+barely-compressing codecs (raw frames score 0). `benchmarks/data.json` (1,520 front + wrist frames of
+oracle episodes, 128 px, 2-core machine shared with other jobs):
 
 | codec | bytes/frame | decode ms | encode ms | |
 |---|---|---|---|---|
-| raw | 49,152 | 0 | 0 | what zarr would store uncompressed |
-| zstd (level 3) | ~30,900 | ~0.10-0.13 | ~0.5 | zarr's default compressor, per frame |
-| **QOI** | ~23,300 | ~0.14-0.18 | ~0.3 | chosen: 2.1x smaller than raw, fast both ways |
-| PNG | ~22,200 | ~0.65 | ~8 | too slow to decode and encode |
-| WebP lossless (method 0) | ~17,200 | ~0.3-0.5 | ~1.3 | smallest, but over the decode budget |
-| JPEG-XL lossless | ~18,200 | ~1.7 | ~1.8 | too slow to decode |
-| JPEG q95, H.264 video | 5,700 / 4,700-6,600 | | | lossy; video also loses random access |
+| raw | 49,152 | 0 | 0 | what zarr stores uncompressed |
+| zstd (level 3) | 22,700 | 0.07 | 0.27 | zarr's default compressor, per frame |
+| **QOI** | 17,400 | 0.11 | 0.14 | chosen: 2.8x smaller than raw, fast both ways |
+| PNG | 16,900 | 0.33 | 7.8 | over both budgets |
+| WebP lossless (method 0) | 13,000 | 0.26 | 0.59 | 25% smaller than QOI, 2.4x slower to decode |
+| JPEG-XL lossless | 14,200 | 0.67 | 0.73 | too slow to decode |
+| JPEG q95 / H.264 video | 5,300 / 1,400-2,600 | | | lossy; video also loses random access |
 
 So `DEFAULT_CODEC` is QOI ("Quite OK Image" format, lossless): exact pixels for training and byte-exact
-tests, ~2x smaller than raw or zstd-raw chunks at the same decode cost. Lossy JPEG and video are used only
-for the LeRobot export, never for the store.
+tests, 2.8x smaller than raw and 1.3x smaller than zstd, decoding well inside the budget. A whole store
+(2 cameras) takes 35.0 KB/step against 98.4 KB raw and 45.6 KB with zarr's default zstd on raw frames.
+Lossy JPEG and video are used only for the LeRobot export, never for the store.
 
 Codecs listed in `CODECS` can always be decoded, so changing the default never strands an existing store.
 This module must never import torch or zarr: worker processes and the ingester use it standalone.

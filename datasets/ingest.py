@@ -24,10 +24,10 @@ from typing import Any
 
 import cv2
 import numpy as np
+
 from keystone_vla.datasets.align import align_streams
 from keystone_vla.datasets.store import EpisodeStore
 from keystone_vla.datasets.topic_map import StreamMap, TopicMap
-
 from keystone_vla.errors import ConfigError, DatasetError, unknown_choice
 from keystone_vla.types import Plan
 

@@ -29,8 +29,8 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
-from keystone_vla.datasets.store import EpisodeStore
 
+from keystone_vla.datasets.store import EpisodeStore
 from keystone_vla.errors import DatasetError
 
 CODEBASE_VERSION = "v3.0"

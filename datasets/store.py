@@ -47,9 +47,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from keystone_vla.datasets.image_codec import DEFAULT_CODEC, decode_frame
 from keystone_vla.datasets.writer import EpisodeData, EpisodeWriter, write_episode
-
 from keystone_vla.errors import DatasetError
 from keystone_vla.types import Plan
 

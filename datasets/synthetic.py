@@ -10,8 +10,8 @@ This module must never be used to produce data presented as demonstrations.
 from __future__ import annotations
 
 import numpy as np
-from keystone_vla.datasets.writer import EpisodeData
 
+from keystone_vla.datasets.writer import EpisodeData
 from keystone_vla.types import Plan, PlanStep
 
 _PLAN = Plan("put the red block on the blue block", (

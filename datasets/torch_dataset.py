@@ -34,11 +34,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
+
 from keystone_vla.datasets.image_codec import decode_frame
 from keystone_vla.datasets.store import Episode, EpisodeStore
 from keystone_vla.datasets.writer import IMAGE_CHUNK
-from torch.utils.data import DataLoader, Dataset
-
 from keystone_vla.errors import DatasetError
 
 DELTA_ACTION_SPACES = ("ee_delta",)

@@ -18,10 +18,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from keystone_vla.datasets.image_codec import decode_frame
 from keystone_vla.datasets.store import STEP_ARRAYS, Episode, EpisodeStore
 from keystone_vla.datasets.writer import REQUIRED_ATTRS, checksum
-
 from keystone_vla.errors import DatasetError
 
 

@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from keystone_vla.datasets.image_codec import DEFAULT_CODEC, encode_frame
 
+from keystone_vla.datasets.image_codec import DEFAULT_CODEC, encode_frame
 from keystone_vla.errors import DatasetError
 
 if TYPE_CHECKING:

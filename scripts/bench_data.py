@@ -37,6 +37,7 @@ def _dir_bytes(path: Path) -> int:
 
 def bench_codecs(frames: dict[str, np.ndarray]) -> dict:
     import imageio_ffmpeg
+
     from keystone_vla.datasets.image_codec import CODECS, DEFAULT_CODEC
 
     out: dict = {"frames": {c: list(v.shape) for c, v in frames.items()}, "candidates": {}}
@@ -88,6 +89,7 @@ def bench_codecs(frames: dict[str, np.ndarray]) -> dict:
 
 def bench_store_bytes(store_path: Path) -> dict:
     import zarr
+
     from keystone_vla.datasets.store import EpisodeStore
 
     store = EpisodeStore(store_path, mode="r")
@@ -137,6 +139,7 @@ def bench_collect(tasks: str, per_task: int, root: Path, cameras: tuple[str, ...
 
 def bench_loader(store_path: Path, seconds: float = 8.0) -> dict:
     import torch
+
     from keystone_vla.datasets.torch_dataset import EpisodeWindowDataset, make_loader
 
     torch.set_num_threads(1)

@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from keystone_vla.datasets import EpisodeStore
-from keystone_vla.datasets.collect import collect_one, episode_seed
-from keystone_vla.datasets.synthetic import synthetic_episode
 from rosbags.rosbag2 import StoragePlugin
 from test_data_ingest import MAP, make_bag
 
 from keystone_vla.cli import main
+from keystone_vla.datasets import EpisodeStore
+from keystone_vla.datasets.collect import collect_one, episode_seed
+from keystone_vla.datasets.synthetic import synthetic_episode
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 

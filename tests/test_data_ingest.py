@@ -8,13 +8,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from rosbags.rosbag2 import StoragePlugin, Writer
+from rosbags.typesys import Stores, get_typestore
+
 from keystone_vla.datasets import EpisodeStore
 from keystone_vla.datasets.align import align_streams
 from keystone_vla.datasets.ingest import ingest_bag
 from keystone_vla.datasets.topic_map import load_topic_map, parse_topic_map
-from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore
-
 from keystone_vla.errors import ConfigError, DatasetError
 
 TS = get_typestore(Stores.ROS2_HUMBLE)

@@ -9,10 +9,10 @@ import imageio_ffmpeg
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+
 from keystone_vla.datasets import EpisodeStore
 from keystone_vla.datasets.lerobot import export_lerobot
 from keystone_vla.datasets.synthetic import synthetic_episode
-
 from keystone_vla.errors import DatasetError
 
 

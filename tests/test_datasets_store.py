@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from keystone_vla.datasets import EpisodeStore
 from keystone_vla.datasets.image_codec import CODECS, decode_frame, encode_frame
 from keystone_vla.datasets.synthetic import synthetic_episode
 from keystone_vla.datasets.verify import repair, verify_store
-
 from keystone_vla.errors import DatasetError
 from keystone_vla.types import Plan
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+
 from keystone_vla.datasets import EpisodeStore
 from keystone_vla.datasets.synthetic import synthetic_episode
 from keystone_vla.datasets.torch_dataset import EpisodeWindowDataset, collate_windows, make_loader
-
 from keystone_vla.errors import DatasetError
 
 torch.set_num_threads(1)
