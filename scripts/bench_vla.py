@@ -28,6 +28,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from keystone_vla.types import Observation
 from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained
 from keystone_vla.vla.configuration import get_preset
 from keystone_vla.vla.data import Collator, plan_examples_from_samples
@@ -37,8 +39,6 @@ from keystone_vla.vla.policy import VLAPolicy
 from keystone_vla.vla.synthetic import SyntheticDataset
 from keystone_vla.vla.tokenizer import WordTokenizer
 from keystone_vla.vla.train import TrainConfig, train
-
-from keystone_vla.types import Observation
 
 OUT = Path(__file__).resolve().parents[1] / "benchmarks" / "vla.json"
 CORPUS = ["build a tower: red at the bottom, then green, then blue", "pick up the red block",
@@ -110,7 +110,8 @@ def ablation(steps: int) -> dict[str, dict[str, float]]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions (smoke run)")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads; 1 by default: with other jobs on the 2 cores, 2 threads spin and run 10x slower")
     ap.add_argument("--out", default=str(OUT))
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

@@ -8,11 +8,11 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from keystone_vla.vla.checkpoint import CHECKPOINT_FILES, load_pretrained, save_pretrained
-from keystone_vla.vla.policy import VLAPolicy
 from test_vla_helpers import observation, tiny_checkpoint
 
 from keystone_vla.errors import ModelError
+from keystone_vla.vla.checkpoint import CHECKPOINT_FILES, load_pretrained, save_pretrained
+from keystone_vla.vla.policy import VLAPolicy
 
 
 @pytest.fixture(scope="module")

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from keystone_vla.vla.configuration import PRESETS, VLAConfig, get_preset
-from keystone_vla.vla.data import adapt_to_image_size
 
 from keystone_vla.errors import ConfigError
+from keystone_vla.vla.configuration import PRESETS, VLAConfig, get_preset
+from keystone_vla.vla.data import adapt_to_image_size
 
 
 def test_presets_round_trip_through_json(tmp_path):

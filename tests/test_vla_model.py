@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from keystone_vla.vla.configuration import get_preset
 from keystone_vla.vla.data import Collator, plan_examples_from_samples
 from keystone_vla.vla.modeling import VLAModel, count_parameters

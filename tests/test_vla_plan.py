@@ -6,13 +6,13 @@ import random
 
 import pytest
 import torch
+
+from keystone_vla.errors import GroundingError
+from keystone_vla.types import SKILLS, PlanStep
 from keystone_vla.vla.configuration import get_preset
 from keystone_vla.vla.modeling import VLAModel
 from keystone_vla.vla.plan_grammar import PlanGrammar, learn_step_templates, render_step_text
 from keystone_vla.vla.tokenizer import WordTokenizer
-
-from keystone_vla.errors import GroundingError
-from keystone_vla.types import SKILLS, PlanStep
 
 CORPUS = ["put the red block in the green bowl", "pick up the red block", "stack the blue block on the red block"]
 

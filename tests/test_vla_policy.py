@@ -5,11 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from keystone_vla.vla.policy import VLAPolicy
 from test_vla_helpers import observation, tiny_checkpoint
 
 from keystone_vla.errors import ModelError
 from keystone_vla.types import Observation, PlanStep
+from keystone_vla.vla.policy import VLAPolicy
 
 NORM = {
     "mode": "mean_std",

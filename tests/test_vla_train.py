@@ -11,12 +11,13 @@ import textwrap
 
 import pytest
 import torch
+from test_vla_helpers import tiny_checkpoint
+
 from keystone_vla.vla.configuration import get_preset
 from keystone_vla.vla.data import plan_examples_from_samples
 from keystone_vla.vla.normalization import Normalizer
 from keystone_vla.vla.synthetic import SyntheticDataset
 from keystone_vla.vla.train import TrainConfig, cosine_lr, train
-from test_vla_helpers import tiny_checkpoint
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -109,7 +110,6 @@ def sim_store(tmp_path_factory):
     from keystone_vla.datasets.store import EpisodeStore
     from keystone_vla.datasets.writer import EpisodeData
     from keystone_vla.sim.rollout import run_episode
-
     from keystone_vla.types import EpisodeSpec
 
     path = tmp_path_factory.mktemp("store") / "sim.zarr"
@@ -159,9 +159,10 @@ def test_tiny_checkpoint_helper_is_loadable(tmp_path):
 
 @pytest.mark.slow
 def test_minilm_sentence_token_trains_and_stays_out_of_the_checkpoint(tmp_path):
+    from test_vla_helpers import observation
+
     from keystone_vla.vla.checkpoint import load_pretrained
     from keystone_vla.vla.policy import VLAPolicy
-    from test_vla_helpers import observation
 
     folder = tiny_checkpoint(tmp_path, steps=2, text_encoder="minilm")
     keys = load_pretrained(folder).model.state_dict().keys()

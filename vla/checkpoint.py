@@ -23,13 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_model
+
+from keystone_vla.errors import ConfigError, ModelError
 from keystone_vla.vla.configuration import CONFIG_FILE, VLAConfig
 from keystone_vla.vla.modeling import VLAModel
 from keystone_vla.vla.normalization import NORMALIZATION_FILE, Normalizer
 from keystone_vla.vla.tokenizer import TOKENIZER_FILE, WordTokenizer
-from safetensors.torch import load_file, save_model
-
-from keystone_vla.errors import ConfigError, ModelError
 
 WEIGHTS_FILE = "model.safetensors"
 TRAIN_INFO_FILE = "train_info.json"

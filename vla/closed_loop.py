@@ -16,9 +16,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
-from keystone_vla.vla.policy import VLAPolicy
 
 from keystone_vla.types import EpisodeSpec, Observation, Plan
+from keystone_vla.vla.policy import VLAPolicy
 
 EVAL_SEED_BASE = 1_000_000  # far from collection seeds, so closed-loop episodes are unseen scenes
 

@@ -22,11 +22,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from keystone_vla.vla.configuration import VLAConfig
-from keystone_vla.vla.tokenizer import WordTokenizer
 
 from keystone_vla.errors import DatasetError
 from keystone_vla.types import Plan
+from keystone_vla.vla.configuration import VLAConfig
+from keystone_vla.vla.tokenizer import WordTokenizer
 
 
 @dataclass(frozen=True)
@@ -93,13 +93,15 @@ class Collator:
     """Builds model batches (see `VLAModel.forward`) from action samples and plan examples."""
 
     def __init__(self, config: VLAConfig, tokenizer: WordTokenizer, plan_examples: Sequence[PlanExample] = (),
-                 plan_batch_size: int = 16, seed: int = 0, text_encoder: Any = None) -> None:
+                 plan_batch_size: int = 16, seed: int = 0, text_encoder: Any = None,
+                 colour_palette: Sequence[str] = ()) -> None:
         self.config = config
         self.tok = tokenizer
         self.plan_examples = list(plan_examples)
         self.plan_batch_size = plan_batch_size
         self.rng = random.Random(seed)
         self.text_encoder = text_encoder
+        self.colour_palette = tuple(colour_palette)
         self._instr_cache: dict[str, list[int]] = {}
 
     def instruction_ids(self, text: str) -> list[int]:
@@ -151,6 +153,8 @@ class Collator:
     def plan_batch(self, examples: Sequence[PlanExample]) -> dict[str, torch.Tensor]:
         rows, labels = [], []
         for ex in examples:
+            if self.colour_palette and self.rng.random() < 0.5:
+                ex = swap_colours(ex, self.colour_palette, self.rng)
             prompt = self.tok.plan_prompt(ex.instruction, self.plan_objects(ex))
             target = self.tok.plan_target(ex.calls)
             rows.append(prompt + target)
@@ -162,6 +166,26 @@ class Collator:
             ids[i, :len(r)] = torch.tensor(r)
             lab[i, :len(lb)] = torch.tensor(lb)
         return {"plan_ids": ids, "plan_labels": lab}
+
+
+def swap_colours(ex: PlanExample, palette: Sequence[str], rng: random.Random) -> PlanExample:
+    """The same example with its colour words consistently renamed to other colours of `palette` (in the
+    instruction, the plan's object ids and the scene objects): a text-only augmentation that teaches the plan
+    head to copy a colour from the instruction instead of memorising colour names."""
+    import re
+
+    words = set(re.findall(r"[a-z]+", ex.instruction.lower()))
+    present = [c for c in palette if c in words]
+    if not present:
+        return ex
+    mapping = dict(zip(present, rng.sample(list(palette), len(present))))
+
+    def obj(o: str) -> str:
+        return "_".join(mapping.get(p, p) for p in o.split("_"))
+
+    instruction = re.sub(r"[a-z]+", lambda m: mapping.get(m.group(0), m.group(0)), ex.instruction.lower())
+    return PlanExample(instruction, tuple((s, tuple(obj(a) for a in args)) for s, args in ex.calls),
+                       ex.texts, tuple(obj(o) for o in ex.objects), ex.task)
 
 
 def plan_json(instruction: str, calls: Sequence[tuple[str, Sequence[str]]], texts: Sequence[str]) -> str:

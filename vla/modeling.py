@@ -31,11 +31,11 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from keystone_vla.vla.configuration import VLAConfig
-from keystone_vla.vla.plan_grammar import PlanGrammar
 from torch import nn
 
 from keystone_vla.errors import ModelError
+from keystone_vla.vla.configuration import VLAConfig
+from keystone_vla.vla.plan_grammar import PlanGrammar
 
 MINILM_DIM = 384
 

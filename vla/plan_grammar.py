@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from keystone_vla.vla.tokenizer import WordTokenizer
-
 from keystone_vla.errors import GroundingError
 from keystone_vla.types import SKILLS
+from keystone_vla.vla.tokenizer import WordTokenizer
 
 
 @dataclass

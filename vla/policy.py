@@ -18,11 +18,11 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from keystone_vla.vla.checkpoint import VLABundle, load_pretrained
-from keystone_vla.vla.plan_grammar import PlanGrammar, render_step_text
 
 from keystone_vla.errors import ModelError
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
+from keystone_vla.vla.checkpoint import VLABundle, load_pretrained
+from keystone_vla.vla.plan_grammar import PlanGrammar, render_step_text
 
 MAX_INSTRUCTION_CHARS = 300
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
 from keystone_vla.vla.data import plan_json
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 50), "blue": (30, 60, 230), "yellow": (240, 220, 30)}

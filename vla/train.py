@@ -24,6 +24,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
+
+from keystone_vla.errors import ConfigError, ModelError
 from keystone_vla.vla.checkpoint import WEIGHTS_FILE, load_weights, save_pretrained
 from keystone_vla.vla.configuration import VLAConfig
 from keystone_vla.vla.data import Collator, PlanExample, known_objects, text_corpus
@@ -31,10 +35,6 @@ from keystone_vla.vla.modeling import VLAModel, count_parameters
 from keystone_vla.vla.normalization import Normalizer
 from keystone_vla.vla.plan_grammar import learn_step_templates
 from keystone_vla.vla.tokenizer import TOKENIZER_FILE, WordTokenizer
-from safetensors.torch import load_file, save_file
-from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
-
-from keystone_vla.errors import ConfigError, ModelError
 
 STATE_TENSORS = "trainer_state.safetensors"
 STATE_JSON = "trainer_state.json"
