@@ -25,7 +25,7 @@ import numpy as np
 
 from keystone_vla.errors import ConfigError
 
-from .language import parse_instruction
+from .language import CONTROL_WORDS, parse_instruction
 from .speech_grammar import CommandGrammar, missing_words
 
 SAMPLE_RATE = 16000
@@ -33,6 +33,7 @@ PLEASE_REPEAT = "please repeat"
 #: faint noise (dB below the utterance RMS) mixed into very clean audio: pocketsphinx drops the last word of
 #: noise-free synthetic speech (research/feasibility-ml.md §5); a 40 dB floor fixes it and is inaudible.
 COMFORT_NOISE_DB = 40.0
+TAIL_S = 0.25
 
 
 @dataclass
@@ -48,6 +49,11 @@ class Utterance:
     steps: list[str] = field(default_factory=list)
     latency_ms: float = 0.0
     duration_s: float = 0.0
+
+    @property
+    def control(self) -> str | None:
+        """'stop', 'cancel' or 'resume' when the utterance was accepted as that control word, else None."""
+        return self.command if self.accepted and self.command in CONTROL_WORDS else None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -160,6 +166,12 @@ class SpeechStream:
 
     def finish(self) -> Utterance:
         t0 = time.perf_counter()
+        if self._n:
+            # a short quiet tail (noise floor only) lets the search close the last word; VAD segments and clipped
+            # recordings end right at the word's edge, where pocketsphinx otherwise drops it
+            n, energy = self._n, self._energy
+            self.feed(np.zeros(int(TAIL_S * self._rec.sample_rate), dtype=np.int16))
+            self._n, self._energy = n, energy
         self._dec.end_utt()
         duration = self._n / self._rec.sample_rate
         if self._n < self._rec.sample_rate // 10 or self._energy == 0.0:

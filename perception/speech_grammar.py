@@ -7,8 +7,9 @@ grammar restricted to what operators can say reaches WER ~0. The grammar is neve
   ``build a tower of {number} blocks``; every literal word of a template joins the grammar, so new task words join it
   automatically when a task adds a template;
 - slot vocabularies: `{colour}`, `{number}`, `{qualifier}`, `{object}` (any object phrase), `{<kind>}` or
-  `{<kind>|<kind>}` (an object phrase restricted to those kinds, e.g. ``{block|cylinder}``), `{slot}` (``bar slot``);
-  any other slot name means `{object}`. An object phrase is ``[qualifier] [colour] noun`` with nouns from
+  `{<kind>|<kind>}` (an object phrase restricted to those kinds, e.g. ``{block|cylinder}``), `{slot}` (``bar slot``),
+  `{prep}` (on, in, into, onto); any other slot name (the simulator's ``{obj}``, ``{box}``, ``{a}``) means an object
+  phrase or a bare colour. An object phrase is ``[qualifier] [colour] noun`` with nouns from
   `keystone_vla.vocab.OBJECT_SYNONYMS`;
 - control words ``stop``, ``cancel``, ``resume``, always present.
 
@@ -26,6 +27,8 @@ from keystone_vla.errors import ConfigError
 from keystone_vla.vocab import COLOURS, OBJECT_SYNONYMS, SEEN_SHAPES, UNSEEN_SHAPES
 
 from .language import CONTROL_WORDS, NUMBERS
+
+PREPOSITIONS = ("on", "in", "into", "onto")
 
 _SLOT_RE = re.compile(r"\{([a-z_|]+)\}")
 MOVABLE_KINDS = ("block", "cylinder", "peg", *SEEN_SHAPES, *UNSEEN_SHAPES)
@@ -64,18 +67,27 @@ class CommandGrammar:
     slot_groups: Mapping[str, Sequence[str]] = field(default_factory=lambda: {
         "movable": MOVABLE_KINDS, "part": (*SEEN_SHAPES, *UNSEEN_SHAPES)})
 
+    #: caller's slot name -> slot it means, e.g. the sim's {"obj": "block|cylinder", "a": "colour"}; keeps the grammar
+    #: small (an unknown slot admits any object phrase, which multiplies the search space)
+    slot_aliases: Mapping[str, str] = field(default_factory=dict)
+
     def __post_init__(self) -> None:
-        self.templates = tuple(dict.fromkeys(_normalise(t) for t in self.templates if _normalise(t)))
+        def alias(t: str) -> str:
+            return _SLOT_RE.sub(lambda m: "{" + self.slot_aliases.get(m.group(1), m.group(1)) + "}", t)
+
+        self.templates = tuple(dict.fromkeys(alias(_normalise(t)) for t in self.templates if _normalise(t)))
         if not self.templates and not self.control:
             raise ConfigError("the speech grammar needs at least one command template or control word")
 
     @classmethod
     def from_vocabulary(cls, templates: Iterable[str] | None = None,
-                        extra_kinds: Mapping[str, Sequence[str]] | None = None) -> CommandGrammar:
+                        extra_kinds: Mapping[str, Sequence[str]] | None = None,
+                        slot_aliases: Mapping[str, str] | None = None) -> CommandGrammar:
         """Default templates plus the caller's (e.g. the sim's task templates) and extra object kinds."""
         kinds = dict(OBJECT_SYNONYMS)
         kinds.update({k: tuple(v) for k, v in (extra_kinds or {}).items()})
-        return cls(templates=(*DEFAULT_TEMPLATES, *(templates or ())), kinds=kinds)
+        return cls(templates=(*DEFAULT_TEMPLATES, *(templates or ())), kinds=kinds,
+                   slot_aliases=dict(slot_aliases or {}))
 
     # -- JSGF ------------------------------------------------------------------------------------------------------
     def _np_rule(self, kinds: Sequence[str]) -> str:
@@ -93,20 +105,25 @@ class CommandGrammar:
         return f"[<qualifier>] [<colour>] ({alts})"
 
     def _slot_kinds(self, name: str) -> list[str] | None:
-        if name in ("colour", "number", "qualifier"):
+        if name in ("colour", "number", "qualifier", "prep"):
             return None
         if name in self.slot_groups:
             return list(self.slot_groups[name])
         parts = name.split("|")
         if all(p in self.kinds or p == "slot" for p in parts):
             return parts
-        return list(self.kinds)  # {object}, {obj}, {target}, ...: any object phrase
+        if len(parts) > 1:
+            bad = next(p for p in parts if p not in self.kinds and p != "slot")
+            raise ConfigError(f"speech template slot {{{name}}} names unknown object kind {bad!r}; "
+                              f"known kinds: {', '.join(sorted(self.kinds))}")
+        return []  # {object}, {obj}, {a}, ...: any object phrase, or a bare colour ('red at the bottom')
 
     def to_jsgf(self) -> str:
         rules: dict[str, str] = {
             "colour": " | ".join(self.colours),
             "qualifier": " | ".join(self.qualifiers),
             "number": " | ".join(self.numbers),
+            "prep": " | ".join(PREPOSITIONS),
         }
         alternatives = list(self.control)
         for tmpl in self.templates:
@@ -121,8 +138,13 @@ class CommandGrammar:
                 if kinds is None:
                     out.append(f"<{name}>")
                     continue
-                rule = "np_" + "_".join(sorted(kinds)) if len(kinds) < len(self.kinds) else "np_any"
-                rules.setdefault(rule, self._np_rule(sorted(kinds)))
+                if not kinds:
+                    rule = "np_any"
+                    nouns = self._np_rule(sorted(self.kinds)).split("] ", 2)[2]
+                    rules.setdefault(rule, f"[<qualifier>] (<colour> [{nouns}] | {nouns})")
+                else:
+                    rule = "np_" + "_".join(sorted(kinds))
+                    rules.setdefault(rule, self._np_rule(sorted(kinds)))
                 out.append(f"<{rule}>")
             alternatives.append(" ".join(out))
         body = "\n".join(f"<{name}> = {alt};" for name, alt in rules.items())

@@ -21,6 +21,64 @@ from keystone_vla.errors import ConfigError
 VOICES: tuple[str, ...] = ("en-us", "en-us+f3", "en-029", "en-us-nyc")
 
 
+#: the synthetic spoken-command set (tests and scripts/bench_perception.py): every skill, colour, control word
+COMMANDS: tuple[str, ...] = (
+    'pick up the red block',
+    'put the blue block on the green block',
+    'stack the yellow cube on the red cube',
+    'insert the peg into the hole',
+    'stop',
+    'cancel',
+    'resume',
+    'put the orange disc in the disc slot',
+    'put the left red block in the blue bowl',
+    'grab the purple cylinder',
+    'place the white square in the square slot',
+    'put the cyan bar into the bar slot',
+    'stack the green block on top of the blue block',
+    'build a tower of three blocks',
+    'put the peg in the hole',
+    'pick up the nearest block',
+    'place the red block on the yellow plate',
+    'put the tee in the tee slot',
+    'put the ell in the ell slot',
+    'pick up the farthest green cube',
+    'put the right block in the red bowl',
+    'stack five blocks',
+    'place the blue cylinder on the red block',
+    'grab the peg',
+    'put the yellow square into the square slot',
+    'pick up the left peg',
+    'put the green brick in the white bowl',
+    'insert the pin into the socket',
+    'pick up the orange bar',
+    'put the red disc in the slot',
+    'place the cyan block in the purple bowl',
+    'stack the red brick on the green brick',
+    'build a tower of four blocks',
+    'pick up the white cylinder',
+    'put the purple block on the orange block',
+    'grab the nearest red cube',
+    'put the blue puck in the yellow bowl',
+    'place the green disc in the disc slot',
+    'pick up the yellow tee',
+    'put the orange cube on the tray',
+)
+#: out-of-grammar speech the recogniser must reject ("please repeat")
+OUT_OF_GRAMMAR: tuple[str, ...] = (
+    'what a lovely day it is today',
+    'hello how are you',
+    'can you hear me',
+    'the weather is nice this morning',
+    'turn on the lights in the kitchen',
+    'where did I leave my keys',
+    'bananas are yellow',
+    "let's have lunch at noon",
+    'open the window please',
+    'i think we should go home now',
+)
+
+
 def require_tools() -> None:
     """Raise ConfigError naming the missing tool (espeak-ng, sox) and how to install it."""
     missing = [t for t in ("espeak-ng", "sox") if shutil.which(t) is None]
