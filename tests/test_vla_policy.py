@@ -122,3 +122,13 @@ def test_observation_contract_still_rejects_non_uint8_at_construction():
 def test_plan_rejects_bad_object_lists(policy):
     with pytest.raises(ModelError, match="object id"):
         policy.plan("put the red block in the bowl", objects=["red_block", ""])
+
+
+def test_package_exports_are_lazy():
+    import subprocess
+    import sys
+
+    code = ("import sys, keystone_vla.vla as v; assert 'torch' not in sys.modules; "
+            "from keystone_vla.vla import VLAPolicy, get_preset; assert get_preset('tiny').preset == 'tiny'; "
+            "assert 'torch' in sys.modules")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

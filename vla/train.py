@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
@@ -223,13 +224,13 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
                 v = validate(model, val_set, plan_val, collate, cfg, autocast, device)
                 history["val"].append({"step": step, **v})
                 if bar is not None:
-                    bar.write(f"step {step}: val " + ", ".join(f"{k} {x:.4f}" for k, x in v.items()))
+                    bar.write(f"step {step}: val " + ", ".join(f"{k} {x:.4f}" for k, x in v.items()), file=sys.stderr)
             if eval_fn is not None and cfg.eval_every and step % cfg.eval_every == 0 and rank == 0:
                 res = eval_fn(model, tok, normalizer)
                 history["closed_loop"].append({"step": step, **res})
                 model.train()
                 if bar is not None:
-                    bar.write(f"step {step}: closed loop {json.dumps(res)}")
+                    bar.write(f"step {step}: closed loop {json.dumps(res)}", file=sys.stderr)
             if cfg.save_every and step % cfg.save_every == 0 and step < cfg.steps:
                 _checkpoint(out, model, tok, normalizer, opt, step, cfg, history, data_info, rank, {})
         epoch += 1
