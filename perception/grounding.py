@@ -91,10 +91,10 @@ def ground_instruction(text: str, scene: Iterable[Any], robot: RobotSpec | None 
                        extra_words: Iterable[str] = ()) -> GroundedPlan | Refusal:
     """Parse `text`, resolve every reference in `scene`, and build a Plan over scene object ids.
 
-    Returns a `Refusal` for empty/long/gibberish text, unknown/ambiguous/unreachable objects, and for instructions
-    that name no object at all. Task-level instructions ('build a tower: red at the bottom, then blue, then green',
-    'assemble the kit') come back with their objects checked and `needs_planner` set: get the steps from the plan
-    head, then check them with `ground_plan`.
+    Returns a `Refusal` for empty/long/gibberish text and unknown/ambiguous/unreachable objects. Task-level
+    instructions ('build a tower: red at the bottom, then blue, then green', 'assemble the kit') have every object
+    they name checked first; then, since their steps are the plan head's job, they come back as a Refusal of kind
+    ``no_object`` (not an error: plan them with the plan head and check the plan with `ground_plan`).
     """
     refusal = check_instruction(text, extra_words)
     if refusal is not None:
@@ -121,7 +121,11 @@ def ground_instruction(text: str, scene: Iterable[Any], robot: RobotSpec | None 
         if len(ids) == 2 and ids[0] == ids[1]:
             return Refusal(f"the {resolved[step.args[0]].label} cannot be put {_prep(step.skill)} itself", "invalid_plan")
         steps.append(PlanStep(step.skill, ids, step.text))
-    return GroundedPlan(Plan(text, tuple(steps)), bindings, needs_planner=parsed.needs_planner or not steps)
+    if not steps:
+        # every object it names is here, but the steps are the plan head's job (tower order, 'each part')
+        return Refusal(f"{text.strip()!r} names no single step I can build; the plan head must plan it",
+                       "no_object", None)
+    return GroundedPlan(Plan(text, tuple(steps)), bindings, needs_planner=parsed.needs_planner)
 
 
 def ground_plan(plan: Plan, scene: Iterable[Any], robot: RobotSpec | None = None) -> GroundedPlan | Refusal:

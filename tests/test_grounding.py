@@ -91,9 +91,10 @@ def test_control_words_and_task_level_instructions() -> None:
     assert isinstance(g, GroundedPlan) and g.control == "stop" and g.calls() == []
     scene = [obj("red_block", "red", "block", 0.5, 0.1), obj("blue_block", "blue", "block", 0.5, -0.1),
              obj("green_block", "green", "block", 0.4, 0.0)]
+    # task-level: objects checked, steps left to the plan head (kind no_object, not an error)
     g = ground_instruction("build a tower: red at the bottom, then blue, then green", scene, PANDA)
-    assert isinstance(g, GroundedPlan) and g.needs_planner and g.calls() == []
-    assert set(g.bindings) == {"red_block", "blue_block", "green_block"}
+    assert isinstance(g, Refusal) and g.kind == "no_object"
+    assert ground_instruction("assemble the kit", [obj("kit", None, "kit", 0.4, 0.0)], PANDA).kind == "no_object"
     r = ground_instruction("build a tower with purple on top of blue on top of red", scene, PANDA)
     assert r.kind == "unknown_object" and r.reason.startswith("no purple block")
 
@@ -105,7 +106,7 @@ def test_slots_and_kit_parts() -> None:
     assert g.calls() == ["pick(red_square)", "place_in(red_square, square_slot)"]
     assert ground_instruction("put the red square in the slot", scene, PANDA).kind == "ambiguous"
     g = ground_instruction("put each part into its matching slot in the kit", scene, PANDA)
-    assert isinstance(g, GroundedPlan) and g.needs_planner
+    assert isinstance(g, Refusal) and g.kind == "no_object"
 
 
 def test_ground_plan_maps_sim_style_ids_onto_perception_ids() -> None:
