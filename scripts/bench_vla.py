@@ -190,7 +190,7 @@ def plan_generalisation(steps: int, n_train: int, n_eval: int, colour_swap: bool
         return {t: round(float(np.mean(v)), 3) for t, v in per.items()}
 
     return {"steps": steps, "train_examples": len(train_ex), "eval_per_task": n_eval, "colour_swap": colour_swap,
-            "final_plan_loss": float(loss), "train_s": train_s, "exact_match": {
+            "final_plan_loss": float(loss.detach()), "train_s": train_s, "exact_match": {
                 "seen": accuracy(seen), "unseen_split": accuracy(unseen),
                 "build_tower_unseen_template_seen_colours": accuracy(towers_unseen_template)["build_tower"]}}
 

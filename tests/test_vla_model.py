@@ -69,7 +69,7 @@ def test_all_losses_fall_on_a_fixed_batch(head):
         opt.zero_grad()
         losses["loss"].backward()
         opt.step()
-    last = {k: float(v) for k, v in model(batch).items()}
+    last = {k: float(v.detach()) for k, v in model(batch).items()}
     assert last["action"] < 0.7 * first["action"]
     assert last["plan"] < 0.5 * first["plan"]
     assert last["done"] < first["done"]

@@ -55,8 +55,6 @@ def test_plan_is_grounded_in_the_given_objects(policy):
 
 
 def test_bf16_is_close_to_fp32(policy, tmp_path):
-    if policy.config.action_head != "chunk":
-        pytest.skip("compared on the regression head")
     from keystone_vla.vla.checkpoint import save_pretrained
 
     b = policy.bundle
@@ -67,7 +65,10 @@ def test_bf16_is_close_to_fp32(policy, tmp_path):
     a32 = policy.predict_chunk(obs, "pick up the red block").actions
     a16 = bf.predict_chunk(obs, "pick up the red block").actions
     scale = np.array(NORM["action"]["std"])
-    assert np.abs((a32 - a16) / scale).max() < 0.15
+    if policy.config.action_head == "chunk":
+        assert np.abs((a32 - a16) / scale).max() < 0.15
+    else:  # greedy bins may flip to a neighbour under bf16 rounding; the chunk must still be valid
+        assert a16.shape == a32.shape and np.isfinite(a16).all()
 
 
 def _explode(*_a, **_k):
