@@ -234,8 +234,10 @@ def main() -> None:
         lat = {"chunk_fp32": percentiles(timed(lambda: chunk.predict_chunk(obs, "pick up the red block"), n))}
         chunk_bf = make_policy(tmp, tok, bf16=True)
         lat["chunk_bf16"] = percentiles(timed(lambda: chunk_bf.predict_chunk(obs, "pick up the red block"), n))
-        pooled = make_policy(tmp, tok, chunk_query="pooled")
-        lat["chunk_pooled_fp32"] = percentiles(timed(lambda: pooled.predict_chunk(obs, "pick up the red block"), n))
+        other_q = "pooled" if chunk.config.chunk_query == "queries" else "queries"
+        other = make_policy(tmp, tok, chunk_query=other_q)
+        lat[f"chunk_{other_q}_fp32"] = percentiles(timed(lambda: other.predict_chunk(obs, "pick up the red block"), n))
+        result["config"]["chunk_query"] = chunk.config.chunk_query
         tokens = make_policy(tmp, tok, action_head="tokens")
         lat["tokens_fp32"] = percentiles(timed(lambda: tokens.predict_chunk(obs, "pick up the red block"),
                                                max(5, n // 10), warmup=1))

@@ -103,3 +103,17 @@ def test_step_templates_are_learned_from_data():
     assert t == {"place_in": "put the {0} in the {1}", "pick": "pick up the {0}"}
     assert render_step_text("place_in", ("green_tee", "tee_slot"), t) == "put the green tee in the tee slot"
     assert render_step_text("insert", ("peg", "hole"), t) == "insert the peg into the hole"
+
+
+def test_colour_swap_renames_consistently_across_instruction_plan_and_scene():
+    from keystone_vla.vla.data import PlanExample, swap_colours
+
+    ex = PlanExample("stack the red block on the blue block",
+                     (("pick", ("red_block",)), ("place_on", ("red_block", "blue_block"))), ("a", "b"),
+                     ("red_block", "blue_block", "green_bowl"))
+    for seed in range(20):
+        out = swap_colours(ex, ("red", "blue", "orange", "cyan"), random.Random(seed))
+        words = out.instruction.split()
+        top, bottom = words[2], words[6]
+        assert out.calls == (("pick", (f"{top}_block",)), ("place_on", (f"{top}_block", f"{bottom}_block")))
+        assert top != bottom and {f"{top}_block", f"{bottom}_block", "green_bowl"} == set(out.objects)

@@ -72,7 +72,7 @@ class VLAConfig:
     #: actions are end-effector deltas in the robot base frame (shared/DESIGN.md, "Contracts")
     action_space: str = "ee_delta"
     action_head: str = "chunk"
-    chunk_query: str = "queries"
+    chunk_query: str = "pooled"  # chosen by measurement, see keystone_vla.vla.modeling
     n_action_bins: int = 256
     #: discrete tokens bin normalised actions uniformly over [-range, +range] (values outside are clipped)
     action_bin_range: float = 3.0

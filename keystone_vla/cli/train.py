@@ -34,6 +34,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--threads", type=int, default=None, help="torch threads per process (default: torch's choice)")
     p.add_argument("--text-encoder", default="none", help="none or minilm (frozen pretrained MiniLM sentence token)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
+    p.add_argument("--no-colour-swap", action="store_true",
+                   help="train the plan head without the colour-renaming text augmentation (strict colour split)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
@@ -60,6 +62,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     tcfg = TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        val_every=args.val_every or steps, eval_every=args.eval_every, bf16=args.bf16,
                        num_workers=args.workers, device=args.device, augment_shift=0,
+                       plan_colour_swap=not args.no_colour_swap,
                        warmup_steps=min(100, max(1, steps // 10)), save_every=max(500, steps // 5))
     train_ds, val_ds, examples, norm, info, config = datasets_from_store(args.data, config)
     eval_fn = None
