@@ -77,6 +77,14 @@ def _dictionary_words(path: str) -> set[str]:
 class SpeechRecognizer:
     """pocketsphinx decoder with one JSGF search built from `grammar` (default: Keystone's vocabulary)."""
 
+    @classmethod
+    def for_templates(cls, templates: list[str], slots: dict[str, str], threshold: float = 0.6) -> SpeechRecognizer:
+        """A recogniser whose grammar also covers the given instruction templates (slot -> sub-grammar)."""
+        if not 0.0 <= threshold <= 1.0:
+            raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
+        grammar = CommandGrammar.from_vocabulary(templates, slot_aliases=slots)
+        return cls(grammar, threshold=threshold, stop_threshold=min(threshold, 0.4))
+
     def __init__(self, grammar: CommandGrammar | None = None, threshold: float = 0.6,
                  stop_threshold: float = 0.4, sample_rate: int = SAMPLE_RATE) -> None:
         from pocketsphinx import Decoder, get_model_path

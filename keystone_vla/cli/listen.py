@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from keystone_vla.cli._common import emit_summary
-from keystone_vla.errors import ConfigError
 
 
 def register(subparsers: Any) -> None:
@@ -39,28 +38,12 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-#: what the simulator's template slots are filled with (sim/tasks/*.py), so the grammar stays tight
-SIM_SLOTS = {"obj": "block|cylinder", "box": "bowl|plate", "a": "colour", "b": "colour", "c": "colour",
-             "colour": "colour", "prep": "prep"}
-
-
-def task_templates() -> list[str]:
-    """The simulator's instruction templates when the sim is installed (the CLI may import every area)."""
-    try:
-        from keystone_vla.sim.tasks import all_templates
-    except ImportError:
-        return []
-    return list(all_templates())
-
-
 def build_recognizer(threshold: float) -> Any:
+    """The offline recogniser with the simulator's task templates in its grammar."""
     from keystone_vla.perception.speech import SpeechRecognizer
-    from keystone_vla.perception.speech_grammar import CommandGrammar
+    from keystone_vla.sim.tasks import SPEECH_SLOTS, all_templates
 
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold must be between 0 and 1, got {threshold}")
-    grammar = CommandGrammar.from_vocabulary(task_templates(), slot_aliases=SIM_SLOTS)
-    return SpeechRecognizer(grammar, threshold=threshold, stop_threshold=min(threshold, 0.4))
+    return SpeechRecognizer.for_templates(all_templates(), SPEECH_SLOTS, threshold)
 
 
 def _summary(utt: Any) -> dict[str, Any]:

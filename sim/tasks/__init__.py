@@ -37,8 +37,13 @@ def instruction_vocabulary() -> set[str]:
     return {w.lower() for w in words if w}
 
 
+#: what each template slot is filled with, for grammars built from the templates (e.g. the speech recogniser)
+SPEECH_SLOTS: dict[str, str] = {"obj": "block|cylinder", "box": "bowl|plate", "a": "colour", "b": "colour",
+                                "c": "colour", "colour": "colour", "prep": "prep"}
+
+
 def all_templates(split: str | None = None) -> list[str]:
     return [t.text for task in TASKS.values() for t in task.templates if split is None or t.split == split]
 
 
-__all__ = ["TASKS", "get_task", "instruction_vocabulary", "all_templates", "Task", "TaskInstance", "Template"]
+__all__ = ["TASKS", "get_task", "instruction_vocabulary", "all_templates", "SPEECH_SLOTS", "Task", "TaskInstance", "Template"]
