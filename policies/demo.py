@@ -97,10 +97,11 @@ class _Progress(EpisodeAdapter):
 def run_demo(instruction: str, policy: Any, video: Path | None, *, arm: str = "panda", seed: int = 0,
              scene_variants: int = 24, progress: bool = True) -> DemoResult:
     """Ground `instruction` in a sampled scene, run `policy` on it, write the video; see module docstring."""
+    from tqdm import tqdm
+
     from keystone_vla.perception.grounding import check_instruction
     from keystone_vla.sim.rollout import make_world, run_episode, write_video
     from keystone_vla.sim.tasks import get_task
-    from tqdm import tqdm
 
     refusal = check_instruction(instruction)
     if refusal is not None:

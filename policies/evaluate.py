@@ -284,8 +284,9 @@ def select_videos(video_dir: Path, results: list[EpisodeResult]) -> dict[str, st
 # --------------------------------------------------------------------------------------------- the run
 def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     """Run every episode of `config`, aggregate, and (with `config.out`) write results.json and the report."""
-    from keystone_vla.policies.registry import resolve_policy_name
     from tqdm import tqdm
+
+    from keystone_vla.policies.registry import resolve_policy_name
 
     resolve_policy_name(config.policy)  # fail fast, before any worker starts
     jobs = make_jobs(config)

@@ -28,9 +28,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from keystone_vla.policies.base import gripper_command_from_state, hold_action
 
 from keystone_vla.errors import ConfigError, ModelError
+from keystone_vla.policies.base import gripper_command_from_state, hold_action
 from keystone_vla.types import ACTION_DIM, ActionChunk, Observation
 
 ChunkPredictor = Callable[[Observation], "ActionChunk | np.ndarray"]

@@ -27,8 +27,9 @@ def train_baseline(store: str | Path, out: str | Path, *, steps: int = 3000, bat
                    seed: int = 0, workers: int = 2, chunk_size: int = 8, camera: str = "front",
                    augment: bool = True, progress: bool = True) -> dict[str, Any]:
     """Train for `steps` optimizer steps and save the checkpoint to `out`; returns the train info."""
-    from keystone_vla.datasets.torch_dataset import EpisodeWindowDataset, make_loader
     from tqdm import tqdm
+
+    from keystone_vla.datasets.torch_dataset import EpisodeWindowDataset, make_loader
 
     torch.manual_seed(seed)
     ds = EpisodeWindowDataset(store, chunk_size=chunk_size, cameras=(camera,), augment=augment)

@@ -30,6 +30,7 @@ from cyclonedds.pub import DataWriter
 from cyclonedds.sub import DataReader
 from cyclonedds.topic import Topic
 from cyclonedds.util import duration
+
 from keystone_vla.ros_nodes.transport import (
     DEFAULT_QOS,
     QoS,

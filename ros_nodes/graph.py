@@ -20,11 +20,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from keystone_vla.errors import ConfigError
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.transport import LATCHED_QOS, SENSOR_QOS, loopback_env
-
-from keystone_vla.errors import ConfigError
 
 CONFIG_DIR = Path(__file__).parent / "config"
 SIM_NODES = ("sim_bridge", "safety", "policy")

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import pybullet as p
+
+from keystone_vla.errors import KeystoneError
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import joint_vector, make_trajectory
 from keystone_vla.ros_nodes.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
-
-from keystone_vla.errors import KeystoneError
 from keystone_vla.types import Observation
 
 

@@ -18,10 +18,11 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import rclpy
-from keystone_vla.ros_nodes.msgs import to_ros_type_name
-from keystone_vla.ros_nodes.transport import DEFAULT_QOS, QoS
 from rclpy.node import Node as _RosNode
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
+
+from keystone_vla.ros_nodes.msgs import to_ros_type_name
+from keystone_vla.ros_nodes.transport import DEFAULT_QOS, QoS
 
 
 def ros_qos(qos: QoS) -> QoSProfile:

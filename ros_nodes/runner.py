@@ -15,9 +15,9 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import yaml
-from keystone_vla.ros_nodes.transport import make_node
 
 from keystone_vla.errors import ConfigError, unknown_choice
+from keystone_vla.ros_nodes.transport import make_node
 
 #: node name -> (module, class); the class takes a transport Node and sets itself up
 NODES: dict[str, tuple[str, str]] = {

@@ -22,6 +22,8 @@ from dataclasses import fields
 from typing import Any
 
 import numpy as np
+
+from keystone_vla.robots import get_robot
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import (
@@ -32,8 +34,6 @@ from keystone_vla.ros_nodes.convert import (
     trajectory_points,
 )
 from keystone_vla.ros_nodes.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
-
-from keystone_vla.robots import get_robot
 from keystone_vla.safety import SafetyShield, ShieldLimits
 
 UNSAFE_BANNER = "UNSAFE: the safety shield is OFF (--unsafe-no-shield); proposals reach the controller unchecked"

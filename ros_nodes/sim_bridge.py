@@ -18,6 +18,7 @@ import time
 
 import numpy as np
 import pybullet as p
+
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import trajectory_points

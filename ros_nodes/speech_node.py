@@ -14,11 +14,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from keystone_vla.errors import ConfigError
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.transport import DEFAULT_QOS, Node
-
-from keystone_vla.errors import ConfigError
 
 SPEECH = "/keystone/speech"
 

@@ -28,8 +28,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from keystone_vla.policies.runtime import ChunkRuntime, RuntimeConfig  # noqa: E402
 
+from keystone_vla.policies.runtime import ChunkRuntime, RuntimeConfig  # noqa: E402
 from keystone_vla.types import ActionChunk, Observation  # noqa: E402
 
 CONTROL_HZ = 10.0

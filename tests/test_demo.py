@@ -7,11 +7,11 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import pytest
+
+from keystone_vla.cli import main
 from keystone_vla.policies.demo import candidate_tasks, run_demo
 from keystone_vla.policies.oracle import BrokenPolicy
 from keystone_vla.policies.registry import shipped_checkpoint
-
-from keystone_vla.cli import main
 
 KEYS = {"instruction", "status", "success", "refused", "reason", "plan", "video"}
 

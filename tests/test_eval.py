@@ -8,12 +8,12 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import pytest
-from keystone_vla.policies.evaluate import EvalConfig, evaluate, make_jobs, read_instructions_file
-from keystone_vla.policies.report import compare
-from keystone_vla.sim.rollout import run_episode
 
 from keystone_vla.cli import main
 from keystone_vla.errors import ConfigError
+from keystone_vla.policies.evaluate import EvalConfig, evaluate, make_jobs, read_instructions_file
+from keystone_vla.policies.report import compare
+from keystone_vla.sim.rollout import run_episode
 from keystone_vla.types import EpisodeSpec
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")

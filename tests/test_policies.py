@@ -9,6 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from test_vla_helpers import tiny_checkpoint
+
+from keystone_vla.errors import ConfigError, GroundingError, ModelError
 from keystone_vla.perception.objects import DetectedObject
 from keystone_vla.policies.baseline import BaselineConfig, BaselinePolicy
 from keystone_vla.policies.evaluate import EpisodeJob, EvalConfig, run_job
@@ -16,9 +19,6 @@ from keystone_vla.policies.oracle import OraclePolicy
 from keystone_vla.policies.registry import load_policy, resolve_policy_name
 from keystone_vla.policies.vla_agent import VLAAgent
 from keystone_vla.sim.rollout import make_world
-from test_vla_helpers import tiny_checkpoint
-
-from keystone_vla.errors import ConfigError, GroundingError, ModelError
 from keystone_vla.types import EpisodeSpec, Observation, Plan, PlanStep
 
 

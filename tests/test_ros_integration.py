@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 import pytest
+
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes.graph import SimGraph
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from keystone_vla.ros_nodes import msgs as m
 from rosbags.typesys import Stores, get_typestore
+
+from keystone_vla.ros_nodes import msgs as m
 
 TS = get_typestore(Stores.ROS2_HUMBLE)
 

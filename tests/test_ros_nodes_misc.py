@@ -8,13 +8,13 @@ import time
 
 import numpy as np
 import pytest
+
+from keystone_vla.errors import ConfigError
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.runner import build_node, load_params_file, parse_overrides
 from keystone_vla.ros_nodes.trajectory_exec import TrajectoryInterpolator
 from keystone_vla.ros_nodes.transport import choose_backend, dds_topic_name, loopback_env
-
-from keystone_vla.errors import ConfigError
 
 os.environ.update(loopback_env(domain_id=50 + os.getpid() % 50))
 

@@ -12,14 +12,14 @@ import time
 
 import numpy as np
 import pytest
+
+from keystone_vla.robots import PANDA
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import make_trajectory
 from keystone_vla.ros_nodes.dds_backend import DdsNode
 from keystone_vla.ros_nodes.runner import build_node
 from keystone_vla.ros_nodes.transport import SENSOR_QOS, loopback_env
-
-from keystone_vla.robots import PANDA
 
 os.environ.update(loopback_env(domain_id=100 + os.getpid() % 100))
 HOME = np.array(PANDA.home)

@@ -7,9 +7,9 @@ import time
 
 import numpy as np
 import pytest
-from keystone_vla.policies.runtime import ChunkRuntime, RuntimeConfig
 
 from keystone_vla.errors import ConfigError, ModelError
+from keystone_vla.policies.runtime import ChunkRuntime, RuntimeConfig
 from keystone_vla.types import ActionChunk, Observation
 
 
