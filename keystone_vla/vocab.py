@@ -46,22 +46,19 @@ OBJECT_SYNONYMS: dict[str, tuple[str, ...]] = {
 SPLITS: tuple[str, ...] = ("seen", "unseen")
 
 
-def colours_for(split: str) -> tuple[str, ...]:
-    """Colours a task may use as targets in `split` ('seen' or 'unseen')."""
+def _for_split(split: str, seen: tuple[str, ...], unseen: tuple[str, ...]) -> tuple[str, ...]:
     from keystone_vla.errors import unknown_choice
 
-    if split == "seen":
-        return SEEN_COLOURS
-    if split == "unseen":
-        return UNSEEN_COLOURS
-    raise unknown_choice("split", split, SPLITS)
+    if split not in SPLITS:
+        raise unknown_choice("split", split, SPLITS)
+    return seen if split == "seen" else unseen
+
+
+def colours_for(split: str) -> tuple[str, ...]:
+    """Colours a task may use in `split` ('seen' or 'unseen')."""
+    return _for_split(split, SEEN_COLOURS, UNSEEN_COLOURS)
 
 
 def shapes_for(split: str) -> tuple[str, ...]:
-    from keystone_vla.errors import unknown_choice
-
-    if split == "seen":
-        return SEEN_SHAPES
-    if split == "unseen":
-        return UNSEEN_SHAPES
-    raise unknown_choice("split", split, SPLITS)
+    """Kit part shapes a task may use in `split` ('seen' or 'unseen')."""
+    return _for_split(split, SEEN_SHAPES, UNSEEN_SHAPES)
