@@ -96,6 +96,19 @@ def test_compare_reports_on_the_same_seeds(oracle_report, broken_report, capsys)
     assert last["success_rate_delta"] == pytest.approx(-a["success_rate"])
 
 
+def test_compare_writes_a_side_by_side_table(oracle_report, broken_report, tmp_path) -> None:
+    (a_dir, a), (b_dir, b) = oracle_report, broken_report
+    table = tmp_path / "table.md"
+    assert main(["eval", "compare", str(a_dir), str(b_dir), str(a_dir), "--table", str(table)]) == 0
+    lines = table.read_text().splitlines()
+    assert lines[0] == f"| task / split | {a_dir.name} | {b_dir.name} | {a_dir.name} |"
+    task, split = next((t, s) for t, ss in a["tasks"].items() for s in ss)
+    row = next(line for line in lines if line.startswith(f"| {task}/{split} |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1] == cells[3] == f"{100 * a['tasks'][task][split]['success_rate']:.1f} %"
+    assert cells[2] == f"{100 * b['tasks'][task][split]['success_rate']:.1f} %"
+
+
 def test_instructions_file_refuses_unknown_objects_without_running(tmp_path) -> None:
     lines = [
         {"task": "stack", "instruction": "stack the purple block on the red block"},  # purple is never a seen colour

@@ -45,8 +45,11 @@ def register(subparsers: Any) -> None:
                        "deltas per task x split, overall, and latency (B - A).")
     c.add_argument("a", type=Path, help="report folder A (baseline of the comparison)")
     c.add_argument("b", type=Path, help="report folder B")
+    c.add_argument("more", type=Path, nargs="*", help="further report folders for --table")
+    c.add_argument("--table", type=Path, default=None,
+                   help="also write a markdown table of success per task x split, all reports side by side")
     c.add_argument("--json", action="store_true", help="print the deltas as one JSON object on the last line")
-    c.set_defaults(func=lambda args: run_compare(args.a, args.b, args.json))
+    c.set_defaults(func=lambda args: run_compare(args.a, args.b, args.json, args.more, args.table))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -103,10 +106,15 @@ def _print_table(summary: dict[str, Any]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)), file=sys.stderr)
 
 
-def run_compare(a: Path, b: Path, as_json: bool) -> int:
-    from keystone_vla.policies.report import compare, load_results
+def run_compare(a: Path, b: Path, as_json: bool, more: list[Path] | None = None, table: Path | None = None) -> int:
+    from keystone_vla.policies.report import compare, comparison_table, load_results
 
     d = compare(load_results(a), load_results(b))
+    if table is not None:
+        folders = [a, b, *(more or [])]
+        table.parent.mkdir(parents=True, exist_ok=True)
+        table.write_text(comparison_table([load_results(f) for f in folders], [f.name for f in folders]) + "\n")
+        print(f"wrote {table}", file=sys.stderr)
     if not as_json:
         print(f"{d['b']} vs {d['a']} (B - A)", file=sys.stderr)
         for key, row in d["cells"].items():
