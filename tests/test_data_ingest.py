@@ -249,6 +249,6 @@ def test_real_bag(tmp_path: Path) -> None:
     assert np.allclose(np.diff(ts), 0.1, atol=1e-9)
     assert np.array_equal(ep.array("state"), np.stack([values["state"][p["state"]] for _, p in runs[0]]))
     assert np.array_equal(ep.array("action"), np.stack([values["action"][p["action"]] for _, p in runs[0]]))
-    assert ep.attrs["source"]["bag"] == str(REAL_BAG) and ep.attrs["robot"] == "ats_3dof" and ep.cameras == []
+    assert Path(ep.attrs["source"]["bag"]).resolve() == REAL_BAG.resolve() and ep.attrs["robot"] == "ats_3dof" and ep.cameras == []
     assert not (tmp_path / "real.zarr" / REAL_BAG.name).exists()
     shutil.rmtree(tmp_path / "real.zarr")
