@@ -144,9 +144,9 @@ class SimGraph:
         raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Joint states flowing, the scene known and the policy's status seen."""
+        """Joint states flowing, the scene known here and the policy reporting that it has the scene too."""
         self.wait_for(lambda: len(self.joint_states) > 5 and self.scene and
-                      ("policy" not in self.nodes or self.status), timeout, "the graph to come up")
+                      ("policy" not in self.nodes or self.status.get("scene_ready")), timeout, "the graph to come up")
         # the instruction publisher must be matched with the policy's subscription before we publish
         if "policy" in self.nodes:
             self.wait_for(lambda: self.instruction_pub.matched_subscriptions() > 0, timeout, "the policy's subscription")

@@ -76,7 +76,10 @@ class PolicyNode:
         self.image = msg.to_rgb()
 
     def on_scene(self, msg: m.String) -> None:
+        first = self.scene is None
         self.scene = json.loads(msg.data)
+        if first:  # announce that instructions can now be grounded
+            self.publish_status()
 
     def on_instruction(self, msg: m.String) -> None:
         text = msg.data.strip()
@@ -169,7 +172,8 @@ class PolicyNode:
         step = int(getattr(self.policy, "plan_step", 0))
         self.status_pub.publish(m.String(json.dumps({
             "t": time.time(), "state": self.state, "instruction": self.instruction, "policy": self.policy_name,
-            "plan": plan, "plan_step": step, "ticks": self.ticks, "reason": self.reason})))
+            "plan": plan, "plan_step": step, "ticks": self.ticks, "reason": self.reason,
+            "scene_ready": self.scene is not None})))
 
     def close(self) -> None:
         self.shadow.close()
