@@ -142,6 +142,24 @@ def test_keystone_train_cli_on_a_sim_store(sim_store, tmp_path):
     proc = subprocess.run(cmd + ["--resume", "--steps", "5"], env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert json.loads(proc.stdout.strip().splitlines()[-1])["steps"] == 5
+    # warm start on one task: the weights start from the run above, only pick_place episodes feed the action head
+    spec = [sys.executable, "-m", "keystone_vla.cli", "train", "--data", str(sim_store), "--preset", "tiny",
+            "--steps", "1", "--batch-size", "4", "--workers", "0", "--lr", "1e-9", "--json"]
+    proc = subprocess.run(spec + ["--out", str(tmp_path / "spec"), "--tasks", "pick_place", "--init-from", str(out)],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    info = json.loads((tmp_path / "spec" / "train_info.json").read_text())
+    assert info["data"]["tasks"] == {"pick_place": 2} and info["data"]["init_from"] == str(out)
+    from keystone_vla.vla.checkpoint import load_pretrained
+
+    before, after = load_pretrained(out).model, load_pretrained(tmp_path / "spec").model
+    drift = max((a - b).abs().max().item() for a, b in zip(before.state_dict().values(), after.state_dict().values()))
+    assert drift < 1e-5  # started from those weights (lr 1e-9: one step barely moves them)
+    for bad, msg in ((["--tasks", "juggle"], "no episodes of task"), (["--init-from", str(tmp_path)], "not a checkpoint"),
+                     (["--init-from", str(out), "--action-head", "tokens"], "action_head")):
+        proc = subprocess.run(spec + ["--out", str(tmp_path / "bad")] + bad, env=ENV, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr[-2000:])
 
 
 def test_cli_rejects_a_missing_store(tmp_path):

@@ -230,16 +230,24 @@ def adapt_to_image_size(config: VLAConfig, image_size: int) -> VLAConfig:
     return config.replace(vision=replace(v, image_size=image_size, patch_size=image_size // per_side))
 
 
-def datasets_from_store(store_path: str, config: VLAConfig, val_every: int = 20, augment: bool = True
+def datasets_from_store(store_path: str, config: VLAConfig, val_every: int = 20, augment: bool = True,
+                        tasks: Sequence[str] | None = None
                         ) -> tuple[Any, Any, list[PlanExample], dict[str, Any], dict[str, Any], VLAConfig]:
     """Train/val window datasets (whole episodes held out: every `val_every`-th successful episode), plan
     examples, normalisation statistics, a data description for train_info.json, and the config adapted to
-    the store's image size."""
+    the store's image size. `tasks` keeps only those tasks' episodes for the action windows (plan examples
+    and normalisation still come from the whole store, so the tokenizer and scales match an all-task run)."""
     from keystone_vla.datasets.store import EpisodeStore
     from keystone_vla.datasets.torch_dataset import EpisodeWindowDataset
 
     store = EpisodeStore(store_path, mode="r")
     good = [ep.name for ep in store.episodes() if ep.attrs.get("success", True) and ep.length > 0]
+    if tasks:
+        present = {store.episode(n).attrs.get("task", "?") for n in good}
+        unknown = sorted(set(tasks) - present)
+        if unknown:
+            raise DatasetError(f"{store_path} has no episodes of task(s) {unknown}; it has {sorted(present)}")
+        good = [n for n in good if store.episode(n).attrs.get("task") in set(tasks)]
     if len(good) < 2:
         raise DatasetError(f"{store_path} has {len(good)} successful episodes; collect more (keystone data collect)")
     first = store.episode(good[0])

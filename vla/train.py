@@ -128,8 +128,13 @@ def build_tokenizer_and_config(model_config: VLAConfig, examples: Sequence[PlanE
 def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples: Sequence[PlanExample],
           normalization: dict[str, Any], out_dir: str | os.PathLike[str], *, resume: bool = False,
           progress: bool = True, eval_fn: Callable[[VLAModel, WordTokenizer, Normalizer], dict[str, Any]] | None = None,
-          data_info: dict[str, Any] | None = None, val_dataset: Any = None) -> dict[str, Any]:
+          data_info: dict[str, Any] | None = None, val_dataset: Any = None,
+          init_from: str | os.PathLike[str] | None = None) -> dict[str, Any]:
     """Train on `dataset` (map-style, `EpisodeWindowDataset` samples) and write a checkpoint to `out_dir`.
+
+    `init_from` warm-starts from another checkpoint folder (its config, tokenizer and weights; a fresh optimizer
+    and schedule), e.g. to specialise an all-task model on a few tasks; its cameras, action head and chunk size
+    must match `model_config`'s.
 
     `val_dataset` holds held-out samples (e.g. whole held-out episodes); without it a seeded random
     `val_fraction` of `dataset` is held out. Returns the summary also stored in ``train_info.json``."""
@@ -143,9 +148,21 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
     torch.manual_seed(cfg.seed)
     normalizer = Normalizer.from_dict(normalization, model_config.state_dim, model_config.action_dim)
 
+    if resume and init_from is not None:
+        raise ConfigError("pass either resume (continue this run) or init_from (warm-start a new run), not both")
     if resume and (out / TOKENIZER_FILE).is_file():
         tok = WordTokenizer.load(out)
         config = VLAConfig.load(out)
+    elif init_from is not None:
+        src = Path(init_from)
+        if not (src / TOKENIZER_FILE).is_file() or not (src / WEIGHTS_FILE).is_file():
+            raise ModelError(f"init_from {src} is not a checkpoint folder ({TOKENIZER_FILE} or {WEIGHTS_FILE} "
+                             "missing); pass a folder written by keystone train")
+        tok, config = WordTokenizer.load(src), VLAConfig.load(src)
+        for key in ("cameras", "action_head", "chunk_size"):
+            if getattr(config, key) != getattr(model_config, key):
+                raise ConfigError(f"init_from {src} has {key}={getattr(config, key)!r} but this run asks for "
+                                  f"{getattr(model_config, key)!r}; match the flags to the checkpoint")
     else:
         if resume:
             raise ModelError(f"--resume: {out} holds no checkpoint ({TOKENIZER_FILE} missing); drop --resume")
@@ -155,6 +172,8 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
     start_step = 0
     if resume:
         load_weights(model, out / WEIGHTS_FILE)
+    elif init_from is not None:
+        load_weights(model, Path(init_from) / WEIGHTS_FILE)
     model.to(device)
 
     n = len(dataset)

@@ -36,6 +36,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda")
     p.add_argument("--no-colour-swap", action="store_true",
                    help="train the plan head without the colour-renaming text augmentation (strict colour split)")
+    p.add_argument("--tasks", default=None,
+                   help="comma-separated tasks whose episodes train the action head (default: every task in --data)")
+    p.add_argument("--init-from", default=None,
+                   help="warm-start from this checkpoint folder (weights, tokenizer, config; fresh optimizer)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
@@ -64,13 +68,16 @@ def cmd_train(args: argparse.Namespace) -> int:
                        num_workers=args.workers, device=args.device, augment_shift=0,
                        plan_colour_swap=not args.no_colour_swap,
                        warmup_steps=min(100, max(1, steps // 10)), save_every=max(500, steps // 5))
-    train_ds, val_ds, examples, norm, info, config = datasets_from_store(args.data, config)
+    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
+    train_ds, val_ds, examples, norm, info, config = datasets_from_store(args.data, config, tasks=tasks)
+    if args.init_from:
+        info["init_from"] = str(args.init_from)
     eval_fn = None
     if args.eval_every:
         tasks = [t.strip() for t in args.eval_tasks.split(",") if t.strip()]
         eval_fn = _closed_loop_eval(tasks, args.eval_episodes)
     summary = train(config, tcfg, train_ds, examples, norm, args.out, resume=args.resume, eval_fn=eval_fn,
-                    data_info=info, val_dataset=val_ds)
+                    data_info=info, val_dataset=val_ds, init_from=args.init_from)
     if int(os.environ.get("RANK", "0")) == 0:
         out = {
             "out": summary["out"], "steps": summary["steps"], "world_size": summary["world_size"],
