@@ -241,13 +241,16 @@ def datasets_from_store(store_path: str, config: VLAConfig, val_every: int = 20,
     from keystone_vla.datasets.torch_dataset import EpisodeWindowDataset
 
     store = EpisodeStore(store_path, mode="r")
-    good = [ep.name for ep in store.episodes() if ep.attrs.get("success", True) and ep.length > 0]
+    # one pass over the episode attributes: name -> (task, length) of every usable episode
+    usable = {ep.name: (ep.attrs.get("task", "?"), ep.length) for ep in store.episodes()
+              if ep.attrs.get("success", True) and ep.length > 0}
     if tasks:
-        present = {store.episode(n).attrs.get("task", "?") for n in good}
+        present = {task for task, _ in usable.values()}
         unknown = sorted(set(tasks) - present)
         if unknown:
             raise DatasetError(f"{store_path} has no episodes of task(s) {unknown}; it has {sorted(present)}")
-        good = [n for n in good if store.episode(n).attrs.get("task") in set(tasks)]
+        usable = {n: v for n, v in usable.items() if v[0] in tasks}
+    good = list(usable)
     if len(good) < 2:
         raise DatasetError(f"{store_path} has {len(good)} successful episodes; collect more (keystone data collect)")
     first = store.episode(good[0])
@@ -263,11 +266,10 @@ def datasets_from_store(store_path: str, config: VLAConfig, val_every: int = 20,
                                config.chunk_size)
     val_ds = StepDoneDataset(EpisodeWindowDataset(store_path, episodes=val, augment=False, **kw), config.chunk_size)
     examples = [ex for ex in plan_examples_from_store(store)]
-    tasks: dict[str, int] = {}
-    for n in good:
-        t = store.episode(n).attrs.get("task", "?")
-        tasks[t] = tasks.get(t, 0) + 1
+    task_counts: dict[str, int] = {}
+    for task, _ in usable.values():
+        task_counts[task] = task_counts.get(task, 0) + 1
     info = {"store": str(store_path), "episodes": len(good), "train_episodes": len(train_names),
-            "val_episodes": len(val), "steps": int(sum(store.episode(n).length for n in good)),
-            "tasks": tasks, "image_size": image_size, "cameras": list(config.cameras)}
+            "val_episodes": len(val), "steps": int(sum(length for _, length in usable.values())),
+            "tasks": task_counts, "image_size": image_size, "cameras": list(config.cameras)}
     return train_ds, val_ds, examples, store.normalization(), info, config

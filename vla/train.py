@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 from keystone_vla.errors import ConfigError, ModelError
-from keystone_vla.vla.checkpoint import WEIGHTS_FILE, load_weights, save_pretrained
+from keystone_vla.vla.checkpoint import WEIGHTS_FILE, load_pretrained, load_weights, save_pretrained
 from keystone_vla.vla.configuration import VLAConfig
 from keystone_vla.vla.data import Collator, PlanExample, known_objects, text_corpus
 from keystone_vla.vla.modeling import VLAModel, count_parameters
@@ -148,32 +148,31 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
     torch.manual_seed(cfg.seed)
     normalizer = Normalizer.from_dict(normalization, model_config.state_dim, model_config.action_dim)
 
+    warm = None  # the checkpoint init_from names, loaded
     if resume and init_from is not None:
         raise ConfigError("pass either resume (continue this run) or init_from (warm-start a new run), not both")
     if resume and (out / TOKENIZER_FILE).is_file():
         tok = WordTokenizer.load(out)
         config = VLAConfig.load(out)
     elif init_from is not None:
-        src = Path(init_from)
-        if not (src / TOKENIZER_FILE).is_file() or not (src / WEIGHTS_FILE).is_file():
-            raise ModelError(f"init_from {src} is not a checkpoint folder ({TOKENIZER_FILE} or {WEIGHTS_FILE} "
-                             "missing); pass a folder written by keystone train")
-        tok, config = WordTokenizer.load(src), VLAConfig.load(src)
+        try:  # the same cross-checked loader inference uses: every file present and consistent
+            warm = load_pretrained(init_from)
+        except ModelError as exc:
+            raise ModelError(f"init_from {init_from} is not a checkpoint this run can start from: {exc}") from exc
+        tok, config = warm.tokenizer, warm.model.config
         for key in ("cameras", "action_head", "chunk_size"):
             if getattr(config, key) != getattr(model_config, key):
-                raise ConfigError(f"init_from {src} has {key}={getattr(config, key)!r} but this run asks for "
+                raise ConfigError(f"init_from {init_from} has {key}={getattr(config, key)!r} but this run asks for "
                                   f"{getattr(model_config, key)!r}; match the flags to the checkpoint")
     else:
         if resume:
             raise ModelError(f"--resume: {out} holds no checkpoint ({TOKENIZER_FILE} missing); drop --resume")
         tok, config = build_tokenizer_and_config(model_config, plan_examples)
-    model = VLAModel(config)
+    model = warm.model if warm is not None else VLAModel(config)
     model.augment_shift = cfg.augment_shift
     start_step = 0
     if resume:
         load_weights(model, out / WEIGHTS_FILE)
-    elif init_from is not None:
-        load_weights(model, Path(init_from) / WEIGHTS_FILE)
     model.to(device)
 
     n = len(dataset)

@@ -7,6 +7,11 @@ import sys
 from typing import Any
 
 
+def split_list(text: str) -> list[str]:
+    """A comma-separated flag value as a list of its non-empty, stripped items ("front, wrist" -> [front, wrist])."""
+    return [item.strip() for item in text.split(",") if item.strip()]
+
+
 def emit_summary(summary: dict[str, Any], as_json: bool, title: str = "") -> None:
     """Print a one-screen human summary to stderr; with `as_json`, the same dict as the last stdout line."""
     if title:

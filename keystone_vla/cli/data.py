@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from keystone_vla.cli._common import emit_summary
+from keystone_vla.cli._common import emit_summary, split_list
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_collect(args: argparse.Namespace) -> int:
     from keystone_vla.datasets.collect import collect
 
-    cams = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    cams = tuple(split_list(args.cameras))
     summary = collect(args.tasks, args.episodes_per_task, args.out, split=args.split, workers=args.workers,
                       arm=args.arm, seed=args.seed, cameras=cams, image_size=args.image_size)
     emit_summary(summary, args.json, title="keystone data collect")

@@ -47,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from keystone_vla.cli._common import emit_summary
+    from keystone_vla.cli._common import emit_summary, split_list
     from keystone_vla.errors import ConfigError
     from keystone_vla.vla.configuration import get_preset
     from keystone_vla.vla.data import datasets_from_store
@@ -55,7 +55,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    cameras = tuple(c.strip() for c in args.cameras.split(",") if c.strip())
+    cameras = tuple(split_list(args.cameras))
     overrides = {"action_head": args.action_head, "cameras": cameras, "text_encoder": args.text_encoder}
     if args.chunk_size:
         overrides["chunk_size"] = args.chunk_size
@@ -68,14 +68,13 @@ def cmd_train(args: argparse.Namespace) -> int:
                        num_workers=args.workers, device=args.device, augment_shift=0,
                        plan_colour_swap=not args.no_colour_swap,
                        warmup_steps=min(100, max(1, steps // 10)), save_every=max(500, steps // 5))
-    tasks = [t.strip() for t in args.tasks.split(",") if t.strip()] if args.tasks else None
-    train_ds, val_ds, examples, norm, info, config = datasets_from_store(args.data, config, tasks=tasks)
+    train_ds, val_ds, examples, norm, info, config = datasets_from_store(
+        args.data, config, tasks=split_list(args.tasks) if args.tasks else None)
     if args.init_from:
         info["init_from"] = str(args.init_from)
     eval_fn = None
     if args.eval_every:
-        tasks = [t.strip() for t in args.eval_tasks.split(",") if t.strip()]
-        eval_fn = _closed_loop_eval(tasks, args.eval_episodes)
+        eval_fn = _closed_loop_eval(split_list(args.eval_tasks), args.eval_episodes)
     summary = train(config, tcfg, train_ds, examples, norm, args.out, resume=args.resume, eval_fn=eval_fn,
                     data_info=info, val_dataset=val_ds, init_from=args.init_from)
     if int(os.environ.get("RANK", "0")) == 0:
