@@ -16,6 +16,8 @@ Schema (format ``keystone-episodes/1``)::
         timestamp  float64 [T]      seconds from the episode's first tick, strictly increasing
         plan_step  int32 [T]        index of the plan step executed at tick t
         ee_pose    float32 [T, 7]   xyz + quaternion xyzw, base frame (sim; absent where a log has none)
+        step_objects float32 [T, 14] the current plan step's first and last object as the step began: x y z yaw
+                                    size_x size_y size_z each, base frame (sim oracle episodes; optional)
         images/<cam>  vlen-bytes [T]  frame t of camera <cam>, uint8 [H, W, 3] RGB encoded with the array's
                                       `codec` attr (default QOI lossless, chosen by measurement: see
                                       `keystone_vla.datasets.image_codec`); attr frame_shape = [H, W, 3]
@@ -91,7 +93,7 @@ class Episode:
         return name in self._group
 
     def array(self, name: str) -> np.ndarray:
-        """A whole per-step array (state, action, timestamp, plan_step, ee_pose)."""
+        """A whole per-step array (state, action, timestamp, plan_step, ee_pose, step_objects)."""
         try:
             return np.asarray(self._group[name][...])
         except KeyError:

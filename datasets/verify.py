@@ -21,7 +21,7 @@ import numpy as np
 
 from keystone_vla.datasets.image_codec import decode_frame
 from keystone_vla.datasets.store import STEP_ARRAYS, Episode, EpisodeStore
-from keystone_vla.datasets.writer import REQUIRED_ATTRS, checksum
+from keystone_vla.datasets.writer import OPTIONAL_ARRAYS, REQUIRED_ATTRS, checksum
 from keystone_vla.errors import DatasetError
 
 
@@ -44,7 +44,7 @@ def check_episode(episode: Episode) -> str | None:
         return f"missing attributes {missing}"
     n = int(attrs["length"])
     sums = attrs["checksums"]
-    names = list(STEP_ARRAYS) + (["ee_pose"] if episode.has("ee_pose") else [])
+    names = list(STEP_ARRAYS) + [a for a in OPTIONAL_ARRAYS if episode.has(a)]
     for name in names:
         if not episode.has(name):
             return f"missing array {name!r}"
@@ -177,7 +177,7 @@ def store_info(store: EpisodeStore, stats: bool = True) -> dict[str, Any]:
     schema: dict[str, Any] = {}
     if good:  # the layout of one episode, as stored (see keystone_vla.datasets.store for the full schema)
         ep = good[0]
-        for key in ("state", "action", "timestamp", "plan_step", "ee_pose"):
+        for key in (*STEP_ARRAYS, *OPTIONAL_ARRAYS):
             if ep.has(key):
                 arr = ep._group[key]
                 schema[key] = f"{arr.dtype} [T, {', '.join(str(d) for d in arr.shape[1:])}]".replace(", ]", "]")

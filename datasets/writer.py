@@ -35,6 +35,7 @@ if TYPE_CHECKING:
 
 #: attributes every episode carries (see the schema in keystone_vla.datasets.store)
 REQUIRED_ATTRS = ("task", "instruction", "plan", "split", "success", "seed", "robot", "source")
+OPTIONAL_ARRAYS = ("ee_pose", "step_objects")  # per-step vectors an episode has every step or never
 IMAGE_CHUNK = 32  # frames per stored image chunk: one file per 32 frames, ~20-50 KB each
 
 
@@ -54,7 +55,8 @@ class EpisodeData:
     """A whole episode in memory, e.g. from the simulator or a bag (shapes: T steps).
 
     images[cam] uint8 [T, H, W, 3]; state float32 [T, S]; action float32 [T, A]; timestamp float64 [T] s;
-    plan_step int32 [T]; ee_pose float32 [T, 7] or None.
+    plan_step int32 [T]; ee_pose float32 [T, 7] or None; step_objects float32 [T, 14] or None (the current plan
+    step's first and last object at the step's start: x, y, z, yaw, size x/y/z each, cell frame).
     """
 
     task: str
@@ -71,6 +73,7 @@ class EpisodeData:
     images: dict[str, np.ndarray] = field(default_factory=dict)
     plan_step: np.ndarray | None = None
     ee_pose: np.ndarray | None = None
+    step_objects: np.ndarray | None = None
     fps: float = 10.0
     action_space: str = "ee_delta"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -91,7 +94,8 @@ class EpisodeData:
             success=bool(record.success), seed=int(record.seed), robot=record.arm,
             source=source or {"kind": "sim"}, state=record.state, action=record.action,
             timestamp=record.timestamp, images=dict(record.frames), plan_step=record.plan_step,
-            ee_pose=record.ee_pose, fps=fps, action_space="ee_delta",
+            ee_pose=record.ee_pose, step_objects=getattr(record, "step_objects", None), fps=fps,
+            action_space="ee_delta",
             extra={"interventions": int(getattr(record, "interventions", 0)), "steps": int(record.steps)},
         )
 
@@ -115,7 +119,7 @@ class EpisodeWriter:
         self._frames: dict[str, list[bytes]] = {}
         self._frame_shape: dict[str, tuple[int, ...]] = {}
         self._steps: dict[str, list[np.ndarray]] = {"state": [], "action": [], "timestamp": [], "plan_step": []}
-        self._ee_pose: list[np.ndarray] = []
+        self._optional: dict[str, list[np.ndarray]] = {name: [] for name in OPTIONAL_ARRAYS}
         self._done = False
         store.partial_dir.mkdir(parents=True, exist_ok=True)
         self.tmp.mkdir()
@@ -126,8 +130,10 @@ class EpisodeWriter:
         (self.tmp / "zarr.json").write_text(json.dumps(header))
 
     def add_step(self, images: dict[str, np.ndarray], state: np.ndarray, action: np.ndarray, timestamp: float,
-                 plan_step: int = 0, ee_pose: np.ndarray | None = None) -> None:
-        """Append one control tick: images[cam] uint8 [H, W, 3], state [S], action [A]."""
+                 plan_step: int = 0, ee_pose: np.ndarray | None = None,
+                 step_objects: np.ndarray | None = None) -> None:
+        """Append one control tick: images[cam] uint8 [H, W, 3], state [S], action [A] (optional: ee_pose [7],
+        step_objects [14]; give each every step or never)."""
         if self._done:
             raise DatasetError("this episode was already committed or aborted; start a new one")
         if self._frames and set(images) != set(self._frames):
@@ -145,8 +151,9 @@ class EpisodeWriter:
         self._steps["action"].append(np.asarray(action, np.float32))
         self._steps["timestamp"].append(np.float64(timestamp))
         self._steps["plan_step"].append(np.int32(plan_step))
-        if ee_pose is not None:
-            self._ee_pose.append(np.asarray(ee_pose, np.float32))
+        for name, value in (("ee_pose", ee_pose), ("step_objects", step_objects)):
+            if value is not None:
+                self._optional[name].append(np.asarray(value, np.float32))
 
     def __len__(self) -> int:
         return len(self._steps["state"])
@@ -162,16 +169,16 @@ class EpisodeWriter:
         if n == 0:
             self.abort()
             raise DatasetError("refusing to commit an empty episode (no steps were added)")
-        if self._ee_pose and len(self._ee_pose) != n:
-            raise DatasetError(f"ee_pose given for {len(self._ee_pose)} of {n} steps; give it every step or never")
+        for name, rows in self._optional.items():
+            if rows and len(rows) != n:
+                raise DatasetError(f"{name} given for {len(rows)} of {n} steps; give it every step or never")
         arrays = {
             "state": _stack("state", self._steps["state"]),
             "action": _stack("action", self._steps["action"]),
             "timestamp": np.asarray(self._steps["timestamp"], np.float64),
             "plan_step": np.asarray(self._steps["plan_step"], np.int32),
         }
-        if self._ee_pose:
-            arrays["ee_pose"] = _stack("ee_pose", self._ee_pose)
+        arrays.update({name: _stack(name, rows) for name, rows in self._optional.items() if rows})
         if np.any(np.diff(arrays["timestamp"]) <= 0):
             raise DatasetError("episode timestamps must increase strictly from step to step")
         with warnings.catch_warnings():
@@ -222,8 +229,9 @@ def write_episode(store: EpisodeStore, data: EpisodeData, codec: str = DEFAULT_C
                **{f"images/{c}": len(v) for c, v in data.images.items()}}
     if data.plan_step is not None:
         lengths["plan_step"] = len(data.plan_step)
-    if data.ee_pose is not None:
-        lengths["ee_pose"] = len(data.ee_pose)
+    for name in OPTIONAL_ARRAYS:
+        if getattr(data, name) is not None:
+            lengths[name] = len(getattr(data, name))
     bad = {k: v for k, v in lengths.items() if v != n}
     if bad:
         raise DatasetError(f"episode arrays disagree on length: state has {n} steps but {bad}")
@@ -232,7 +240,8 @@ def write_episode(store: EpisodeStore, data: EpisodeData, codec: str = DEFAULT_C
         for t in range(n):
             w.add_step({c: v[t] for c, v in data.images.items()}, data.state[t], data.action[t],
                        float(data.timestamp[t]), int(plan_step[t]),
-                       None if data.ee_pose is None else data.ee_pose[t])
+                       None if data.ee_pose is None else data.ee_pose[t],
+                       None if data.step_objects is None else data.step_objects[t])
         return w.commit()
 
 

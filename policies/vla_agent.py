@@ -4,7 +4,9 @@
    scene's object ids and the plan is grounded with `keystone_vla.perception.grounding.ground_plan`; a plan
    that does not ground (unknown, ambiguous or unreachable object, empty plan) raises `GroundingError` with
    the refusal's reason, so the episode is refused and the arm never moves.
-2. Each plan step's imperative text conditions the chunk predictor; chunks are executed through the
+2. Each plan step's imperative text (and, for models with an object token, the step's objects located when the
+   step begins: `locate(step)`, in simulation the world's object poses, on a robot the scene graph's) conditions
+   the chunk predictor; chunks are executed through the
    `ChunkRuntime` (queue, refill threshold, optional temporal ensembling, optional background inference).
 3. A step ends when the model's step-done probability fires for a chunk that has run out, or when the step's
    success check fires (in simulation: the task's per-step check; on a robot: whatever check the caller passes).
@@ -28,6 +30,7 @@ from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
 from .runtime import ChunkRuntime, RuntimeConfig
 
 StepCheck = Callable[[PlanStep], bool]
+Locate = Callable[[PlanStep], np.ndarray]  # a step -> float [14]: its first and last object (x y z yaw size_xyz)
 
 
 class VLAAgent:
@@ -48,6 +51,8 @@ class VLAAgent:
         self.plan: Plan | None = None
         self.plan_step = 0
         self._step_check: StepCheck | None = None
+        self._locate: Locate | None = None
+        self._step_objects: np.ndarray | None = None  # the current step's objects, located when it began
         self._done_flag = False
 
     @classmethod
@@ -85,12 +90,17 @@ class VLAAgent:
             except KeyError:  # a grammatical but meaningless step (place_in a block): its effect cannot hold
                 return False
 
+        from keystone_vla.sim.objects import step_object_vector
+
         observation = world.observation(instance.instruction, cameras=self.cameras)
-        self.prepare(instance.instruction, observation, list(world.objects.values()), world.spec, step_check)
+        self.prepare(instance.instruction, observation, list(world.objects.values()), world.spec, step_check,
+                     locate=lambda step: step_object_vector(world.objects, step))
 
     def prepare(self, instruction: str, observation: Observation, scene: Iterable[Any],
-                robot: RobotSpec | None = None, step_check: StepCheck | None = None) -> Plan:
-        """Plan `instruction` over `scene` (scene-graph objects or sim objects) and ground it; raises GroundingError."""
+                robot: RobotSpec | None = None, step_check: StepCheck | None = None,
+                locate: Locate | None = None) -> Plan:
+        """Plan `instruction` over `scene` (scene-graph objects or sim objects) and ground it; raises GroundingError.
+        `locate` gives a step's objects when it begins (default: their poses in `scene`, as planned)."""
         from keystone_vla.perception.grounding import Refusal, ground_plan
         from keystone_vla.perception.objects import as_scene
 
@@ -106,15 +116,16 @@ class VLAAgent:
             raise GroundingError(grounded.reason)
         self.plan = grounded.plan
         self._step_check = step_check
-        self.plan_step = 0
-        self.runtime.reset()
-        self._done_flag = False
+        by_id = {o.id: o for o in objects}
+        self._locate = locate or (lambda step: scene_step_objects(by_id, step))
+        self.reset()
         return self.plan
 
     def reset(self) -> None:
         """New episode for the prepared plan: first step, empty queue (the plan itself is kept)."""
         self.plan_step = 0
         self._done_flag = False
+        self._step_objects = None
         self.runtime.reset()
 
     def close(self) -> None:
@@ -133,12 +144,29 @@ class VLAAgent:
             if checked or ran_out:
                 self.plan_step += 1
                 self._done_flag = False
+                self._step_objects = None
                 self.runtime.flush()
+        if self._step_objects is None and self._locate is not None and getattr(self.vla.config, "object_token", False):
+            self._step_objects = np.asarray(self._locate(self.plan.steps[self.plan_step]), np.float32)
         return self.runtime.act(observation)
 
     def _predict(self, observation: Observation) -> ActionChunk:
         assert self.plan is not None
-        return self.vla.predict_chunk(observation, self.plan.steps[self.plan_step].text)
+        step = self.plan.steps[self.plan_step]
+        if self._step_objects is None:
+            return self.vla.predict_chunk(observation, step.text)
+        return self.vla.predict_chunk(observation, step.text, self._step_objects)
 
     def _on_chunk(self, chunk: ActionChunk) -> None:
         self._done_flag = chunk.step_done > self.done_threshold
+
+
+def scene_step_objects(objects: dict[str, Any], step: PlanStep) -> np.ndarray:
+    """float32 [14] for `step` from scene-graph objects (id -> `DetectedObject`): first and last argument's
+    position, yaw and size (zeros where the detector gave no size)."""
+    out: list[float] = []
+    for name in (step.args[0], step.args[-1]):
+        obj = objects[name]
+        size = obj.size if obj.size is not None else np.zeros(3)
+        out.extend([*np.asarray(obj.position, float), float(obj.yaw), *np.asarray(size, float)])
+    return np.asarray(out, np.float32)

@@ -61,6 +61,9 @@ def timed(fn, n: int, warmup: int = 3) -> list[float]:
     return out
 
 
+SO = np.array([0.5, 0.0, 0.02, 0.3, 0.04, 0.04, 0.04] * 2, np.float32)  # the step's objects (object token)
+
+
 def make_policy(tmp: Path, tok: WordTokenizer, bf16: bool = False, **overrides) -> VLAPolicy:
     torch.manual_seed(0)
     cfg = get_preset("base", vocab_size=tok.vocab_size, known_objects=("red_block", "green_block", "blue_block"),
@@ -222,7 +225,7 @@ def main() -> None:
     t_start = time.perf_counter()
     tok = WordTokenizer.build(CORPUS)
     obs = Observation(images={"front": np.random.default_rng(0).integers(0, 255, (128, 128, 3), dtype=np.uint8)},
-                      state=np.zeros(8, np.float32), ee_pose=np.zeros(7, np.float32))
+                      state=np.zeros(8, np.float32), ee_pose=np.array([0.4, 0, 0.3, 1, 0, 0, 0], np.float32))
     result: dict = {"machine": {"cpu": platform.processor() or platform.machine(), "torch": torch.__version__,
                                 "threads": args.threads, "cores": os.cpu_count(),
                                 "cpu_capability": torch.backends.cpu.get_cpu_capability()},
@@ -231,18 +234,18 @@ def main() -> None:
         tmp = Path(d)
         chunk = make_policy(tmp, tok)
         result["parameters"] = count_parameters(chunk.model)
-        lat = {"chunk_fp32": percentiles(timed(lambda: chunk.predict_chunk(obs, "pick up the red block"), n))}
+        lat = {"chunk_fp32": percentiles(timed(lambda: chunk.predict_chunk(obs, "pick up the red block", SO), n))}
         chunk_bf = make_policy(tmp, tok, bf16=True)
-        lat["chunk_bf16"] = percentiles(timed(lambda: chunk_bf.predict_chunk(obs, "pick up the red block"), n))
+        lat["chunk_bf16"] = percentiles(timed(lambda: chunk_bf.predict_chunk(obs, "pick up the red block", SO), n))
         other_q = "pooled" if chunk.config.chunk_query == "queries" else "queries"
         other = make_policy(tmp, tok, chunk_query=other_q)
-        lat[f"chunk_{other_q}_fp32"] = percentiles(timed(lambda: other.predict_chunk(obs, "pick up the red block"), n))
+        lat[f"chunk_{other_q}_fp32"] = percentiles(timed(lambda: other.predict_chunk(obs, "pick up the red block", SO), n))
         result["config"]["chunk_query"] = chunk.config.chunk_query
         tokens = make_policy(tmp, tok, action_head="tokens")
-        lat["tokens_fp32"] = percentiles(timed(lambda: tokens.predict_chunk(obs, "pick up the red block"),
+        lat["tokens_fp32"] = percentiles(timed(lambda: tokens.predict_chunk(obs, "pick up the red block", SO),
                                                max(5, n // 10), warmup=1))
         tokens_bf = make_policy(tmp, tok, bf16=True, action_head="tokens")
-        lat["tokens_bf16"] = percentiles(timed(lambda: tokens_bf.predict_chunk(obs, "pick up the red block"),
+        lat["tokens_bf16"] = percentiles(timed(lambda: tokens_bf.predict_chunk(obs, "pick up the red block", SO),
                                                max(5, n // 10), warmup=1))
         objs = ["red_block", "green_block", "blue_block", "yellow_block"]
         instr = "build a tower: red at the bottom, then green, then blue"

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pybullet as p
 
+from keystone_vla.types import PlanStep
 from keystone_vla.vocab import COLOURS
 
 from .geometry import yaw_of
@@ -214,3 +215,14 @@ def footprint_radius(obj: SceneObject) -> float:
     if obj.kind in PART_BOXES:
         return max(math.hypot(abs(c[0]) + h[0], abs(c[1]) + h[1]) for h, c in PART_BOXES[obj.kind])
     return math.hypot(obj.size[0], obj.size[1]) / 2
+
+
+def step_object_vector(objects: dict[str, SceneObject], step: PlanStep) -> np.ndarray:
+    """float32 [14]: the step's first and last object (the same object for one-argument skills), each as x, y, z,
+    yaw, size x/y/z in the base frame, read now. Recorded by oracle rollouts when a step begins and given to the
+    VLA's object token (`keystone_vla.vla.object_token`); on a robot the same numbers come from the scene graph."""
+    out = []
+    for name in (step.args[0], step.args[-1]):
+        obj = objects[name]
+        out.extend([*obj.position(), obj.yaw(), *obj.size])
+    return np.asarray(out, np.float32)

@@ -16,6 +16,7 @@ import numpy as np
 from keystone_vla.errors import SimError
 from keystone_vla.types import EpisodeSpec, Observation, Plan
 
+from .objects import step_object_vector
 from .oracle import OracleExpert
 from .tasks import get_task
 from .tasks.base import TaskInstance
@@ -45,6 +46,7 @@ class EpisodeRecord:
     ee_pose: np.ndarray | None = None  # float32 [T, 7]
     action: np.ndarray | None = None  # float32 [T, 7]
     plan_step: np.ndarray | None = None  # int32 [T]
+    step_objects: np.ndarray | None = None  # float32 [T, 14], see `objects.step_object_vector`
     timestamp: np.ndarray | None = None  # float64 [T]
     interventions: int = 0
     wall_s: float = 0.0
@@ -96,7 +98,9 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
             policy.reset()
         limit = max_steps or task.max_steps
         rec = EpisodeRecord(spec.task, spec.split, spec.seed, spec.arm, inst.instruction, inst.plan, False, 0)
-        buf: dict[str, list] = {"state": [], "ee_pose": [], "action": [], "plan_step": [], "timestamp": []}
+        buf: dict[str, list] = {"state": [], "ee_pose": [], "action": [], "plan_step": [], "timestamp": [],
+                                "step_objects": []}
+        snapshot, snapshot_step = None, -1  # the current step's objects as that step began
         frames: dict[str, list] = {c: [] for c in cameras}
         need_obs = record or policy is not None
         for t in range(limit):
@@ -119,6 +123,11 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
                 buf["ee_pose"].append(obs.ee_pose)
                 buf["action"].append(action)
                 buf["plan_step"].append(step_idx)
+                if inst.plan.steps and step_idx != snapshot_step:
+                    step = inst.plan.steps[max(0, min(step_idx, len(inst.plan.steps) - 1))]
+                    snapshot = step_object_vector(world.objects, step)
+                    snapshot_step = step_idx
+                buf["step_objects"].append(snapshot)
                 buf["timestamp"].append(t / CONTROL_HZ)
             world.apply_action(action)
             rec.steps = t + 1
@@ -132,6 +141,8 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
             rec.ee_pose = np.asarray(buf["ee_pose"], dtype=np.float32)
             rec.action = np.asarray(buf["action"], dtype=np.float32)
             rec.plan_step = np.asarray(buf["plan_step"], dtype=np.int32)
+            if inst.plan.steps:
+                rec.step_objects = np.asarray(buf["step_objects"], dtype=np.float32)
             rec.timestamp = np.asarray(buf["timestamp"], dtype=np.float64)
         rec.wall_s = time.perf_counter() - t0
         return rec

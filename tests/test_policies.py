@@ -160,7 +160,10 @@ def test_vla_agent_advances_steps_and_flushes_the_queue(vla_ckpt) -> None:
     agent.act(obs(size))
     assert agent.plan_step == 1  # the last step is kept until the episode ends
     # the chunk predictor is conditioned on the current step's text
-    expect = agent.vla.predict_chunk(obs(size, 1), plan.steps[agent.plan_step].text).actions
+    # ... and on the step's objects, located when the step began (here: their scene poses)
+    np.testing.assert_allclose(agent._step_objects[:3], [0.5, 0.0, 0.02])  # place_in: first object, the block
+    np.testing.assert_allclose(agent._step_objects[7:10], [0.5, 0.2, 0.02])  # ... and last, the bowl
+    expect = agent.vla.predict_chunk(obs(size, 1), plan.steps[agent.plan_step].text, agent._step_objects).actions
     np.testing.assert_allclose(agent._predict(obs(size, 1)).actions, expect, rtol=1e-6, atol=1e-7)
 
 

@@ -8,7 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import torch
-from test_vla_helpers import observation, tiny_checkpoint
+from test_vla_helpers import STEP_OBJECTS, observation, tiny_checkpoint
 
 from keystone_vla.errors import ModelError
 from keystone_vla.vla.checkpoint import CHECKPOINT_FILES, load_pretrained, save_pretrained
@@ -38,8 +38,8 @@ def test_round_trip_gives_identical_weights_and_outputs(ckpt, tmp_path):
     sa, sb = a.model.state_dict(), b.model.state_dict()
     assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
     obs = observation()
-    ca = VLAPolicy(a, warmup=False).predict_chunk(obs, "pick up the red block")
-    cb = VLAPolicy(b, warmup=False).predict_chunk(obs, "pick up the red block")
+    ca = VLAPolicy(a, warmup=False).predict_chunk(obs, "pick up the red block", STEP_OBJECTS)
+    cb = VLAPolicy(b, warmup=False).predict_chunk(obs, "pick up the red block", STEP_OBJECTS)
     np.testing.assert_array_equal(ca.actions, cb.actions)
     assert a.model.lm.get_input_embeddings().weight.data_ptr() == a.model.lm.get_output_embeddings().weight.data_ptr()
 

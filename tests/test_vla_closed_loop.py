@@ -38,7 +38,7 @@ def test_step_advances_only_after_a_done_chunk(policy, monkeypatch):
     texts = []
     dones = iter([0.9, 0.1, 0.9, 0.9])
 
-    def fake_chunk(obs, text):
+    def fake_chunk(obs, text, step_objects=None):
         texts.append(text)
         return ActionChunk(np.zeros((2, 7), np.float32), step_done=next(dones))
 

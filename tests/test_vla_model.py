@@ -29,7 +29,8 @@ def test_heads_give_chunks_of_the_configured_shape(head, query):
     cfg, tok, batch = _setup(action_head=head, chunk_query=query)
     model = VLAModel(cfg).eval()
     with torch.inference_mode():
-        prefix = model.action_prefix(batch["images"], batch["instruction_ids"], batch["state"])
+        prefix = model.action_prefix(batch["images"], batch["instruction_ids"], batch["state"],
+                                     object_features=batch["object_features"])
         assert prefix.shape == (8, cfg.action_prefix_len, model.hidden_size)
         actions, done = model.chunk_forward(prefix) if head == "chunk" else model.token_generate(prefix)
     assert actions.shape == (8, cfg.chunk_size, 7) and done.shape == (8,)
@@ -41,7 +42,8 @@ def test_kv_cache_token_decoding_matches_teacher_forced_argmax():
     cfg, tok, batch = _setup(action_head="tokens")
     model = VLAModel(cfg).eval()
     with torch.inference_mode():
-        prefix = model.action_prefix(batch["images"][:2], batch["instruction_ids"][:2], batch["state"][:2])
+        prefix = model.action_prefix(batch["images"][:2], batch["instruction_ids"][:2], batch["state"][:2],
+                                     object_features=batch["object_features"][:2])
         actions, _ = model.token_generate(prefix)
         bins = model.bins_of(actions)
         logits, _ = model.token_forward(prefix, bins)  # full forward, no cache, fed the decoded bins

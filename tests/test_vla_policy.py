@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from test_vla_helpers import observation, tiny_checkpoint
+from test_vla_helpers import STEP_OBJECTS, observation, tiny_checkpoint
 
 from keystone_vla.errors import ModelError
 from keystone_vla.types import Observation, PlanStep
@@ -28,14 +28,15 @@ def policy(request, tmp_path_factory):
 
 def test_predict_chunk_returns_physical_units(policy):
     obs = observation()
-    chunk = policy.predict_chunk(obs, "pick up the red block")
+    chunk = policy.predict_chunk(obs, "pick up the red block", STEP_OBJECTS)
     assert chunk.actions.shape == (policy.config.chunk_size, 7) and chunk.actions.dtype == np.float32
     assert 0.0 <= chunk.step_done <= 1.0
     # recompute by hand: model output in normalised units, then mean/std from the checkpoint
-    t = policy._tensors(obs, "pick up the red block")
+    t = policy._tensors(obs, "pick up the red block", policy.check_step_objects(STEP_OBJECTS, obs))
     np.testing.assert_allclose(t["state"].numpy()[0], (obs.state - 0.1) / 2.0, rtol=1e-5, atol=1e-6)
     with torch.inference_mode():
-        prefix = policy.model.action_prefix(t["images"], t["instruction_ids"], t["state"])
+        prefix = policy.model.action_prefix(t["images"], t["instruction_ids"], t["state"],
+                                            object_features=t["object_features"])
         z = (policy.model.chunk_forward(prefix) if policy.config.action_head == "chunk"
              else policy.model.token_generate(prefix))[0][0].numpy()
     expect = z * np.array(NORM["action"]["std"]) + np.array(NORM["action"]["mean"])
@@ -62,8 +63,8 @@ def test_bf16_is_close_to_fp32(policy, tmp_path):
     bf = VLAPolicy.from_pretrained(tmp_path, bf16=True)
     assert bf.model.dtype == torch.bfloat16
     obs = observation(seed=3)
-    a32 = policy.predict_chunk(obs, "pick up the red block").actions
-    a16 = bf.predict_chunk(obs, "pick up the red block").actions
+    a32 = policy.predict_chunk(obs, "pick up the red block", STEP_OBJECTS).actions
+    a16 = bf.predict_chunk(obs, "pick up the red block", STEP_OBJECTS).actions
     scale = np.array(NORM["action"]["std"])
     if policy.config.action_head == "chunk":
         assert np.abs((a32 - a16) / scale).max() < 0.15
@@ -76,11 +77,12 @@ def _explode(*_a, **_k):
 
 
 @pytest.mark.parametrize("case", ["empty", "blank", "overlong_words", "overlong_chars", "not_str", "nan_state",
-                                  "wrong_state_size", "wrong_image_size", "missing_camera", "wrong_dtype"])
+                                  "wrong_state_size", "wrong_image_size", "missing_camera", "wrong_dtype",
+                                  "no_step_objects", "short_step_objects", "nan_step_objects"])
 def test_bad_input_is_rejected_before_the_model_runs(policy, monkeypatch, case):
     monkeypatch.setattr(policy.model, "action_prefix", _explode)
     monkeypatch.setattr(policy.model, "generate_plan", _explode)
-    obs, text = observation(), "pick up the red block"
+    obs, text, step_objects = observation(), "pick up the red block", STEP_OBJECTS.copy()
     if case == "empty":
         text = ""
     elif case == "blank":
@@ -101,12 +103,20 @@ def test_bad_input_is_rejected_before_the_model_runs(policy, monkeypatch, case):
         obs.images = {"wrist": obs.images["front"]}
     elif case == "wrong_dtype":
         obs.images["front"] = obs.images["front"].astype(np.float32)
+    elif case == "no_step_objects":
+        step_objects = None
+    elif case == "short_step_objects":
+        step_objects = step_objects[:7]
+    elif case == "nan_step_objects":
+        step_objects[2] = np.nan
     with pytest.raises(ModelError) as err:
-        policy.predict_chunk(obs, text)
+        policy.predict_chunk(obs, text, step_objects)
     msg = str(err.value)
     expected = {"empty": "empty", "blank": "empty", "overlong_words": "too long", "overlong_chars": "too long",
                 "not_str": "string", "nan_state": "NaN", "wrong_state_size": "state has shape",
-                "wrong_image_size": "[32, 32, 3]", "missing_camera": "lacks camera 'front'", "wrong_dtype": "uint8"}
+                "wrong_image_size": "[32, 32, 3]", "missing_camera": "lacks camera 'front'", "wrong_dtype": "uint8",
+                "no_step_objects": "pass step_objects", "short_step_objects": "step_objects has shape [7]",
+                "nan_step_objects": "NaN"}
     assert expected[case] in msg
     if case in ("empty", "overlong_words", "nan_state", "wrong_image_size"):
         with pytest.raises(ModelError):

@@ -177,7 +177,7 @@ def test_tiny_checkpoint_helper_is_loadable(tmp_path):
 
 @pytest.mark.slow
 def test_minilm_sentence_token_trains_and_stays_out_of_the_checkpoint(tmp_path):
-    from test_vla_helpers import observation
+    from test_vla_helpers import STEP_OBJECTS, observation
 
     from keystone_vla.vla.checkpoint import load_pretrained
     from keystone_vla.vla.policy import VLAPolicy
@@ -187,8 +187,8 @@ def test_minilm_sentence_token_trains_and_stays_out_of_the_checkpoint(tmp_path):
     assert any(k.startswith("text_proj.") for k in keys)
     assert (folder / "model.safetensors").stat().st_size < 2_000_000  # the 22 M-param encoder is not copied in
     policy = VLAPolicy.from_pretrained(folder)
-    a = policy.predict_chunk(observation(), "pick up the red block").actions
-    b = policy.predict_chunk(observation(), "grab the crimson cube").actions
+    a = policy.predict_chunk(observation(), "pick up the red block", STEP_OBJECTS).actions
+    b = policy.predict_chunk(observation(), "grab the crimson cube", STEP_OBJECTS).actions
     assert a.shape == b.shape and not (a == b).all()  # the sentence token changes the prediction
     enc = policy.text_encoder
     sims = torch.nn.functional.cosine_similarity(enc.encode(["pick up the red block"]),

@@ -7,7 +7,8 @@ step-done probability says the step ends within that chunk. `evaluate_in_sim` ru
 with `keystone_vla.sim.rollout.run_episode`; training uses it for periodic closed-loop success.
 
 This is the training-time monitor, not the production runtime (`keystone_vla.policies` owns queues,
-smoothing and asynchronous inference). It must never read privileged sim state beyond object ids.
+smoothing and asynchronous inference). It must never read privileged sim state beyond object ids and, for
+models with an object token, the step's object poses when the step begins (what the scene graph reports).
 """
 
 from __future__ import annotations
@@ -30,16 +31,19 @@ class ClosedLoopVLA:
         self.policy = policy
         self.done_threshold = done_threshold
         self.objects: list[str] | None = None
+        self.world: Any = None
         self.reset()
 
     def bind(self, world: Any, instance: Any = None) -> None:
         self.objects = list(world.objects)
+        self.world = world
 
     def reset(self) -> None:
         self.plan: Plan | None = None
         self.plan_step = 0
         self._queue: list[np.ndarray] = []
         self._step_done = False
+        self._step_objects: tuple[int, np.ndarray] | None = None
 
     def act(self, observation: Observation) -> np.ndarray:
         if self.plan is None:
@@ -48,10 +52,21 @@ class ClosedLoopVLA:
             if self._step_done and self.plan_step + 1 < len(self.plan.steps):
                 self.plan_step += 1
             text = self.plan.steps[self.plan_step].text if self.plan.steps else observation.instruction
-            chunk = self.policy.predict_chunk(observation, text)
+            chunk = self.policy.predict_chunk(observation, text, self._located())
             self._queue = list(chunk.actions)
             self._step_done = chunk.step_done > self.done_threshold
         return self._queue.pop(0)
+
+
+    def _located(self) -> np.ndarray | None:
+        if not (self.policy.config.object_token and self.plan and self.plan.steps and self.world is not None):
+            return None
+        if self._step_objects is None or self._step_objects[0] != self.plan_step:
+            from keystone_vla.sim.objects import step_object_vector
+
+            self._step_objects = (self.plan_step, step_object_vector(self.world.objects,
+                                                                     self.plan.steps[self.plan_step]))
+        return self._step_objects[1]
 
 
 def evaluate_in_sim(policy: VLAPolicy, tasks: Sequence[str], episodes: int = 3, split: str = "seen",

@@ -80,6 +80,10 @@ class VLAConfig:
     max_plan_tokens: int = 96
     max_plan_steps: int = 12
     text_encoder: str = "none"
+    #: one prefix token for the current plan step's objects (positions relative to the gripper, yaw, size; see
+    #: `keystone_vla.vla.object_token`). Off in the dataclass so checkpoints saved before it existed load unchanged;
+    #: on in the presets.
+    object_token: bool = False
     #: word-level vocabulary size (set from the tokenizer when the model is built; bins come after it)
     vocab_size: int = 0
     #: skill -> step text template learned from data, e.g. {"pick": "pick up the {0}"}
@@ -116,8 +120,9 @@ class VLAConfig:
 
     @property
     def action_prefix_len(self) -> int:
-        """Length of the action prefix: image tokens per camera + instruction (+ MiniLM token) + proprio."""
-        extra = 1 if self.text_encoder == "minilm" else 0
+        """Length of the action prefix: image tokens per camera + instruction (+ MiniLM token) (+ object token)
+        + proprio."""
+        extra = int(self.text_encoder == "minilm") + int(self.object_token)
         return len(self.cameras) * self.tokens_per_image + self.max_instruction_tokens + extra + 1
 
     # ---- (de)serialisation ---------------------------------------------------------------------------
@@ -189,8 +194,9 @@ PRESETS: dict[str, VLAConfig] = {
         chunk_size=4,
         max_instruction_tokens=16,
         max_plan_tokens=64,
+        object_token=True,
     ),
-    "base": VLAConfig(preset="base"),
+    "base": VLAConfig(preset="base", object_token=True),
 }
 
 

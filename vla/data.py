@@ -26,6 +26,7 @@ import torch
 from keystone_vla.errors import DatasetError
 from keystone_vla.types import Plan
 from keystone_vla.vla.configuration import VLAConfig
+from keystone_vla.vla.object_token import jitter, object_features
 from keystone_vla.vla.tokenizer import WordTokenizer
 
 
@@ -136,6 +137,12 @@ class Collator:
             batch["step_done"] = torch.tensor([float(s["step_done"]) for s in samples])
         if self.text_encoder is not None:
             batch["text_features"] = self.text_encoder.encode([s["step_instruction"] for s in samples])
+        if cfg.object_token:
+            if not all("object_features" in s for s in samples):
+                raise DatasetError("the model has an object token but samples carry no object_features; train on "
+                                   "a store collected with step_objects (keystone data collect) or drop the token "
+                                   "(--no-object-token)")
+            batch["object_features"] = torch.from_numpy(np.stack([s["object_features"] for s in samples]))
         if self.plan_examples and self.plan_batch_size > 0:
             batch.update(self.plan_batch([self.rng.choice(self.plan_examples) for _ in range(self.plan_batch_size)]))
         return batch
@@ -195,15 +202,30 @@ def plan_json(instruction: str, calls: Sequence[tuple[str, Sequence[str]]], text
 
 class StepDoneDataset:
     """Wraps an `EpisodeWindowDataset` and adds ``step_done``: 1.0 when the plan step executed at t has
-    changed by tick t + H (the step ends within this chunk), read from the store's ``plan_step`` arrays."""
+    changed by tick t + H (the step ends within this chunk), read from the store's ``plan_step`` arrays; with
+    `object_token`, also ``object_features`` [24] from the store's ``step_objects`` and ``ee_pose`` arrays
+    (object poses jittered by about the scene graph's error when `augment`)."""
 
-    def __init__(self, base: Any, horizon: int) -> None:
+    def __init__(self, base: Any, horizon: int, object_token: bool = False, augment: bool = False,
+                 seed: int = 0) -> None:
         from keystone_vla.datasets.store import EpisodeStore
 
         store = EpisodeStore(base.store_path, mode="r")
         self.base = base
         self.horizon = horizon
         self.plan_steps = [np.asarray(store.episode(n).array("plan_step")) for n in base.names]
+        self.step_objects: list[np.ndarray] = []
+        self.ee_pose: list[np.ndarray] = []
+        if object_token:
+            for n in base.names:
+                ep = store.episode(n)
+                if not (ep.has("step_objects") and ep.has("ee_pose")):
+                    raise DatasetError(f"{n} has no step_objects/ee_pose arrays, which the object token needs; "
+                                       "re-collect with keystone data collect, or train with --no-object-token")
+                self.step_objects.append(np.asarray(ep.array("step_objects"), np.float32))
+                self.ee_pose.append(np.asarray(ep.array("ee_pose"), np.float32))
+        self.augment = augment
+        self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.base)
@@ -213,6 +235,11 @@ class StepDoneDataset:
         e, t = int(s["episode_index"]), int(s["frame_index"])
         ps = self.plan_steps[e]
         s["step_done"] = float(ps[min(t + self.horizon, len(ps) - 1)] != ps[t])
+        if self.step_objects:
+            so = self.step_objects[e][t]
+            if self.augment:
+                so = jitter(so, self.rng)
+            s["object_features"] = object_features(so, self.ee_pose[e][t])
         return s
 
 
@@ -263,8 +290,9 @@ def datasets_from_store(store_path: str, config: VLAConfig, val_every: int = 20,
     train_names = [n for n in good if n not in set(val)]
     kw = {"chunk_size": config.chunk_size, "cameras": config.cameras}
     train_ds = StepDoneDataset(EpisodeWindowDataset(store_path, episodes=train_names, augment=augment, **kw),
-                               config.chunk_size)
-    val_ds = StepDoneDataset(EpisodeWindowDataset(store_path, episodes=val, augment=False, **kw), config.chunk_size)
+                               config.chunk_size, config.object_token, augment)
+    val_ds = StepDoneDataset(EpisodeWindowDataset(store_path, episodes=val, augment=False, **kw), config.chunk_size,
+                             config.object_token)
     examples = [ex for ex in plan_examples_from_store(store)]
     task_counts: dict[str, int] = {}
     for task, _ in usable.values():

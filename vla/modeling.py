@@ -2,7 +2,12 @@
 
 Prefix (fixed layout, so training and batch-1 inference see the same positions; no attention mask needed):
 
-    [image tokens, camera 1] ... [image tokens, camera C] [instruction words, [PAD]-filled] ([MiniLM]) [proprio]
+    [image tokens, camera 1] ... [image tokens, camera C] [instruction words, [PAD]-filled] ([MiniLM]) ([objects])
+    [proprio]
+
+``[objects]`` (``config.object_token``) carries the current plan step's objects relative to the gripper
+(`keystone_vla.vla.object_token`): the plan names the objects, grounding finds them, and the action head
+moves relative to them instead of having to bind colour words to pixels.
 
 Heads
 - **chunk** (default): one forward pass gives the whole H x 7 chunk, trained with L1 (parallel decoding, as
@@ -38,6 +43,7 @@ from torch import nn
 
 from keystone_vla.errors import ModelError
 from keystone_vla.vla.configuration import VLAConfig
+from keystone_vla.vla.object_token import N_FEATURES as N_OBJECT_FEATURES
 from keystone_vla.vla.plan_grammar import PlanGrammar
 
 MINILM_DIM = 384
@@ -134,6 +140,8 @@ class VLAModel(nn.Module):
         self.done_head = nn.Linear(d, 1)
         if cfg.text_encoder == "minilm":
             self.text_proj = _mlp(MINILM_DIM, d, d)
+        if cfg.object_token:
+            self.object_proj = _mlp(N_OBJECT_FEATURES, d, d)
         if cfg.action_head == "chunk":
             if cfg.chunk_query == "queries":
                 self.action_queries = nn.Parameter(torch.randn(cfg.chunk_size, d) * 0.02)
@@ -169,12 +177,18 @@ class VLAModel(nn.Module):
         return tokens.reshape(b, c * n, -1)
 
     def action_prefix(self, images: torch.Tensor, instruction_ids: torch.Tensor, state: torch.Tensor,
-                      text_features: torch.Tensor | None = None) -> torch.Tensor:
+                      text_features: torch.Tensor | None = None,
+                      object_features: torch.Tensor | None = None) -> torch.Tensor:
         parts = [self.encode_images(images), self.embed_tokens(instruction_ids)]
         if self.config.text_encoder == "minilm":
             if text_features is None:
                 raise ModelError("this model was built with text_encoder='minilm'; pass text_features [B, 384]")
             parts.append(self.text_proj(text_features.to(self.dtype))[:, None])
+        if self.config.object_token:
+            if object_features is None:
+                raise ModelError(f"this model was built with an object token; pass object_features "
+                                 f"[B, {N_OBJECT_FEATURES}] (keystone_vla.vla.object_token.object_features)")
+            parts.append(self.object_proj(object_features.to(self.dtype))[:, None])
         parts.append(self.proprio(state.to(self.dtype))[:, None])
         return torch.cat(parts, dim=1)
 
@@ -264,7 +278,7 @@ class VLAModel(nn.Module):
         [B,H], step_done [B] + step_done_mask [B] (optional), text_features [B,384] (minilm only), and for the
         plan head plan_ids / plan_labels int64 [B2, T] (labels -100 where not predicted)."""
         prefix = self.action_prefix(batch["images"], batch["instruction_ids"], batch["state"],
-                                    batch.get("text_features"))
+                                    batch.get("text_features"), batch.get("object_features"))
         mask = batch["action_mask"].float()
         if self.config.action_head == "chunk":
             pred, done = self.chunk_forward(prefix)

@@ -2,8 +2,10 @@
 
 - `plan(instruction, observation=None, objects=None) -> Plan`: grammar-constrained plan over `objects` (the
   scene's object ids; default: the object ids seen in training), each step with its imperative text.
-- `predict_chunk(observation, step_instruction) -> ActionChunk`: H x 7 actions in physical units (the
-  normalisation saved in the checkpoint is undone here), plus the step-done probability.
+- `predict_chunk(observation, step_instruction, step_objects=None) -> ActionChunk`: H x 7 actions in physical
+  units (the normalisation saved in the checkpoint is undone here), plus the step-done probability.
+  `step_objects` (float [14], see `keystone_vla.vla.object_token`) is required by models with an object token:
+  the current step's objects as the step began, from the scene graph (or the simulator's poses in sim).
 
 Every input is validated before the model runs (empty/overlong instruction, missing camera, wrong image
 shape or dtype, wrong state size, NaN/inf state) and rejected with a `ModelError` saying what to fix. Runs
@@ -22,6 +24,7 @@ import torch
 from keystone_vla.errors import ModelError
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
 from keystone_vla.vla.checkpoint import VLABundle, load_pretrained
+from keystone_vla.vla.object_token import STEP_OBJECTS_DIM, object_features
 from keystone_vla.vla.plan_grammar import PlanGrammar, render_step_text
 
 MAX_INSTRUCTION_CHARS = 300
@@ -88,7 +91,21 @@ class VLAPolicy:
                              "check the joint-state source")
 
     # ---- inference ---------------------------------------------------------------------------------------
-    def _tensors(self, obs: Observation, step_instruction: str) -> dict[str, torch.Tensor]:
+    def check_step_objects(self, step_objects: object, obs: Observation) -> np.ndarray | None:
+        if not self.config.object_token:
+            return None
+        if step_objects is None:
+            raise ModelError("this model conditions on the step's objects: pass step_objects (float [14]: the "
+                             "step's first and last object, x y z yaw size_xyz each), e.g. from the scene graph")
+        so = np.asarray(step_objects, dtype=np.float32)
+        if so.shape != (STEP_OBJECTS_DIM,):
+            raise ModelError(f"step_objects has shape {list(so.shape)}, the model takes [{STEP_OBJECTS_DIM}]")
+        if obs.ee_pose is None or np.asarray(obs.ee_pose).shape != (7,):
+            raise ModelError("this model needs observation.ee_pose [7] (xyz + quaternion xyzw) for its object token")
+        return object_features(so, np.asarray(obs.ee_pose, np.float32))
+
+    def _tensors(self, obs: Observation, step_instruction: str,
+                 features: np.ndarray | None = None) -> dict[str, torch.Tensor]:
         device = self.model.camera_embed.device
         images = np.stack([obs.images[c] for c in self.config.cameras])[None]
         state = self.normalizer.normalize_state(obs.state)[None]
@@ -100,16 +117,21 @@ class VLAPolicy:
         }
         if self.text_encoder is not None:
             out["text_features"] = self.text_encoder.encode([step_instruction]).to(device)
+        if features is not None:
+            out["object_features"] = torch.from_numpy(features[None]).to(device)
         return out
 
-    def predict_chunk(self, observation: Observation, step_instruction: str | None = None) -> ActionChunk:
+    def predict_chunk(self, observation: Observation, step_instruction: str | None = None,
+                      step_objects: np.ndarray | None = None) -> ActionChunk:
         """H x 7 actions (physical units: m, rad, gripper 0..1 closed) for the current plan step."""
         text = self.check_instruction(step_instruction if step_instruction is not None else observation.instruction,
                                       "step_instruction")
         self.check_observation(observation)
+        features = self.check_step_objects(step_objects, observation)
         with torch.inference_mode():
-            t = self._tensors(observation, text)
-            prefix = self.model.action_prefix(t["images"], t["instruction_ids"], t["state"], t.get("text_features"))
+            t = self._tensors(observation, text, features)
+            prefix = self.model.action_prefix(t["images"], t["instruction_ids"], t["state"], t.get("text_features"),
+                                              t.get("object_features"))
             if self.config.action_head == "chunk":
                 z, done = self.model.chunk_forward(prefix)
             else:
@@ -136,6 +158,8 @@ class VLAPolicy:
     def _warmup(self) -> None:
         size = self.config.image_size
         obs = Observation(images={c: np.zeros((size, size, 3), np.uint8) for c in self.config.cameras},
-                          state=np.zeros(self.config.state_dim, np.float32), ee_pose=np.zeros(7, np.float32))
+                          state=np.zeros(self.config.state_dim, np.float32),
+                          ee_pose=np.array([0, 0, 0, 1, 0, 0, 0], np.float32))
         word = next(iter(self.tokenizer.tokenizer.get_vocab()))
-        self.predict_chunk(obs, "pick" if self.tokenizer.tokenizer.token_to_id("pick") is not None else word)
+        self.predict_chunk(obs, "pick" if self.tokenizer.tokenizer.token_to_id("pick") is not None else word,
+                           np.zeros(STEP_OBJECTS_DIM, np.float32) if self.config.object_token else None)

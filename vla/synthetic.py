@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from keystone_vla.vla.data import plan_json
+from keystone_vla.vla.object_token import object_features
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 180, 50), "blue": (30, 60, 230), "yellow": (240, 220, 30)}
 TARGETS = ("bowl", "plate")
@@ -49,7 +50,11 @@ class SyntheticDataset:
                 actions[h, :3] = direction * (1.0 - h / (2 * chunk_size))
                 actions[h, 6] = grip
             mask = np.ones(chunk_size, dtype=bool)
+            # the square as the step's object, 0.3 m x (image offset) from a gripper at the origin
+            obj_vec = [0.3 * (cx - 0.5), 0.3 * (cy - 0.5), 0.02, 0.0, 0.04, 0.04, 0.04]
+            step_objects = np.asarray(obj_vec * 2, np.float32)
             self.samples.append({
+                "object_features": object_features(step_objects, np.array([0, 0, 0.2, 1, 0, 0, 0], np.float32)),
                 "images": images, "state": state, "actions": actions, "action_mask": mask,
                 "instruction": instruction, "step_instruction": texts[step],
                 "plan": plan_json(instruction, calls, texts), "task": "pick_place",

@@ -164,6 +164,16 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
             if getattr(config, key) != getattr(model_config, key):
                 raise ConfigError(f"init_from {init_from} has {key}={getattr(config, key)!r} but this run asks for "
                                   f"{getattr(model_config, key)!r}; match the flags to the checkpoint")
+        if model_config.object_token and not config.object_token:
+            # grow an object token onto a model trained without one: every other weight carries over
+            config = config.replace(object_token=True)
+            grown = VLAModel(config)
+            missing, unexpected = grown.load_state_dict(warm.model.state_dict(), strict=False)
+            new = [k for k in missing if not k.startswith("object_proj.")]
+            if new or unexpected:
+                raise ModelError(f"init_from {init_from}: weights do not fit this model (missing {new[:3]}, "
+                                 f"unexpected {unexpected[:3]})")
+            warm.model = grown
     else:
         if resume:
             raise ModelError(f"--resume: {out} holds no checkpoint ({TOKENIZER_FILE} missing); drop --resume")

@@ -40,6 +40,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="comma-separated tasks whose episodes train the action head (default: every task in --data)")
     p.add_argument("--init-from", default=None,
                    help="warm-start from this checkpoint folder (weights, tokenizer, config; fresh optimizer)")
+    p.add_argument("--no-object-token", action="store_true",
+                   help="no object token (the step's object poses) in the prefix: images and text only")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
@@ -56,7 +58,8 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     cameras = tuple(split_list(args.cameras))
-    overrides = {"action_head": args.action_head, "cameras": cameras, "text_encoder": args.text_encoder}
+    overrides = {"action_head": args.action_head, "cameras": cameras, "text_encoder": args.text_encoder,
+                 "object_token": not args.no_object_token}
     if args.chunk_size:
         overrides["chunk_size"] = args.chunk_size
     config = get_preset(args.preset, **overrides)
