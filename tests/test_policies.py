@@ -138,7 +138,7 @@ def test_vla_agent_refuses_a_plan_that_does_not_ground(vla_ckpt) -> None:
 
 
 def test_vla_agent_advances_steps_and_flushes_the_queue(vla_ckpt) -> None:
-    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=4)
+    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=4, check_patience=1)
     size = agent.image_size
     scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
              DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
@@ -165,6 +165,36 @@ def test_vla_agent_advances_steps_and_flushes_the_queue(vla_ckpt) -> None:
     np.testing.assert_allclose(agent._step_objects[7:10], [0.5, 0.2, 0.02])  # ... and last, the bowl
     expect = agent.vla.predict_chunk(obs(size, 1), plan.steps[agent.plan_step].text, agent._step_objects).actions
     np.testing.assert_allclose(agent._predict(obs(size, 1)).actions, expect, rtol=1e-6, atol=1e-7)
+
+
+def test_vla_agent_ends_a_step_only_when_model_and_check_agree(vla_ckpt) -> None:
+    # done_threshold ~0: the model calls every chunk done; the check decides whether that ends the step
+    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1e-9, check_patience=1000)
+    size = agent.image_size
+    scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
+             DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
+    holds = {"pick(red_block)": False}
+    located: list[str] = []
+
+    def locate(step: PlanStep) -> np.ndarray:
+        located.append(step.call)
+        return np.zeros(14, np.float32)
+
+    agent.prepare("put the red block in the blue bowl", obs(size), scene,
+                  step_check=lambda s: holds.get(s.call, False), locate=locate)
+    agent.plan = Plan("x", (PlanStep.parse("pick(red_block)", "pick up the red block"),
+                            PlanStep.parse("place_in(red_block, blue_bowl)", "put it in the bowl")))
+    agent.reset()
+    chunk = agent.vla.config.chunk_size
+    for _ in range(2 * chunk + 2):  # the model says done, the grasp check fails: same step, objects located again
+        agent.act(obs(size))
+    assert agent.plan_step == 0 and agent.retries >= 2 and located.count("pick(red_block)") >= 3
+    holds["pick(red_block)"] = True
+    for _ in range(chunk + 1):  # the step ends once the chunk that called it done has run out
+        agent.act(obs(size))
+    assert agent.plan_step == 1 and located[-1] == "place_in(red_block, blue_bowl)"
+    with pytest.raises(ConfigError, match="check_patience"):
+        VLAAgent(agent.vla, check_patience=0)
 
 
 def test_vla_agent_in_the_harness_reports_its_plan(vla_ckpt) -> None:
