@@ -41,6 +41,7 @@ from .runtime import ChunkRuntime, RuntimeConfig
 StepCheck = Callable[[PlanStep], bool]
 DEFAULT_ACTIONS_PER_CHUNK = 2  # actions executed per predicted chunk (see module docstring)
 Locate = Callable[[PlanStep], np.ndarray]  # a step -> float [14]: its first and last object (x y z yaw size_xyz)
+# (the agent appends the end-effector pose at that moment: the model's 21-number step_objects)
 
 
 class VLAAgent:
@@ -176,7 +177,10 @@ class VLAAgent:
                 self._done_at = None
                 self._step_objects = None
         if self._step_objects is None and self._locate is not None and getattr(self.vla.config, "object_token", False):
-            self._step_objects = np.asarray(self._locate(self.plan.steps[self.plan_step]), np.float32)
+            from keystone_vla.vla.object_token import with_step_start
+
+            located = self._locate(self.plan.steps[self.plan_step])
+            self._step_objects = with_step_start(located, observation.ee_pose)
         action = self.runtime.act(observation)
         self._tick += 1
         return action

@@ -113,7 +113,7 @@ def vla_predictor(workdir: Path) -> tuple[object | None, str]:
     obs = Observation(images={c: np.zeros((size, size, 3), np.uint8) for c in policy.config.cameras},
                       state=np.zeros(policy.config.state_dim, np.float32),
                       ee_pose=np.array([0.4, 0, 0.3, 1, 0, 0, 0], np.float32))
-    step_objects = np.array([0.5, 0.0, 0.02, 0.3, 0.04, 0.04, 0.04] * 2, np.float32)
+    step_objects = np.array([0.5, 0.0, 0.02, 0.3, 0.04, 0.04, 0.04] * 2 + [0.4, 0, 0.3, 1, 0, 0, 0], np.float32)
 
     def predict(observation: Observation) -> ActionChunk:
         return policy.predict_chunk(obs, "pick up the red block", step_objects)

@@ -61,7 +61,7 @@ def timed(fn, n: int, warmup: int = 3) -> list[float]:
     return out
 
 
-SO = np.array([0.5, 0.0, 0.02, 0.3, 0.04, 0.04, 0.04] * 2, np.float32)  # the step's objects (object token)
+SO = np.array([0.5, 0.0, 0.02, 0.3, 0.04, 0.04, 0.04] * 2 + [0.4, 0, 0.3, 1, 0, 0, 0], np.float32)  # the step's objects (object token)
 
 
 def make_policy(tmp: Path, tok: WordTokenizer, bf16: bool = False, **overrides) -> VLAPolicy:

@@ -8,8 +8,10 @@ import numpy as np
 
 from keystone_vla.types import Observation
 
-# a step's objects (float [14]: first and last object, x y z yaw size_xyz), for models with an object token
-STEP_OBJECTS = np.array([0.5, 0.0, 0.02, 0.3, 0.04, 0.04, 0.04, 0.5, 0.2, 0.02, 0.0, 0.12, 0.12, 0.05], np.float32)
+# a step's objects (float [21]: first and last object, x y z yaw size_xyz, then the end-effector pose when the
+# step began), for models with an object token
+STEP_OBJECTS = np.array([0.5, 0.0, 0.02, 0.3, 0.04, 0.04, 0.04, 0.5, 0.2, 0.02, 0.0, 0.12, 0.12, 0.05,
+                         0.4, 0.0, 0.3, 1.0, 0.0, 0.0, 0.0], np.float32)
 
 
 def tiny_checkpoint(folder: Path, steps: int = 3, action_head: str = "chunk", seed: int = 0,

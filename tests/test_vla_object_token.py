@@ -26,19 +26,22 @@ def _ee(x: float, y: float, z: float, yaw: float) -> np.ndarray:
 
 
 def test_features_are_relative_to_the_gripper_and_respect_symmetry() -> None:
-    so = np.array(BLOCK + BOWL, np.float32)
+    # a placing step: the block is held (step began with the gripper at START), the bowl is the goal
+    start = _ee(0.5, 0.1, 0.03, 0.0)
+    so = np.array(BLOCK + BOWL + list(start), np.float32)
     f = object_features(so, _ee(0.4, 0.0, 0.3, 0.0))
     assert f.shape == (N_FEATURES,) and f.dtype == np.float32
-    np.testing.assert_allclose(f[:3], [1.0, 1.0, -2.8], atol=1e-5)  # (block - gripper) in 10 cm units
-    np.testing.assert_allclose(f[12:15], [0.0, -2.0, -2.7], atol=1e-5)  # the bowl, same frame
+    np.testing.assert_allclose(f[:3], [0.0, 0.0, -0.1], atol=1e-5)  # held block vs the gripper at the step's start
+    np.testing.assert_allclose(f[12:15], [0.0, -2.0, -2.7], atol=1e-5)  # bowl vs the gripper now, 10 cm units
     moved = object_features(so, _ee(0.41, 0.0, 0.3, 0.0))
-    np.testing.assert_allclose(moved[0], f[0] - 0.1, atol=1e-5)  # the gripper moved 1 cm towards it
-    # a block turned by a quarter turn looks the same to the 4-fold features, not to the 1-fold ones
+    np.testing.assert_allclose(moved[12], f[12] - 0.1, atol=1e-5)  # the gripper moved 1 cm towards the bowl
+    np.testing.assert_allclose(moved[:12], f[:12], atol=1e-6)  # ... the grasp offset did not change
+    # a goal turned by a quarter turn looks the same to the 4-fold features, not to the 1-fold ones
     turned = so.copy()
-    turned[3] += math.pi / 2
+    turned[10] += math.pi / 2
     g = object_features(turned, _ee(0.4, 0.0, 0.3, 0.0))
-    np.testing.assert_allclose(g[7:9], f[7:9], atol=1e-5)  # sin/cos(4 d)
-    assert np.abs(g[3:5] - f[3:5]).max() > 0.5  # sin/cos(d)
+    np.testing.assert_allclose(g[19:21], f[19:21], atol=1e-5)  # sin/cos(4 d)
+    assert np.abs(g[15:17] - f[15:17]).max() > 0.5  # sin/cos(d)
     # batched input gives the same rows
     rows = object_features(np.stack([so, turned]), np.stack([_ee(0.4, 0, 0.3, 0)] * 2))
     np.testing.assert_allclose(rows, np.stack([f, g]), atol=1e-6)
@@ -49,7 +52,7 @@ def test_gripper_yaw_inverts_the_top_down_orientation() -> None:
         assert gripper_yaw(_ee(0, 0, 0, yaw)[3:]) == pytest.approx(yaw, abs=1e-6)
 
 
-@pytest.mark.parametrize("bad,match", [(np.zeros(7), "step_objects must be"), (np.full(14, np.nan), "NaN")])
+@pytest.mark.parametrize("bad,match", [(np.zeros(14), "step_objects must be"), (np.full(21, np.nan), "NaN")])
 def test_bad_feature_input_is_rejected(bad, match) -> None:
     with pytest.raises(ModelError, match=match):
         object_features(bad, _ee(0, 0, 0.3, 0))

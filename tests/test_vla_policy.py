@@ -106,7 +106,7 @@ def test_bad_input_is_rejected_before_the_model_runs(policy, monkeypatch, case):
     elif case == "no_step_objects":
         step_objects = None
     elif case == "short_step_objects":
-        step_objects = step_objects[:7]
+        step_objects = step_objects[:14]
     elif case == "nan_step_objects":
         step_objects[2] = np.nan
     with pytest.raises(ModelError) as err:
@@ -115,7 +115,7 @@ def test_bad_input_is_rejected_before_the_model_runs(policy, monkeypatch, case):
     expected = {"empty": "empty", "blank": "empty", "overlong_words": "too long", "overlong_chars": "too long",
                 "not_str": "string", "nan_state": "NaN", "wrong_state_size": "state has shape",
                 "wrong_image_size": "[32, 32, 3]", "missing_camera": "lacks camera 'front'", "wrong_dtype": "uint8",
-                "no_step_objects": "pass step_objects", "short_step_objects": "step_objects has shape [7]",
+                "no_step_objects": "pass step_objects", "short_step_objects": "step_objects has shape [14]",
                 "nan_step_objects": "NaN"}
     assert expected[case] in msg
     if case in ("empty", "overlong_words", "nan_state", "wrong_image_size"):

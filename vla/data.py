@@ -26,7 +26,7 @@ import torch
 from keystone_vla.errors import DatasetError
 from keystone_vla.types import Plan
 from keystone_vla.vla.configuration import VLAConfig
-from keystone_vla.vla.object_token import jitter, object_features
+from keystone_vla.vla.object_token import jitter, object_features, with_step_start
 from keystone_vla.vla.tokenizer import WordTokenizer
 
 
@@ -214,16 +214,22 @@ class StepDoneDataset:
         self.base = base
         self.horizon = horizon
         self.plan_steps = [np.asarray(store.episode(n).array("plan_step")) for n in base.names]
-        self.step_objects: list[np.ndarray] = []
+        self.step_objects: list[np.ndarray] = []  # [T, 14] recorded objects
         self.ee_pose: list[np.ndarray] = []
+        self.step_start_ee: list[np.ndarray] = []  # [T, 7]: the end-effector pose when tick t's step began
         if object_token:
             for n in base.names:
                 ep = store.episode(n)
                 if not (ep.has("step_objects") and ep.has("ee_pose")):
                     raise DatasetError(f"{n} has no step_objects/ee_pose arrays, which the object token needs; "
                                        "re-collect with keystone data collect, or train with --no-object-token")
+                ps = np.asarray(ep.array("plan_step"))
+                ee = np.asarray(ep.array("ee_pose"), np.float32)
+                starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+                first = starts[np.searchsorted(starts, np.arange(len(ps)), side="right") - 1]
                 self.step_objects.append(np.asarray(ep.array("step_objects"), np.float32))
-                self.ee_pose.append(np.asarray(ep.array("ee_pose"), np.float32))
+                self.ee_pose.append(ee)
+                self.step_start_ee.append(ee[first])
         self.augment = augment
         self.rng = np.random.default_rng(seed)
 
@@ -239,7 +245,7 @@ class StepDoneDataset:
             so = self.step_objects[e][t]
             if self.augment:
                 so = jitter(so, self.rng)
-            s["object_features"] = object_features(so, self.ee_pose[e][t])
+            s["object_features"] = object_features(with_step_start(so, self.step_start_ee[e][t]), self.ee_pose[e][t])
         return s
 
 

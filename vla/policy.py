@@ -4,8 +4,9 @@
   scene's object ids; default: the object ids seen in training), each step with its imperative text.
 - `predict_chunk(observation, step_instruction, step_objects=None) -> ActionChunk`: H x 7 actions in physical
   units (the normalisation saved in the checkpoint is undone here), plus the step-done probability.
-  `step_objects` (float [14], see `keystone_vla.vla.object_token`) is required by models with an object token:
-  the current step's objects as the step began, from the scene graph (or the simulator's poses in sim).
+  `step_objects` (float [21], see `keystone_vla.vla.object_token`) is required by models with an object token:
+  the current step's first and last object as the step began (from the scene graph, or the simulator's poses in
+  sim), then the end-effector pose when the step began.
 
 Every input is validated before the model runs (empty/overlong instruction, missing camera, wrong image
 shape or dtype, wrong state size, NaN/inf state) and rejected with a `ModelError` saying what to fix. Runs
@@ -95,8 +96,9 @@ class VLAPolicy:
         if not self.config.object_token:
             return None
         if step_objects is None:
-            raise ModelError("this model conditions on the step's objects: pass step_objects (float [14]: the "
-                             "step's first and last object, x y z yaw size_xyz each), e.g. from the scene graph")
+            raise ModelError("this model conditions on the step's objects: pass step_objects (float [21]: the "
+                             "step's first and last object, x y z yaw size_xyz each, from the scene graph, then "
+                             "the end-effector pose when the step began)")
         so = np.asarray(step_objects, dtype=np.float32)
         if so.shape != (STEP_OBJECTS_DIM,):
             raise ModelError(f"step_objects has shape {list(so.shape)}, the model takes [{STEP_OBJECTS_DIM}]")

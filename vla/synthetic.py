@@ -52,7 +52,7 @@ class SyntheticDataset:
             mask = np.ones(chunk_size, dtype=bool)
             # the square as the step's object, 0.3 m x (image offset) from a gripper at the origin
             obj_vec = [0.3 * (cx - 0.5), 0.3 * (cy - 0.5), 0.02, 0.0, 0.04, 0.04, 0.04]
-            step_objects = np.asarray(obj_vec * 2, np.float32)
+            step_objects = np.asarray(obj_vec * 2 + [0, 0, 0.2, 1, 0, 0, 0], np.float32)
             self.samples.append({
                 "object_features": object_features(step_objects, np.array([0, 0, 0.2, 1, 0, 0, 0], np.float32)),
                 "images": images, "state": state, "actions": actions, "action_mask": mask,
