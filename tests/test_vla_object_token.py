@@ -110,3 +110,24 @@ def test_init_from_grows_an_object_token_onto_an_older_checkpoint(tmp_path: Path
     assert set(sb) - set(sa) == {k for k in sb if k.startswith("object_proj.")}
     for k, v in sa.items():  # every old weight carried over (lr ~0: one step changes nothing visible)
         torch.testing.assert_close(sb[k], v, atol=1e-5, rtol=0)
+
+
+def test_training_samples_carry_the_grasp_offset_and_the_live_goal(tmp_path: Path) -> None:
+    from keystone_vla.datasets.torch_dataset import EpisodeWindowDataset
+    from keystone_vla.datasets.writer import EpisodeData
+    from keystone_vla.sim.rollout import run_episode
+    from keystone_vla.types import EpisodeSpec
+    from keystone_vla.vla.data import StepDoneDataset
+
+    rec = run_episode(EpisodeSpec("pick_place", 2, "seen", "panda"), cameras=("front",), image_size=32)
+    store = EpisodeStore(tmp_path / "s.zarr")
+    store.write_episode(EpisodeData.from_record(rec))
+    ds = StepDoneDataset(EpisodeWindowDataset(str(tmp_path / "s.zarr"), chunk_size=4), 4, object_token=True)
+    feats = np.stack([ds[t]["object_features"] for t in range(len(ds))])
+    place = np.flatnonzero(rec.plan_step == 1)
+    held, goal = feats[place, :3], feats[place, 12:15]
+    assert np.ptp(held, axis=0).max() < 1e-5  # the grasp offset is fixed for the whole placing step
+    assert np.ptp(goal, axis=0).max() > 0.5  # the goal moves relative to the gripper as the arm carries the part
+    t0 = place[0]
+    np.testing.assert_allclose(held[0], (rec.step_objects[t0, :3] - rec.ee_pose[t0, :3]) / 0.1, atol=1e-4)
+    assert np.linalg.norm(held[0]) < 0.5  # the part is in the hand: within 5 cm of the gripper
