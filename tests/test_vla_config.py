@@ -47,7 +47,11 @@ def test_bad_choices_and_missing_file(tmp_path):
 def test_overrides_and_derived_sizes():
     cfg = get_preset("base", cameras=("front", "wrist"), chunk_size=16)
     assert cfg.tokens_per_image == 64
-    assert cfg.action_prefix_len == 2 * 64 + cfg.max_instruction_tokens + 1
+    # two cameras of patch tokens, the instruction, proprioception, and the object token
+    assert cfg.object_token
+    assert cfg.action_prefix_len == 2 * 64 + cfg.max_instruction_tokens + 1 + 1
+    no_obj = get_preset("base", cameras=("front", "wrist"), object_token=False)
+    assert no_obj.action_prefix_len == cfg.action_prefix_len - 1
     assert json.loads(cfg.to_json())["cameras"] == ["front", "wrist"]
 
 
