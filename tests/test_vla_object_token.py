@@ -112,6 +112,33 @@ def test_init_from_grows_an_object_token_onto_an_older_checkpoint(tmp_path: Path
         torch.testing.assert_close(sb[k], v, atol=1e-5, rtol=0)
 
 
+def test_init_from_swaps_the_action_head_keeping_the_trunk(tmp_path: Path) -> None:
+    """The discrete-token variant warm-starts from a chunk model: trunk, vision and object token carry over."""
+    from test_vla_helpers import tiny_checkpoint
+
+    from keystone_vla.vla.checkpoint import load_pretrained
+    from keystone_vla.vla.configuration import get_preset
+    from keystone_vla.vla.data import plan_examples_from_samples
+    from keystone_vla.vla.normalization import Normalizer
+    from keystone_vla.vla.synthetic import SyntheticDataset
+    from keystone_vla.vla.train import TrainConfig, train
+
+    old = tiny_checkpoint(tmp_path / "old", steps=2)
+    cfg = get_preset("tiny", action_head="tokens")
+    ds = SyntheticDataset(n=16, image_size=cfg.image_size, chunk_size=cfg.chunk_size)
+    train(cfg, TrainConfig(steps=1, batch_size=4, plan_batch_size=2, val_every=0, save_every=0, bf16="off",
+                           warmup_steps=1, lr=1e-9),
+          ds, plan_examples_from_samples(ds.samples), Normalizer.identity(8, 7).to_dict(), tmp_path / "new",
+          progress=False, init_from=old)
+    a, b = load_pretrained(old).model, load_pretrained(tmp_path / "new").model
+    assert a.config.action_head == "chunk" and b.config.action_head == "tokens"
+    sa, sb = a.state_dict(), b.state_dict()
+    assert set(sa) - set(sb) == {k for k in sa if k.startswith(("action_out.", "action_queries"))} != set()
+    assert set(sb) <= set(sa)
+    for k, v in sb.items():
+        torch.testing.assert_close(v, sa[k], atol=1e-5, rtol=0)
+
+
 def test_training_samples_carry_the_grasp_offset_and_the_live_goal(tmp_path: Path) -> None:
     from keystone_vla.datasets.torch_dataset import EpisodeWindowDataset
     from keystone_vla.datasets.writer import EpisodeData

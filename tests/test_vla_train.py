@@ -156,7 +156,7 @@ def test_keystone_train_cli_on_a_sim_store(sim_store, tmp_path):
     drift = max((a - b).abs().max().item() for a, b in zip(before.state_dict().values(), after.state_dict().values()))
     assert drift < 1e-5  # started from those weights (lr 1e-9: one step barely moves them)
     for bad, msg in ((["--tasks", "juggle"], "no episodes of task"), (["--init-from", str(tmp_path)], "not a checkpoint"),
-                     (["--init-from", str(out), "--action-head", "tokens"], "action_head")):
+                     (["--init-from", str(out), "--chunk-size", "12"], "chunk_size")):
         proc = subprocess.run(spec + ["--out", str(tmp_path / "bad")] + bad, env=ENV, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr[-2000:])

@@ -133,8 +133,8 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
     """Train on `dataset` (map-style, `EpisodeWindowDataset` samples) and write a checkpoint to `out_dir`.
 
     `init_from` warm-starts from another checkpoint folder (its config, tokenizer and weights; a fresh optimizer
-    and schedule), e.g. to specialise an all-task model on a few tasks; its cameras, action head and chunk size
-    must match `model_config`'s.
+    and schedule), e.g. to specialise an all-task model on a few tasks; its cameras and chunk size must match
+    `model_config`'s. An object token or a different action head asked for by `model_config` is grown on.
 
     `val_dataset` holds held-out samples (e.g. whole held-out episodes); without it a seeded random
     `val_fraction` of `dataset` is held out. Returns the summary also stored in ``train_info.json``."""
@@ -160,19 +160,26 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
         except ModelError as exc:
             raise ModelError(f"init_from {init_from} is not a checkpoint this run can start from: {exc}") from exc
         tok, config = warm.tokenizer, warm.model.config
-        for key in ("cameras", "action_head", "chunk_size"):
+        for key in ("cameras", "chunk_size"):
             if getattr(config, key) != getattr(model_config, key):
                 raise ConfigError(f"init_from {init_from} has {key}={getattr(config, key)!r} but this run asks for "
                                   f"{getattr(model_config, key)!r}; match the flags to the checkpoint")
-        if model_config.object_token and not config.object_token:
-            # grow an object token onto a model trained without one: every other weight carries over
-            config = config.replace(object_token=True)
+        grow_object = model_config.object_token and not config.object_token
+        new_head = model_config.action_head != config.action_head
+        if grow_object or new_head:
+            # grow an object token onto a model trained without one, and/or swap the action head (e.g. a chunk
+            # model's trunk warm-starts the discrete-token variant): every shared weight carries over, the new
+            # parts start fresh and the old head's weights are dropped
+            config = config.replace(object_token=config.object_token or grow_object,
+                                    action_head=model_config.action_head)
             grown = VLAModel(config)
             missing, unexpected = grown.load_state_dict(warm.model.state_dict(), strict=False)
-            new = [k for k in missing if not k.startswith("object_proj.")]
-            if new or unexpected:
+            fresh = ("object_proj.", "action_out.", "action_queries")
+            new = [k for k in missing if not k.startswith(fresh)]
+            bad = [k for k in unexpected if not (new_head and k.startswith(fresh[1:]))]
+            if new or bad:
                 raise ModelError(f"init_from {init_from}: weights do not fit this model (missing {new[:3]}, "
-                                 f"unexpected {unexpected[:3]})")
+                                 f"unexpected {bad[:3]})")
             warm.model = grown
     else:
         if resume:
