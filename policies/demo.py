@@ -25,7 +25,7 @@ from keystone_vla.vocab import SPLITS
 
 from .episode import EpisodeAdapter, find_scene, plan_goal_holds
 
-SAMPLE_INSTRUCTION = "stack the red block on the blue block"
+SAMPLE_INSTRUCTION = "place the blue block in the yellow bowl"
 #: tasks to try first for an instruction, by the skills / words it uses
 _TASK_HINTS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("kit", ("kit_assembly",)),

@@ -9,7 +9,7 @@ import imageio.v2 as imageio
 import pytest
 
 from keystone_vla.cli import main
-from keystone_vla.policies.demo import candidate_tasks, run_demo
+from keystone_vla.policies.demo import SAMPLE_INSTRUCTION, candidate_tasks, run_demo
 from keystone_vla.policies.oracle import BrokenPolicy
 from keystone_vla.policies.registry import shipped_checkpoint
 
@@ -21,19 +21,35 @@ def last_json(capsys) -> dict:
     return json.loads(captured.out.strip().splitlines()[-1]), captured.err
 
 
-@pytest.mark.skipif(shipped_checkpoint() is not None, reason="keystone-base is installed: no oracle fallback")
-def test_sample_instruction_runs_with_the_oracle_fallback(tmp_path, capsys) -> None:
+def test_sample_instruction_runs_with_the_oracle_fallback(tmp_path, capsys, monkeypatch) -> None:
+    """Where the package carries no keystone-base (e.g. a slimmed install), the demo says so and runs the oracle."""
+    import keystone_vla.policies.registry as registry
+
+    monkeypatch.setattr(registry, "shipped_checkpoint", lambda name=registry.SHIPPED: None)
     video = tmp_path / "demo.mp4"
     assert main(["demo", "--video", str(video), "--json"]) == 0
     out, err = last_json(capsys)
     assert KEYS <= set(out)
-    assert out["instruction"] == "stack the red block on the blue block"
+    assert out["instruction"] == SAMPLE_INSTRUCTION
     assert out["status"] == "succeeded" and out["success"] is True and out["refused"] is False
-    assert out["plan"] == ["pick(red_block)", "place_on(red_block, blue_block)"]
+    assert out["plan"] == ["pick(blue_block)", "place_in(blue_block, yellow_bowl)"]
     assert "keystone-base checkpoint is not installed" in err and out["policy"] == "oracle"
-    assert "1. pick(red_block)" in err  # the plan is shown before the motion
+    assert "1. pick(blue_block)" in err  # the plan is shown before the motion
     frames = imageio.mimread(video)
     assert len(frames) == out["steps"]
+
+
+@pytest.mark.skipif(shipped_checkpoint() is None, reason="keystone-base is not installed")
+def test_sample_instruction_runs_on_the_shipped_checkpoint(tmp_path, capsys) -> None:
+    """The main job: no argument -> the shipped VLA plans the sample instruction and drives the arm in sim."""
+    video = tmp_path / "demo.mp4"
+    assert main(["demo", "--video", str(video), "--json"]) == 0
+    out, err = last_json(capsys)
+    assert out["policy"] == "keystone-base" and "not installed" not in err
+    assert out["instruction"] == SAMPLE_INSTRUCTION and out["refused"] is False
+    assert out["plan"] == ["pick(blue_block)", "place_in(blue_block, yellow_bowl)"]  # planned by the VLA's plan head
+    assert out["status"] in ("succeeded", "failed") and out["steps"] > 10
+    assert len(imageio.mimread(video)) == out["steps"]
 
 
 def test_unknown_object_is_refused_with_exit_0(tmp_path, capsys) -> None:
