@@ -43,6 +43,32 @@ OBJECT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "tee": ("tee",),
 }
 
+#: kinds a gripper can pick up and move; every other kind is a fixture (bowls, plates, the kit and its slots, the hole)
+MOVABLE_KINDS: frozenset[str] = frozenset({"block", "cylinder", "peg", "square", "disc", "bar", "ell", "tee"})
+#: which kinds may fill each argument of a skill (`keystone_vla.types.SKILLS` order). A plan step outside these is
+#: physically meaningless (pick up a bowl, place a block *in* a block) and the plan decoder never emits one.
+SKILL_ARG_KINDS: dict[str, tuple[frozenset[str], ...]] = {
+    "pick": (MOVABLE_KINDS,),
+    "place_on": (MOVABLE_KINDS, MOVABLE_KINDS | {"plate"}),
+    "place_in": (MOVABLE_KINDS, frozenset({"bowl", "plate", "slot", "kit"})),
+    "insert": (MOVABLE_KINDS, frozenset({"hole", "slot"})),
+}
+
+
+def object_kind(object_id: str) -> str | None:
+    """The kind an object id names (``red_block`` -> ``block``, ``tee_slot`` -> ``slot``, ``peg`` -> ``peg``);
+    None when its last word is no kind this vocabulary knows (such objects are not kind-checked)."""
+    kind = object_id.rsplit("_", 1)[-1]
+    return kind if kind in OBJECT_SYNONYMS or kind == "slot" else None
+
+
+def kind_fits(skill: str, arg_index: int, object_id: str) -> bool:
+    """Whether `object_id` may be argument `arg_index` of `skill` (unknown skills and kinds are not judged here)."""
+    roles = SKILL_ARG_KINDS.get(skill)
+    kind = object_kind(object_id)
+    return roles is None or kind is None or arg_index >= len(roles) or kind in roles[arg_index]
+
+
 SPLITS: tuple[str, ...] = ("seen", "unseen")
 
 

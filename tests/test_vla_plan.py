@@ -13,6 +13,7 @@ from keystone_vla.vla.configuration import get_preset
 from keystone_vla.vla.modeling import VLAModel
 from keystone_vla.vla.plan_grammar import PlanGrammar, learn_step_templates, render_step_text
 from keystone_vla.vla.tokenizer import WordTokenizer
+from keystone_vla.vocab import kind_fits
 
 CORPUS = ["put the red block in the green bowl", "pick up the red block", "stack the blue block on the red block"]
 
@@ -62,6 +63,32 @@ def test_random_walks_through_the_grammar_always_give_grounded_parseable_plans(t
             assert set(step.args) <= set(objects)
             assert len(set(step.args)) == len(step.args)
             assert len(step.args) == len(SKILLS[step.skill])
+            assert all(kind_fits(step.skill, i, a) for i, a in enumerate(step.args)), call
+
+
+def test_grammar_only_offers_objects_whose_kind_fits_the_skill(tok):
+    # a bowl is never picked, a block is never a place_in target, a peg goes into the hole only
+    objects = ["yellow_bowl", "blue_block", "red_block", "peg", "hole"]
+    g = PlanGrammar(tok, objects)
+    g.advance(tok.skill_ids["place_in"])
+    g.advance(tok.grammar_ids["("])
+    firsts = {o for o in objects if all(t in g.allowed() for t in tok.object_ids(o)[:1])}
+    assert "yellow_bowl" not in firsts and "hole" not in firsts and "blue_block" in firsts
+    for t in tok.object_ids("blue_block"):
+        g.advance(t)
+    g.advance(tok.grammar_ids[","])
+    allowed_words = set(g.allowed())
+    assert tok.object_ids("yellow_bowl")[0] in allowed_words
+    assert tok.object_ids("red_block")[0] not in allowed_words  # "red" would start red_block: not a receptacle
+    g2 = PlanGrammar(tok, ["blue_block", "peg", "hole"])
+    g2.advance(tok.skill_ids["insert"])
+    g2.advance(tok.grammar_ids["("])
+    for t in tok.object_ids("peg"):
+        g2.advance(t)
+    g2.advance(tok.grammar_ids[","])
+    assert set(g2.allowed()) == {tok.object_ids("hole")[0]}
+    with pytest.raises(GroundingError, match="nothing in the scene can be manipulated"):
+        PlanGrammar(tok, ["yellow_bowl", "hole"])
 
 
 def test_grammar_rejects_disallowed_tokens_and_empty_scenes(tok):
@@ -69,6 +96,8 @@ def test_grammar_rejects_disallowed_tokens_and_empty_scenes(tok):
         PlanGrammar(tok, [])
     g = PlanGrammar(tok, ["red_block"])
     assert [t for t in g.allowed()] == [tok.skill_ids["pick"]]  # one object: no two-argument skills
+    g = PlanGrammar(tok, ["red_block", "blue_bowl"])  # place_on needs a second part; insert needs a hole
+    assert sorted(g.allowed()) == sorted([tok.skill_ids["pick"], tok.skill_ids["place_in"]])
     with pytest.raises(GroundingError):
         g.advance(tok.eos_id)
 

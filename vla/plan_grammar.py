@@ -6,8 +6,10 @@
     step  := SKILL "(" obj ("," obj)* ")"  (exactly the skill's arity, `keystone_vla.types.SKILLS`)
     obj   := the parts of one of the scene's object ids (a trie over ``red_block`` -> ``red block``)
 
-Arguments of one step are distinct objects, and a skill is only offered when the scene has enough objects for
-its arity, so every path through the machine ends in a plan that parses and names only given objects. The
+Arguments of one step are distinct objects whose kinds fit the skill (`vocab.SKILL_ARG_KINDS`: only movable
+parts are picked, ``place_in`` targets are receptacles, ``insert`` targets are holes or slots), and a skill is
+only offered when the scene has objects to fill all its arguments, so every path through the machine ends in a
+plan that parses, names only given objects, and asks for nothing physically meaningless. The
 model only chooses among `allowed()` ids; whatever its weights, it cannot produce an unparseable or
 ungrounded step. This module must never import torch: it is pure bookkeeping, tested without a model.
 """
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from keystone_vla.errors import GroundingError
 from keystone_vla.types import SKILLS
 from keystone_vla.vla.tokenizer import WordTokenizer
+from keystone_vla.vocab import kind_fits
 
 
 @dataclass
@@ -39,7 +42,10 @@ class PlanGrammar:
         self.objects = objs
         self.max_steps = max(1, max_steps)
         self._paths = {o: tokenizer.object_ids(o) for o in objs}
-        self._skills = {s: n for s, n in ((s, len(r)) for s, r in SKILLS.items()) if n <= len(objs)}
+        self._skills = {s: len(r) for s, r in SKILLS.items() if self._first_args(s)}
+        if not self._skills:
+            raise GroundingError(f"nothing in the scene can be manipulated ({', '.join(objs)}): no skill fits these "
+                                 "objects, so there is no plan to make")
         g = tokenizer.grammar_ids
         self._lp, self._rp, self._comma, self._semi = g["("], g[")"], g[","], g[";"]
         self._skill_of_id = {tokenizer.skill_ids[s]: s for s in self._skills}
@@ -52,11 +58,23 @@ class PlanGrammar:
         self._node_depth = 0
 
     # ---- the machine -----------------------------------------------------------------------------------
+    def _first_args(self, skill: str) -> list[str]:
+        """Objects that can open a `skill` step: the kind fits and the remaining arguments can still be filled."""
+        arity = len(SKILLS[skill])
+        return [o for o in self.objects if kind_fits(skill, 0, o) and
+                all(any(kind_fits(skill, i, p) and p != o for p in self.objects) for i in range(1, arity))]
+
+    def _candidates(self) -> list[str]:
+        """Objects allowed as the next argument of the step being decoded."""
+        i = len(self._args)
+        if i == 0:
+            return self._first_args(self._skill)
+        return [o for o in self.objects if o not in self._args and kind_fits(self._skill, i, o)]
+
     def _trie(self) -> _Trie:
         root = _Trie()
-        for obj, path in self._paths.items():
-            if obj in self._args:
-                continue
+        for obj in self._candidates():
+            path = self._paths[obj]
             node = root
             for tid in path:
                 node = node.children.setdefault(tid, _Trie())
