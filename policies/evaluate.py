@@ -91,6 +91,7 @@ class EpisodeResult:
     plan: list[str] = field(default_factory=list)  # ground-truth plan calls
     policy_plan: list[str] | None = None  # what the policy planned (None: the policy does not plan)
     plan_exact: bool | None = None
+    plan_same_steps: bool | None = None  # the same steps in any order (kit_assembly's instruction fixes no order)
     interventions: int = 0
     stalls: int | None = None
     latency_ms: list[float] = field(default_factory=list)
@@ -232,7 +233,7 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     policy_plan: Plan | None = getattr(policy, "plan", None)
     if policy_plan is not None:
         result.policy_plan = policy_plan.calls()
-        result.plan_exact = result.policy_plan == result.plan
+        result.plan_exact, result.plan_same_steps = plan_agreement(result.policy_plan, result.plan)
     stats = getattr(policy, "runtime_stats", None)
     if stats is not None:
         result.stalls = int(stats.stalls)
@@ -352,6 +353,7 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
     all_latency = [x for r in results for x in r.latency_ms]
     n = len(results)
     exact = [r.plan_exact for r in results if r.plan_exact is not None]
+    same = [r.plan_same_steps for r in results if r.plan_same_steps is not None]
     hist, _ = np.histogram(all_latency, bins=LATENCY_BINS_MS) if all_latency else (np.zeros(len(LATENCY_BINS_MS) - 1), None)
     cfg = asdict(config)
     cfg["out"] = str(config.out) if config.out else None
@@ -362,6 +364,7 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
         "episodes": n,
         "refused": sum(r.refused for r in results),
         "plan_exact_rate": (sum(exact) / len(exact)) if exact else None,
+        "plan_same_steps_rate": (sum(same) / len(same)) if same else None,
         "tasks": tasks,
         "latency_ms": {"p50": _percentile(all_latency, 50), "p99": _percentile(all_latency, 99),
                        "max": max(all_latency) if all_latency else None, "calls": len(all_latency),
@@ -377,10 +380,16 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
     }
 
 
+def plan_agreement(policy_plan: list[str], plan: list[str]) -> tuple[bool, bool]:
+    """(exact: the same steps in the same order, same_steps: the same steps in any order) against the task's plan."""
+    return policy_plan == plan, sorted(policy_plan) == sorted(plan)
+
+
 def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
     ran = [r for r in cell if not r.refused]
     lat = [x for r in cell for x in r.latency_ms]
     exact = [r.plan_exact for r in cell if r.plan_exact is not None]
+    same = [r.plan_same_steps for r in cell if r.plan_same_steps is not None]
     stalls = [r.stalls for r in ran if r.stalls is not None]
     return {
         "success_rate": sum(r.success for r in cell) / len(cell),
@@ -389,6 +398,7 @@ def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
         "refused": len(cell) - len(ran),
         "mean_steps": float(np.mean([r.steps for r in ran])) if ran else None,
         "plan_exact_rate": (sum(exact) / len(exact)) if exact else None,
+        "plan_same_steps_rate": (sum(same) / len(same)) if same else None,
         "interventions_per_episode": float(np.mean([r.interventions for r in ran])) if ran else None,
         "stalls": int(sum(stalls)) if stalls else None,
         "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99)},

@@ -14,7 +14,7 @@ from test_vla_helpers import tiny_checkpoint
 from keystone_vla.errors import ConfigError, GroundingError, ModelError
 from keystone_vla.perception.objects import DetectedObject
 from keystone_vla.policies.baseline import BaselineConfig, BaselinePolicy
-from keystone_vla.policies.evaluate import EpisodeJob, EvalConfig, run_job
+from keystone_vla.policies.evaluate import EpisodeJob, EvalConfig, plan_agreement, run_job
 from keystone_vla.policies.oracle import OraclePolicy
 from keystone_vla.policies.registry import load_policy, resolve_policy_name
 from keystone_vla.policies.vla_agent import VLAAgent
@@ -209,8 +209,17 @@ def test_vla_agent_in_the_harness_reports_its_plan(vla_ckpt) -> None:
     finally:
         world.close()
     assert not r.refused and r.steps == 10 and r.policy_plan
-    assert r.plan_exact == (r.policy_plan == r.plan)
+    assert (r.plan_exact, r.plan_same_steps) == plan_agreement(r.policy_plan, r.plan)
     assert r.stalls == 0 and len(r.latency_ms) == 10
+
+
+def test_plan_agreement_separates_order_from_content() -> None:
+    kit = ["pick(red_bar)", "place_in(red_bar, bar_slot)", "pick(blue_disc)", "place_in(blue_disc, disc_slot)"]
+    reordered = kit[2:] + kit[:2]
+    assert plan_agreement(kit, kit) == (True, True)
+    assert plan_agreement(reordered, kit) == (False, True)  # kit_assembly fixes no order
+    assert plan_agreement(kit[:2], kit) == (False, False)
+    assert plan_agreement(["pick(red_bar)", "place_in(red_bar, disc_slot)"] + kit[2:], kit) == (False, False)
 
 
 class RefusingPolicy:
