@@ -60,7 +60,7 @@ def _worker_init() -> None:
 
 
 def collect_one(out: str, task: str, index: int, seed: int, split: str, arm: str, cameras: tuple[str, ...],
-                image_size: int) -> dict[str, Any]:
+                image_size: int, action_noise: float = 0.0) -> dict[str, Any]:
     """Run one oracle episode; write it to the store at `out` when it succeeded. Runs in a worker."""
     from keystone_vla.datasets.store import EpisodeStore
     from keystone_vla.datasets.writer import EpisodeData
@@ -72,20 +72,24 @@ def collect_one(out: str, task: str, index: int, seed: int, split: str, arm: str
     if key not in _WORLD:  # one PyBullet world per worker process, reset from the seed each episode
         _WORLD[key] = make_world(spec, cameras, image_size)
     t0 = time.perf_counter()
-    rec = run_episode(spec, cameras=cameras, image_size=image_size, world=_WORLD[key])
+    rec = run_episode(spec, cameras=cameras, image_size=image_size, world=_WORLD[key], action_noise=action_noise)
     result = {"task": task, "index": index, "seed": seed, "success": bool(rec.success), "steps": int(rec.steps),
               "episode": None, "sim_s": time.perf_counter() - t0}
     if rec.success:
         data = EpisodeData.from_record(rec, source={"kind": "sim", "oracle": "scripted"})
         data.extra["collect_index"] = index
+        data.extra["action_noise"] = action_noise
         result["episode"] = EpisodeStore(out).write_episode(data)
     return result
 
 
 def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path, split: str = "seen",
             workers: int = 2, arm: str = "panda", seed: int = 0, cameras: Sequence[str] = ("front",),
-            image_size: int = 128, progress: bool = True) -> dict[str, Any]:
+            image_size: int = 128, progress: bool = True, action_noise: float = 0.0) -> dict[str, Any]:
     """Collect `episodes_per_task` oracle episodes of each task into the store at `out` (created or appended).
+
+    `action_noise` > 0 perturbs the executed motion (metres; labels stay the expert's, see
+    `keystone_vla.sim.rollout.OracleNoise`) so the demonstrations include recoveries.
 
     Returns the summary: episodes_written, episodes_dropped, out, per-task counts, steps, wall time.
     """
@@ -97,6 +101,8 @@ def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path,
     names = resolve_tasks(tasks)
     if split not in SPLITS:
         raise unknown_choice("split", split, SPLITS)
+    if not 0.0 <= action_noise <= 0.02:
+        raise ConfigError(f"--action-noise is in metres per tick and must be in 0..0.02, got {action_noise}")
     if episodes_per_task < 1 or workers < 1:
         raise ConfigError(f"--episodes-per-task and --workers must be >= 1 (got {episodes_per_task}, {workers})")
     get_robot(arm)  # unknown arm -> an error before any process starts
@@ -107,7 +113,7 @@ def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path,
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), desc="collect", unit="episode", file=sys.stderr, disable=not progress)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
-        futures = [pool.submit(collect_one, str(out), t, i, s, split, arm, tuple(cameras), image_size)
+        futures = [pool.submit(collect_one, str(out), t, i, s, split, arm, tuple(cameras), image_size, action_noise)
                    for t, i, s in jobs]
         try:
             for fut in as_completed(futures):
@@ -129,4 +135,5 @@ def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path,
     wall = time.perf_counter() - t0
     return {"episodes_written": written, "episodes_dropped": dropped, "out": str(out), "tasks": per_task,
             "steps_written": steps, "split": split, "arm": arm, "seed": seed, "workers": workers,
+            "action_noise": action_noise,
             "wall_s": round(wall, 2), "episodes_per_s": round(len(jobs) / wall, 3)}

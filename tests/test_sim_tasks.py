@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import keystone_vla.sim  # noqa: F401  (registers the envs)
-from keystone_vla.errors import SimError
+from keystone_vla.errors import ConfigError, SimError
 from keystone_vla.sim import TASKS, get_task, instruction_vocabulary, run_episode
 from keystone_vla.sim.env import ENV_IDS
 from keystone_vla.sim.world import SimWorld
@@ -146,3 +146,18 @@ def test_cli_sim_run_json_summary(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "keystone_vla.cli", "sim", "run", "--task", "stack", "--arm", "ur5"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "valid choices: iiwa, panda" in bad.stderr
+
+
+def test_action_noise_perturbs_the_path_but_records_the_experts_corrections():
+    spec = EpisodeSpec("pick_place", 3)
+    clean = run_episode(spec, record=True, image_size=32)
+    noisy = run_episode(spec, record=True, image_size=32, action_noise=0.006)
+    assert clean.success and noisy.success
+    np.testing.assert_array_equal(clean.action[0], noisy.action[0])  # same start: the label is the oracle's
+    drift = np.abs(noisy.ee_pose[1:20, :3] - clean.ee_pose[1:20, :3]).max()
+    assert drift > 5e-4  # the executed motion was perturbed
+    # below transit height, descending onto the block, the clean oracle never moves sideways; the noisy one steers back
+    lateral = lambda r: np.abs(r.action[(r.action[:, 2] < -0.005) & (r.ee_pose[:, 2] < 0.15), :2]).max()  # noqa: E731
+    assert lateral(noisy) > 2 * lateral(clean) + 1e-4
+    with pytest.raises(ConfigError, match="oracle rollouts only"):
+        run_episode(spec, record=False, action_noise=0.01, policy=object())

@@ -24,6 +24,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--seed", type=int, default=0, help="collection seed; episode seeds derive from (seed, task, index)")
     c.add_argument("--cameras", default="front", help="comma-separated cameras to record (front, wrist)")
     c.add_argument("--image-size", type=int, default=128)
+    c.add_argument("--action-noise", type=float, default=0.0,
+                   help="metres: perturb the executed motion (labels stay the expert's) so demos include recoveries")
     c.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
     c.set_defaults(func=cmd_collect)
 
@@ -70,7 +72,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
     cams = tuple(split_list(args.cameras))
     summary = collect(args.tasks, args.episodes_per_task, args.out, split=args.split, workers=args.workers,
-                      arm=args.arm, seed=args.seed, cameras=cams, image_size=args.image_size)
+                      arm=args.arm, seed=args.seed, cameras=cams, image_size=args.image_size,
+                      action_noise=args.action_noise)
     emit_summary(summary, args.json, title="keystone data collect")
     return 0
 
