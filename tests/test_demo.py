@@ -9,9 +9,10 @@ import imageio.v2 as imageio
 import pytest
 
 from keystone_vla.cli import main
-from keystone_vla.policies.demo import SAMPLE_INSTRUCTION, candidate_tasks, run_demo
+from keystone_vla.policies.demo import SAMPLE_INSTRUCTION, candidate_tasks, check_plan_agrees, run_demo
 from keystone_vla.policies.oracle import BrokenPolicy
 from keystone_vla.policies.registry import shipped_checkpoint
+from keystone_vla.types import Plan, PlanStep
 
 KEYS = {"instruction", "status", "success", "refused", "reason", "plan", "video"}
 
@@ -71,6 +72,29 @@ def test_broken_policy_fails_and_still_writes_the_video(tmp_path) -> None:
     result = run_demo("insert the peg into the hole", BrokenPolicy(), tmp_path / "fail.mp4", progress=False)
     assert result.status == "failed" and result.task == "insert" and result.reason
     assert Path(result.video).is_file() and len(imageio.mimread(result.video)) == result.steps
+
+
+class _WrongPlanner(BrokenPolicy):
+    """A policy whose own plan disagrees with the instruction (what an unseen phrasing did to the plan head)."""
+
+    def bind(self, world, instance) -> None:
+        wrong = [s for s in instance.plan.steps if s.skill == "pick"]
+        self.plan = Plan(instance.instruction, tuple(wrong))
+        self.acted = 0
+
+    def act(self, observation):
+        self.acted += 1
+        return super().act(observation)
+
+
+def test_a_policy_plan_that_disagrees_with_the_instruction_is_refused_before_motion(tmp_path) -> None:
+    policy = _WrongPlanner()
+    result = run_demo("place the blue block in the yellow bowl", policy, tmp_path / "never.mp4", progress=False)
+    assert result.status == "refused" and policy.acted == 0 and result.video is None
+    assert "policy planned pick(blue_block)" in result.reason and "place_in(blue_block, yellow_bowl)" in result.reason
+    assert not (tmp_path / "never.mp4").exists()
+    steps = (PlanStep.parse("pick(a_block)"), PlanStep.parse("place_in(a_block, b_bowl)"))
+    check_plan_agrees(Plan("x", steps[::-1]), Plan("x", steps))  # another order is accepted
 
 
 def test_candidate_tasks_follow_the_instruction() -> None:
