@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from keystone_vla.errors import GroundingError
 from keystone_vla.types import Observation, Plan
 
 #: refusal kinds that depend on the scene (another scene variant may have the object); the rest are about the text
@@ -64,6 +65,19 @@ def plan_goal_holds(world: Any, plan: Plan) -> bool:
     if not placing:
         return bool(plan.steps) and all(step_effect_holds(world, s) for s in plan.steps)
     return all(step_effect_holds(world, s) for s in placing) and world.robot.gripper_opening() > 0.5
+
+
+def check_plan_agrees(plan: Plan | None, goal_plan: Plan | None) -> None:
+    """Refuse (GroundingError, before any motion) when a policy's own plan asks for other steps than the
+    instruction's grounded reading. Order may differ (kit_assembly fixes none); content may not. Measured: on
+    unseen phrasings the shipped plan head emits grammatical but wrong plans (reports/keystone-base), and a
+    plan that is not what the operator said must never be executed on a guess."""
+    if plan is None or goal_plan is None:
+        return
+    if sorted(plan.calls()) != sorted(goal_plan.calls()):
+        raise GroundingError(
+            f"the policy planned {'; '.join(plan.calls())} but the instruction reads as "
+            f"{'; '.join(goal_plan.calls())}; refusing rather than guessing (rephrase the instruction)")
 
 
 class EpisodeAdapter:

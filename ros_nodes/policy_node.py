@@ -88,6 +88,7 @@ class PolicyNode:
         if self.scene is None:
             self.refuse(text, "no scene yet from sim_bridge (/keystone/scene); cannot ground the instruction")
             return
+        from keystone_vla.policies.episode import check_plan_agrees
         from keystone_vla.sim.tasks import get_task
 
         try:
@@ -97,6 +98,8 @@ class PolicyNode:
             bind = getattr(self.policy, "bind", None)
             if bind is not None:
                 bind(self.shadow, self.inst)
+            # a learned policy's own plan must ask for the steps the instruction grounds to, or nothing moves
+            check_plan_agrees(getattr(self.policy, "plan", None), self.inst.plan)
             self.policy.reset()
         except KeystoneError as exc:
             self.refuse(text, str(exc))

@@ -147,3 +147,27 @@ def test_launch_files_and_ament_metadata_agree():
     xml = (root / "package.xml").read_text()
     assert "<name>keystone_vla</name>" in xml and "<build_type>ament_python</build_type>" in xml
     assert (root / "resource" / "keystone_vla").exists()
+
+
+def test_policy_node_refuses_a_policy_plan_that_disagrees_with_the_instruction():
+    from keystone_vla.policies.oracle import BrokenPolicy
+    from keystone_vla.types import Plan
+
+    class WrongPlanner(BrokenPolicy):
+        def bind(self, world, instance) -> None:
+            self.plan = Plan(instance.instruction, tuple(s for s in instance.plan.steps if s.skill == "pick"))
+
+    node = build_node("policy", {"policy": "broken"}, "dds")
+    try:
+        scene = {"task": "pick_place", "seed": 0, "split": "seen", "objects": {}, "success": False}
+        node.on_scene(m.String(json.dumps(scene)))
+        node.on_instruction(m.String("place the blue block in the yellow bowl"))
+        assert node.state == "executing"  # a policy without its own plan runs the grounded one
+        node.state = "idle"
+        node.policy = WrongPlanner()
+        node.on_instruction(m.String("place the blue block in the yellow bowl"))
+        assert node.state == "refused" and node.ticks == 0
+        assert "policy planned pick(blue_block)" in node.reason and "place_in(blue_block, yellow_bowl)" in node.reason
+    finally:
+        node.close()
+        node.node.destroy()
