@@ -27,6 +27,7 @@ from keystone_vla.errors import ConfigError, unknown_choice
 from keystone_vla.vocab import SPLITS
 
 _WORLD: dict[tuple, Any] = {}
+_LEARNER: dict[str, Any] = {}
 
 
 def episode_seed(base_seed: int, task: str, index: int) -> int:
@@ -60,36 +61,60 @@ def _worker_init() -> None:
 
 
 def collect_one(out: str, task: str, index: int, seed: int, split: str, arm: str, cameras: tuple[str, ...],
-                image_size: int, action_noise: float = 0.0) -> dict[str, Any]:
-    """Run one oracle episode; write it to the store at `out` when it succeeded. Runs in a worker."""
+                image_size: int, action_noise: float = 0.0, learner: str | None = None,
+                learner_share: float = 0.5) -> dict[str, Any]:
+    """Run one oracle episode; write it to the store at `out` when it succeeded. Runs in a worker.
+    With `learner` (a VLA checkpoint folder) the learner drives part of the episode while the oracle's actions are
+    recorded (DAgger, see `keystone_vla.policies.dagger`)."""
     from keystone_vla.datasets.store import EpisodeStore
     from keystone_vla.datasets.writer import EpisodeData
     from keystone_vla.sim.rollout import make_world, run_episode
+    from keystone_vla.sim.tasks import get_task
     from keystone_vla.types import EpisodeSpec
 
     spec = EpisodeSpec(task, seed, split, arm)
     key = (arm, cameras, image_size)
     if key not in _WORLD:  # one PyBullet world per worker process, reset from the seed each episode
         _WORLD[key] = make_world(spec, cameras, image_size)
+    executor, max_steps = None, None
+    source: dict[str, Any] = {"kind": "sim", "oracle": "scripted"}
+    if learner is not None:
+        from keystone_vla.policies.dagger import LearnerMix
+        from keystone_vla.vla.policy import VLAPolicy
+
+        if learner not in _LEARNER:  # one model per worker process
+            _LEARNER[learner] = VLAPolicy.from_pretrained(learner)
+        executor = LearnerMix(_LEARNER[learner], share=learner_share)
+        source["learner"] = str(learner)
+        # a learner drifts and the oracle then recovers: give that twice the task's time before dropping the episode
+        max_steps = 2 * get_task(task).max_steps
     t0 = time.perf_counter()
-    rec = run_episode(spec, cameras=cameras, image_size=image_size, world=_WORLD[key], action_noise=action_noise)
+    rec = run_episode(spec, cameras=cameras, image_size=image_size, world=_WORLD[key], action_noise=action_noise,
+                      executor=executor, max_steps=max_steps)
     result = {"task": task, "index": index, "seed": seed, "success": bool(rec.success), "steps": int(rec.steps),
-              "episode": None, "sim_s": time.perf_counter() - t0}
+              "episode": None, "sim_s": time.perf_counter() - t0,
+              "learner_ticks": executor.learner_ticks if executor is not None else 0}
     if rec.success:
-        data = EpisodeData.from_record(rec, source={"kind": "sim", "oracle": "scripted"})
+        data = EpisodeData.from_record(rec, source=source)
         data.extra["collect_index"] = index
         data.extra["action_noise"] = action_noise
+        if executor is not None:
+            data.extra["learner_share"] = learner_share
+            data.extra["learner_ticks"] = executor.learner_ticks
         result["episode"] = EpisodeStore(out).write_episode(data)
     return result
 
 
 def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path, split: str = "seen",
             workers: int = 2, arm: str = "panda", seed: int = 0, cameras: Sequence[str] = ("front",),
-            image_size: int = 128, progress: bool = True, action_noise: float = 0.0) -> dict[str, Any]:
+            image_size: int = 128, progress: bool = True, action_noise: float = 0.0, learner: str | None = None,
+            learner_share: float = 0.5) -> dict[str, Any]:
     """Collect `episodes_per_task` oracle episodes of each task into the store at `out` (created or appended).
 
     `action_noise` > 0 perturbs the executed motion (metres; labels stay the expert's, see
-    `keystone_vla.sim.rollout.OracleNoise`) so the demonstrations include recoveries.
+    `keystone_vla.sim.rollout.OracleNoise`) so the demonstrations include recoveries. `learner` (a VLA checkpoint
+    folder) lets that policy drive about `learner_share` of each episode while the oracle's actions are recorded
+    (DAgger, `keystone_vla.policies.dagger`); the two are exclusive.
 
     Returns the summary: episodes_written, episodes_dropped, out, per-task counts, steps, wall time.
     """
@@ -103,21 +128,35 @@ def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path,
         raise unknown_choice("split", split, SPLITS)
     if not 0.0 <= action_noise <= 0.02:
         raise ConfigError(f"--action-noise is in metres per tick and must be in 0..0.02, got {action_noise}")
+    if learner is not None:
+        from keystone_vla.policies.registry import resolve_policy_name
+
+        if action_noise > 0:
+            raise ConfigError("--learner and --action-noise are exclusive: pick DAgger or DART for one collection")
+        if not 0.0 < learner_share <= 1.0:
+            raise ConfigError(f"--learner-share must be in (0, 1], got {learner_share}")
+        kind, folder = resolve_policy_name(str(learner))  # a bad name fails here, not in every worker
+        if kind != "vla":
+            raise ConfigError(f"--learner {learner}: DAgger needs a VLA checkpoint (keystone-base or a folder "
+                              f"written by `keystone train`), got a {kind} policy")
+        learner = str(folder)
     if episodes_per_task < 1 or workers < 1:
         raise ConfigError(f"--episodes-per-task and --workers must be >= 1 (got {episodes_per_task}, {workers})")
     get_robot(arm)  # unknown arm -> an error before any process starts
     EpisodeStore(out)  # create once here, before workers race to do it
     jobs = [(t, i, episode_seed(seed, t, i)) for t in names for i in range(episodes_per_task)]
     per_task = {t: {"written": 0, "dropped": 0} for t in names}
-    written, dropped, steps = 0, 0, 0
+    written, dropped, steps, learner_ticks = 0, 0, 0, 0
     t0 = time.perf_counter()
     bar = tqdm(total=len(jobs), desc="collect", unit="episode", file=sys.stderr, disable=not progress)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
-        futures = [pool.submit(collect_one, str(out), t, i, s, split, arm, tuple(cameras), image_size, action_noise)
+        futures = [pool.submit(collect_one, str(out), t, i, s, split, arm, tuple(cameras), image_size, action_noise,
+                               learner, learner_share)
                    for t, i, s in jobs]
         try:
             for fut in as_completed(futures):
                 r = fut.result()
+                learner_ticks += r["learner_ticks"] if r["success"] else 0
                 if r["success"]:
                     written += 1
                     steps += r["steps"]
@@ -135,5 +174,6 @@ def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path,
     wall = time.perf_counter() - t0
     return {"episodes_written": written, "episodes_dropped": dropped, "out": str(out), "tasks": per_task,
             "steps_written": steps, "split": split, "arm": arm, "seed": seed, "workers": workers,
-            "action_noise": action_noise,
+            "action_noise": action_noise, "learner": learner,
+            "learner_tick_share": round(learner_ticks / steps, 3) if learner is not None and steps else None,
             "wall_s": round(wall, 2), "episodes_per_s": round(len(jobs) / wall, 3)}

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from keystone_vla.errors import ConfigError, SimError
-from keystone_vla.types import EpisodeSpec, Observation, Plan
+from keystone_vla.types import EpisodeSpec, Observation, Plan, PlanStep
 
 from .objects import step_object_vector
 from .oracle import OracleExpert
@@ -75,6 +75,20 @@ def resolve_shield(shield: Any, world: SimWorld):
     return shield
 
 
+class Executor(Protocol):
+    """What runs instead of the oracle's action while the oracle's action is recorded as the label.
+
+    `execute` gets the oracle's action for this tick, the observation, the plan step the oracle is on and that
+    step's 21 object numbers (`keystone_vla.vla.object_token`: the step's objects and the end effector as the step
+    began) and returns the action to apply. `reset(seed)` starts an episode.
+    """
+
+    def reset(self, seed: int) -> None: ...
+
+    def execute(self, label: np.ndarray, observation: Observation, step: PlanStep,
+                step_objects: np.ndarray) -> np.ndarray: ...
+
+
 class OracleNoise:
     """DART-style noise injection (Laskey et al., 2017) for demonstration collection.
 
@@ -89,9 +103,13 @@ class OracleNoise:
 
     kick_p = 0.05
 
-    def __init__(self, scale: float, seed: int) -> None:
+    def __init__(self, scale: float, seed: int = 0) -> None:
+        self.scale = float(scale)
+        self.reset(seed)
+
+    def reset(self, seed: int) -> None:
         self.rng = np.random.default_rng([int(seed), 7919])
-        self.s = float(self.rng.uniform(0.0, scale))
+        self.s = float(self.rng.uniform(0.0, self.scale))
 
     def perturb(self, action: np.ndarray) -> np.ndarray:
         out = np.array(action, dtype=np.float32, copy=True)
@@ -100,20 +118,30 @@ class OracleNoise:
             out[:2] += self.rng.normal(0.0, 3.0 * self.s, 2)
         return out
 
+    def execute(self, label: np.ndarray, observation: Observation, step: PlanStep,
+                step_objects: np.ndarray) -> np.ndarray:
+        return self.perturb(label)
+
 
 def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, cameras: tuple[str, ...] = ("front",),
                 image_size: int = 128, record: bool = True, max_steps: int | None = None, shield: Any = "default",
-                video: bool = False, world: SimWorld | None = None, action_noise: float = 0.0) -> EpisodeRecord:
+                video: bool = False, world: SimWorld | None = None, action_noise: float = 0.0,
+                executor: Executor | None = None) -> EpisodeRecord:
     """Run one episode of `spec` with the oracle (policy None) or `policy`; return its record.
 
     `record` keeps per-step observations/actions (for datasets); `video` keeps front-camera frames for a rollout video.
     Pass `world` to reuse a simulator across episodes (it is reset from the seed, so results do not depend on reuse).
     `action_noise` (metres, oracle only) perturbs the executed motion while the clean oracle action is recorded, so
-    the demonstrations show how the expert recovers from being off its path (see `OracleNoise`).
+    the demonstrations show how the expert recovers from being off its path (see `OracleNoise`). `executor`
+    generalises that (oracle only): it chooses the applied action each tick while the oracle's is recorded, e.g.
+    a learned policy for DAgger (`keystone_vla.policies.dagger.LearnerMix`).
     """
     if action_noise < 0 or (action_noise > 0 and policy is not None):
         raise ConfigError(f"action_noise must be >= 0 and is for oracle rollouts only (got {action_noise} with "
                           f"policy={'set' if policy is not None else 'None'})")
+    if executor is not None and (policy is not None or action_noise > 0):
+        raise ConfigError("executor is for oracle rollouts only and replaces action_noise; pass one of them, "
+                          "without a policy")
     task = get_task(spec.task)
     own_world = world is None
     if world is None:
@@ -131,10 +159,13 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
         rec = EpisodeRecord(spec.task, spec.split, spec.seed, spec.arm, inst.instruction, inst.plan, False, 0)
         buf: dict[str, list] = {"state": [], "ee_pose": [], "action": [], "plan_step": [], "timestamp": [],
                                 "step_objects": []}
-        snapshot, snapshot_step = None, -1  # the current step's objects as that step began
-        noise = OracleNoise(action_noise, spec.seed) if action_noise > 0 else None
+        snapshot, snapshot_ee, snapshot_step = None, None, -1  # the current step's objects as that step began
+        if action_noise > 0:
+            executor = OracleNoise(action_noise)
+        if executor is not None:
+            executor.reset(spec.seed)
         frames: dict[str, list] = {c: [] for c in cameras}
-        need_obs = record or policy is not None
+        need_obs = record or policy is not None or executor is not None
         for t in range(limit):
             obs = world.observation(inst.instruction, cameras=cameras) if need_obs else None
             if video:
@@ -148,6 +179,10 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
                 action = np.asarray(policy.act(obs), dtype=np.float32)
                 rec.policy_latency_ms.append((time.perf_counter() - a0) * 1e3)
                 step_idx = int(getattr(policy, "plan_step", 0))
+            step = inst.plan.steps[max(0, min(step_idx, len(inst.plan.steps) - 1))] if inst.plan.steps else None
+            if step is not None and step_idx != snapshot_step and (record or executor is not None):
+                snapshot = step_object_vector(world.objects, step)
+                snapshot_ee, snapshot_step = obs.ee_pose, step_idx
             if record:
                 for c in cameras:
                     frames[c].append(obs.images[c])
@@ -155,13 +190,13 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
                 buf["ee_pose"].append(obs.ee_pose)
                 buf["action"].append(action)
                 buf["plan_step"].append(step_idx)
-                if inst.plan.steps and step_idx != snapshot_step:
-                    step = inst.plan.steps[max(0, min(step_idx, len(inst.plan.steps) - 1))]
-                    snapshot = step_object_vector(world.objects, step)
-                    snapshot_step = step_idx
                 buf["step_objects"].append(snapshot)
                 buf["timestamp"].append(t / CONTROL_HZ)
-            world.apply_action(action if noise is None else noise.perturb(action))
+            if executor is not None and step is not None:
+                applied = executor.execute(action, obs, step, np.concatenate([snapshot, snapshot_ee]).astype(np.float32))
+            else:
+                applied = action
+            world.apply_action(applied)
             rec.steps = t + 1
             if task.success(world, inst) and world.robot.gripper_opening() > 0.5:
                 rec.success = True

@@ -18,8 +18,11 @@ from test_data_ingest import MAP, make_bag
 
 from keystone_vla.cli import main
 from keystone_vla.datasets import EpisodeStore
-from keystone_vla.datasets.collect import collect_one, episode_seed
+from keystone_vla.datasets.collect import collect, collect_one, episode_seed
 from keystone_vla.datasets.synthetic import synthetic_episode
+from keystone_vla.policies.registry import shipped_checkpoint
+from keystone_vla.sim.rollout import run_episode
+from keystone_vla.types import EpisodeSpec
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -136,3 +139,37 @@ def test_verify_info_export_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -
     assert EpisodeStore(path, mode="r").episode_names() == ["episode_000000", "episode_000002"]
     code = main(["data", "info", str(tmp_path / "nope")])
     assert code == 2 and "no episode store" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shipped_checkpoint() is None, reason="keystone-base is not installed")
+def test_collect_with_a_learner_records_the_oracles_labels_on_the_learners_path(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """DAgger: the shipped VLA drives about half of each episode; what is stored is the oracle's action there."""
+    out = tmp_path / "dagger.zarr"
+    code, summary = run_cli(capsys, "data", "collect", "--tasks", "stack", "--episodes-per-task", "1", "--workers",
+                            "1", "--seed", "3", "--learner", "keystone-base", "--out", str(out), "--json")
+    assert code == 0 and summary["episodes_written"] == 1 and 0.2 < summary["learner_tick_share"] < 0.8
+    ep = next(iter(EpisodeStore(out, mode="r").episodes()))
+    assert ep.attrs["source"]["learner"].endswith("keystone-base") and ep.attrs["learner_ticks"] > 10
+    # the same scene run by the oracle alone: same first label (same start), but a different path afterwards
+    clean = run_episode(EpisodeSpec("stack", episode_seed(3, "stack", 0)), image_size=32)
+    actions, ee = ep.array("action"), ep.array("ee_pose")
+    np.testing.assert_allclose(actions[0], clean.action[0], atol=1e-6)
+    n = min(len(ee), len(clean.ee_pose))
+    assert np.abs(ee[:n, :3] - clean.ee_pose[:n, :3]).max() > 0.005
+    # every stored action is an oracle action: bounded by the oracle's speed limit (0.24 m/s at 10 Hz)
+    assert np.linalg.norm(actions[:, :3], axis=1).max() <= 0.024 + 1e-6
+
+
+def test_collect_learner_bad_input(tmp_path: Path) -> None:
+    from keystone_vla.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="needs a VLA checkpoint"):
+        collect("stack", 1, tmp_path / "a.zarr", learner="oracle", progress=False)
+    with pytest.raises(ConfigError, match="exclusive"):
+        collect("stack", 1, tmp_path / "b.zarr", learner="keystone-base", action_noise=0.005, progress=False)
+    with pytest.raises(ConfigError, match="learner-share"):
+        collect("stack", 1, tmp_path / "c.zarr", learner="keystone-base", learner_share=0.0, progress=False)
+    with pytest.raises(ConfigError, match="no such folder"):
+        collect("stack", 1, tmp_path / "d.zarr", learner=str(tmp_path / "missing"), progress=False)
+    assert not (tmp_path / "a.zarr").exists()  # refused before any store is created

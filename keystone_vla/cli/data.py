@@ -26,6 +26,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--image-size", type=int, default=128)
     c.add_argument("--action-noise", type=float, default=0.0,
                    help="metres: perturb the executed motion (labels stay the expert's) so demos include recoveries")
+    c.add_argument("--learner", default=None, metavar="CKPT",
+                   help="DAgger: this VLA (keystone-base or a checkpoint folder) drives part of each episode while "
+                        "the oracle's actions are recorded as labels")
+    c.add_argument("--learner-share", type=float, default=0.5,
+                   help="with --learner: share of the episode's segments the learner drives (default 0.5)")
     c.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
     c.set_defaults(func=cmd_collect)
 
@@ -73,7 +78,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
     cams = tuple(split_list(args.cameras))
     summary = collect(args.tasks, args.episodes_per_task, args.out, split=args.split, workers=args.workers,
                       arm=args.arm, seed=args.seed, cameras=cams, image_size=args.image_size,
-                      action_noise=args.action_noise)
+                      action_noise=args.action_noise, learner=args.learner, learner_share=args.learner_share)
     emit_summary(summary, args.json, title="keystone data collect")
     return 0
 
