@@ -66,14 +66,36 @@ def test_random_walks_through_the_grammar_always_give_grounded_parseable_plans(t
             assert all(kind_fits(step.skill, i, a) for i, a in enumerate(step.args)), call
 
 
+def _advance_call(g, tok, skill, *args):
+    g.advance(tok.skill_ids[skill])
+    g.advance(tok.grammar_ids["("])
+    for i, a in enumerate(args):
+        for t in tok.object_ids(a):
+            g.advance(t)
+        g.advance(tok.grammar_ids[")" if i == len(args) - 1 else ","])
+
+
+def _first_words(g, tok, objects):
+    allowed = set(g.allowed())
+    return {o for o in objects if tok.object_ids(o)[0] in allowed}
+
+
 def test_grammar_only_offers_objects_whose_kind_fits_the_skill(tok):
     # a bowl is never picked, a block is never a place_in target, a peg goes into the hole only
     objects = ["yellow_bowl", "blue_block", "red_block", "peg", "hole"]
     g = PlanGrammar(tok, objects)
+    assert set(g.allowed()) == {tok.skill_ids["pick"]}  # empty hands: the plan starts with a pick
+    g.advance(tok.skill_ids["pick"])
+    g.advance(tok.grammar_ids["("])
+    firsts = _first_words(g, tok, objects)
+    assert "yellow_bowl" not in firsts and "hole" not in firsts and {"blue", "peg"} <= {o.split("_")[0] for o in firsts}
+    for t in tok.object_ids("blue_block"):
+        g.advance(t)
+    g.advance(tok.grammar_ids[")"])
+    g.advance(tok.grammar_ids[";"])
     g.advance(tok.skill_ids["place_in"])
     g.advance(tok.grammar_ids["("])
-    firsts = {o for o in objects if all(t in g.allowed() for t in tok.object_ids(o)[:1])}
-    assert "yellow_bowl" not in firsts and "hole" not in firsts and "blue_block" in firsts
+    assert set(g.allowed()) == {tok.object_ids("blue_block")[0]}  # only the held part is put down
     for t in tok.object_ids("blue_block"):
         g.advance(t)
     g.advance(tok.grammar_ids[","])
@@ -81,6 +103,8 @@ def test_grammar_only_offers_objects_whose_kind_fits_the_skill(tok):
     assert tok.object_ids("yellow_bowl")[0] in allowed_words
     assert tok.object_ids("red_block")[0] not in allowed_words  # "red" would start red_block: not a receptacle
     g2 = PlanGrammar(tok, ["blue_block", "peg", "hole"])
+    _advance_call(g2, tok, "pick", "peg")
+    g2.advance(tok.grammar_ids[";"])
     g2.advance(tok.skill_ids["insert"])
     g2.advance(tok.grammar_ids["("])
     for t in tok.object_ids("peg"):
@@ -96,10 +120,61 @@ def test_grammar_rejects_disallowed_tokens_and_empty_scenes(tok):
         PlanGrammar(tok, [])
     g = PlanGrammar(tok, ["red_block"])
     assert [t for t in g.allowed()] == [tok.skill_ids["pick"]]  # one object: no two-argument skills
-    g = PlanGrammar(tok, ["red_block", "blue_bowl"])  # place_on needs a second part; insert needs a hole
-    assert sorted(g.allowed()) == sorted([tok.skill_ids["pick"], tok.skill_ids["place_in"]])
+    _advance_call(g, tok, "pick", "red_block")
+    assert g.allowed() == [tok.eos_id]  # nowhere to put it down: a lone pick is the whole plan
+    g = PlanGrammar(tok, ["red_block", "blue_bowl"])  # with empty hands, only a pick can start a step
+    assert g.allowed() == [tok.skill_ids["pick"]]
     with pytest.raises(GroundingError):
         g.advance(tok.eos_id)
+    with pytest.raises(GroundingError):
+        g.advance(tok.skill_ids["place_in"])
+
+
+def test_grammar_follows_what_the_plan_has_done(tok):
+    """A picked part is put down next (not left in the hand), each part moves once, a part with another on top
+    is not picked, a block, slot or hole takes one part, and a slot only the part of its shape."""
+    objects = ["red_block", "blue_block", "green_block", "blue_bowl"]
+    g = PlanGrammar(tok, objects)
+    _advance_call(g, tok, "pick", "red_block")
+    assert g.allowed() == [tok.grammar_ids[";"]]  # the plan cannot end with the red block in the hand
+    g.advance(tok.grammar_ids[";"])
+    assert tok.skill_ids["pick"] not in g.allowed()  # the hand is full
+    _advance_call(g, tok, "place_on", "red_block", "blue_block")
+    assert set(g.allowed()) == {tok.grammar_ids[";"], tok.eos_id}
+    g.advance(tok.grammar_ids[";"])
+    g.advance(tok.skill_ids["pick"])
+    g.advance(tok.grammar_ids["("])
+    # red moved already and blue carries red: only green is left to pick
+    assert _first_words(g, tok, objects) == {"green_block"}
+    for t in tok.object_ids("green_block"):
+        g.advance(t)
+    g.advance(tok.grammar_ids[")"])
+    g.advance(tok.grammar_ids[";"])
+    g.advance(tok.skill_ids["place_on"])
+    g.advance(tok.grammar_ids["("])
+    for t in tok.object_ids("green_block"):
+        g.advance(t)
+    g.advance(tok.grammar_ids[","])
+    assert set(g.allowed()) == {tok.object_ids("red_block")[0]}  # blue already carries red: on top of red only
+    # kit slots: a part goes into the slot of its shape, and a filled slot takes no second part
+    kit = WordTokenizer.build(["put the red bar in the bar slot", "red disc", "blue bar", "disc slot"])
+    k = PlanGrammar(kit, ["red_bar", "blue_bar", "red_disc", "bar_slot", "disc_slot"])
+    _advance_call(k, kit, "pick", "red_bar")
+    k.advance(kit.grammar_ids[";"])
+    k.advance(kit.skill_ids["place_in"])
+    k.advance(kit.grammar_ids["("])
+    for t in kit.object_ids("red_bar"):
+        k.advance(t)
+    k.advance(kit.grammar_ids[","])
+    assert set(k.allowed()) == {kit.object_ids("bar_slot")[0]}
+    for t in kit.object_ids("bar_slot"):
+        k.advance(t)
+    k.advance(kit.grammar_ids[")"])
+    k.advance(kit.grammar_ids[";"])
+    _advance_call(k, kit, "pick", "blue_bar")
+    k.advance(kit.grammar_ids[";"])
+    # the bar slot is taken and the disc slot has another shape: the blue bar can only go on a part
+    assert set(k.allowed()) == {kit.skill_ids["place_on"]}
 
 
 @pytest.mark.parametrize("seed", range(4))
@@ -120,7 +195,8 @@ def test_token_budget_forces_a_valid_close(tok):
     model = VLAModel(get_preset("tiny", vocab_size=tok.vocab_size)).eval()
     objs = ["red_block", "green_bowl"]
     g = model.generate_plan(tok.plan_prompt("x", objs), PlanGrammar(tok, objs), max_new_tokens=3)
-    assert g.done and len(g.steps) == 1
+    # the shortest valid close of "pick(red": the pick, then the part put down where it can go
+    assert g.done and g.steps == [("pick", ("red_block",)), ("place_in", ("red_block", "green_bowl"))]
 
 
 def test_step_templates_are_learned_from_data():

@@ -2,16 +2,30 @@
 
 `PlanGrammar` is a small state machine over the word-level ids of `tokenizer.WordTokenizer`:
 
-    plan  := step (";" step)* EOS          (at most `max_steps` steps)
+    plan  := step (";" step)* EOS          (at most `max_steps` steps, at least 2 allowed)
     step  := SKILL "(" obj ("," obj)* ")"  (exactly the skill's arity, `keystone_vla.types.SKILLS`)
     obj   := the parts of one of the scene's object ids (a trie over ``red_block`` -> ``red block``)
 
 Arguments of one step are distinct objects whose kinds fit the skill (`vocab.SKILL_ARG_KINDS`: only movable
 parts are picked, ``place_in`` targets are receptacles, ``insert`` targets are holes or slots), and a skill is
-only offered when the scene has objects to fill all its arguments, so every path through the machine ends in a
-plan that parses, names only given objects, and asks for nothing physically meaningless. The
-model only chooses among `allowed()` ids; whatever its weights, it cannot produce an unparseable or
-ungrounded step. This module must never import torch: it is pure bookkeeping, tested without a model.
+only offered when the scene has objects to fill all its arguments.
+
+The machine also tracks what the steps decoded so far do to the scene, and only offers steps that still make
+sense after them (the plan head's wrong plans on unseen phrasings broke exactly these rules: a second
+``place_in`` of a part already put down, a ``place_on`` with nothing in the hand, a part parked on another part
+when the kit had its slot):
+
+- a ``pick`` is followed by a step that puts *that* part down (``place_on``, ``place_in`` or ``insert`` with
+  it as first argument), and the plan does not end with a part in the hand, unless the scene has nowhere that
+  part could go (then a lone pick is the whole plan);
+- each part is picked at most once, and never while another part sits on it;
+- a part, a slot or a hole takes one part (bowls, plates and the kit take several); a slot takes only the part
+  of its shape (``bar_slot`` <- a ``bar``).
+
+So every path through the machine ends in a plan that parses, names only given objects, and asks for nothing
+physically meaningless. The model only chooses among `allowed()` ids; whatever its weights, it cannot produce
+an unparseable, ungrounded or self-contradicting plan. This module must never import torch: it is pure
+bookkeeping, tested without a model.
 """
 
 from __future__ import annotations
@@ -22,7 +36,22 @@ from dataclasses import dataclass, field
 from keystone_vla.errors import GroundingError
 from keystone_vla.types import SKILLS
 from keystone_vla.vla.tokenizer import WordTokenizer
-from keystone_vla.vocab import kind_fits
+from keystone_vla.vocab import kind_fits, object_kind
+
+PICK = "pick"
+MULTI_TARGET_KINDS = frozenset({"bowl", "plate", "kit"})  # receptacles that take more than one part
+
+
+def _single_target(object_id: str) -> bool:
+    return object_kind(object_id) not in MULTI_TARGET_KINDS
+
+
+def _shape_fits(part: str, target: str) -> bool:
+    """A slot takes only the part of its shape (``bar_slot`` <- ``red_bar``); anything else is not judged here."""
+    part_kind = object_kind(part)
+    if object_kind(target) != "slot" or part_kind is None:
+        return True
+    return part_kind == target.rsplit("_", 1)[0].rsplit("_", 1)[-1]
 
 
 @dataclass
@@ -40,7 +69,7 @@ class PlanGrammar:
             raise GroundingError("no objects to plan over; pass the scene's object ids, e.g. ['red_block', 'blue_bowl']")
         self.tok = tokenizer
         self.objects = objs
-        self.max_steps = max(1, max_steps)
+        self.max_steps = max(2, max_steps)  # room for a pick and its put-down
         self._paths = {o: tokenizer.object_ids(o) for o in objs}
         self._skills = {s: len(r) for s, r in SKILLS.items() if self._first_args(s)}
         if not self._skills:
@@ -50,6 +79,12 @@ class PlanGrammar:
         self._lp, self._rp, self._comma, self._semi = g["("], g[")"], g[","], g[";"]
         self._skill_of_id = {tokenizer.skill_ids[s]: s for s in self._skills}
         self.steps: list[tuple[str, tuple[str, ...]]] = []
+        self._held: str | None = None  # the part picked by the last step, until a step puts it down
+        self._moved: set[str] = set()  # parts picked so far (each part moves once)
+        self._occupied: set[str] = set()  # parts, slots and holes that received a part (they take one)
+        if not any(self._pickable(o) for o in self.objects):
+            raise GroundingError(f"nothing in the scene can be manipulated ({', '.join(objs)}): no part can be "
+                                 "picked, so there is no plan to make")
         self.done = False
         self._state = "skill"
         self._skill = ""
@@ -64,12 +99,38 @@ class PlanGrammar:
         return [o for o in self.objects if kind_fits(skill, 0, o) and
                 all(any(kind_fits(skill, i, p) and p != o for p in self.objects) for i in range(1, arity))]
 
+    def _targets(self, skill: str, part: str) -> list[str]:
+        """Where `skill` may put `part` down, given what the plan so far has done."""
+        return [o for o in self.objects if o != part and kind_fits(skill, 1, o) and _shape_fits(part, o)
+                and not (o in self._occupied and _single_target(o))]
+
+    def _pickable(self, part: str) -> bool:
+        return kind_fits(PICK, 0, part) and part not in self._moved and part not in self._occupied
+
+    def _can_put_down(self, part: str) -> bool:
+        return any(self._targets(s, part) for s in self._skills if s != PICK)
+
+    def _can_pick_more(self) -> bool:
+        """Whether a further pick fits: a pickable part, and room for its put-down step when it has a target."""
+        room = self.max_steps - len(self.steps)
+        return any(self._pickable(o) and (room >= 2 or (room >= 1 and not self._can_put_down(o)))
+                   for o in self.objects) if PICK in self._skills else False
+
+    def _open_skills(self) -> list[str]:
+        """Skills the next step may use: a pick with empty hands, a put-down of the held part otherwise."""
+        if self._held is None:
+            return [PICK] if self._can_pick_more() else []
+        return [s for s in self._skills if s != PICK and self._targets(s, self._held)]
+
     def _candidates(self) -> list[str]:
         """Objects allowed as the next argument of the step being decoded."""
         i = len(self._args)
+        if self._skill == PICK:
+            room = self.max_steps - len(self.steps)
+            return [o for o in self._first_args(PICK) if self._pickable(o) and (room >= 2 or not self._can_put_down(o))]
         if i == 0:
-            return self._first_args(self._skill)
-        return [o for o in self.objects if o not in self._args and kind_fits(self._skill, i, o)]
+            return [self._held] if self._held is not None else []
+        return [o for o in self._targets(self._skill, self._args[0]) if o not in self._args]
 
     def _trie(self) -> _Trie:
         root = _Trie()
@@ -86,7 +147,8 @@ class PlanGrammar:
         if self.done:
             return []
         if self._state == "skill":
-            return sorted(self._skill_of_id)
+            open_skills = self._open_skills()
+            return sorted(i for i, s in self._skill_of_id.items() if s in open_skills)
         if self._state == "lparen":
             return [self._lp]
         if self._state == "obj":
@@ -97,7 +159,9 @@ class PlanGrammar:
                 ids.append(self._rp if last else self._comma)
             return sorted(set(ids))
         if self._state == "after_step":
-            return [self.tok.eos_id] if len(self.steps) >= self.max_steps else [self._semi, self.tok.eos_id]
+            if self._held is not None and self._can_put_down(self._held):
+                return [self._semi]  # a part in the hand is put down before the plan may end
+            return [self._semi, self.tok.eos_id] if self._open_skills() else [self.tok.eos_id]
         raise AssertionError(self._state)
 
     def advance(self, token_id: int) -> None:
@@ -114,7 +178,7 @@ class PlanGrammar:
             if token_id in (self._comma, self._rp) and self._node.objects and token_id not in self._node.children:
                 self._args.append(self._node.objects[0])
                 if token_id == self._rp:
-                    self.steps.append((self._skill, tuple(self._args)))
+                    self._record_step(self._skill, tuple(self._args))
                     self._state = "after_step"
                 else:
                     self._start_object()
@@ -126,6 +190,15 @@ class PlanGrammar:
                 self.done = True
             else:
                 self._state = "skill"
+
+    def _record_step(self, skill: str, args: tuple[str, ...]) -> None:
+        self.steps.append((skill, args))
+        if skill == PICK:
+            self._held = args[0]
+            self._moved.add(args[0])
+        else:
+            self._held = None
+            self._occupied.add(args[-1])
 
     def _start_object(self) -> None:
         self._node = self._trie()
