@@ -9,26 +9,31 @@
 #        c. 3,000 steps, pick_place + stack, warm start from b  (stop 9)
 #        d. 2,000 steps, all tasks, object token grown onto c   (stop 10, runs/kb-obj-2000)
 #        e. STEPS steps, all tasks, warm start from d           (stop 10, runs/kb-obj2)
-#        f. DAgger: e drives about half of each of DAGGER_EPISODES episodes per task (seed 1) while the oracle's
-#           actions are recorded (`keystone data collect --learner`), appended to a fresh clean store (seed 0,
-#           DAGGER_EPISODES per task); F_STEPS steps on both, warm start from e (stop 11 = the shipped keystone-base)
+#        f. DAgger round 1: e drives about half of each of DAGGER_EPISODES episodes per task (seed 1) while the
+#           oracle's actions are recorded (`keystone data collect --learner`), appended to a fresh clean store
+#           (seed 0, DAGGER_EPISODES per task); F_STEPS steps on both, warm start from e (stop 11, runs/kb-dagger)
+#        g. DAgger round 2: f drives DAGGER_EPISODES episodes of stack, insert, kit_assembly and build_tower
+#           (seed 2), appended to the same store; G_STEPS steps on all of it, warm start from f (stop 11, runs/
+#           kb-dagger2 = the shipped keystone-base)
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
 # 2 threads: stages a-e are 12,000 steps, ~3.5 h. That is over the 90-minute target; a single from-scratch stage
 # with the object token is the next thing to measure (STAGES=e trains only that stage, from scratch).
 # Stage d of the shipped lineage ran with an earlier object-token layout (both objects relative to the current
 # gripper pose); this script trains every stage with the current layout, so it reproduces the recipe, not the bits.
-# Knobs (environment): EPISODES (per task, default 100), STEPS (stage e, default 2500), STAGES (default abcdef),
-# DAGGER_EPISODES (per task and kind, default 60), F_STEPS (stage f, default 2000), MIX (stage f store, data/mix.zarr),
+# Knobs (environment): EPISODES (per task, default 100), STEPS (stage e, default 2500), STAGES (default abcdefg),
+# DAGGER_EPISODES (per task and kind, default 60), F_STEPS / G_STEPS (stages f / g, default 2000 / 1500), MIX (the
+# store of stages f and g, default data/mix.zarr),
 # OUT (default runs/keystone-base), DATA (default data/sim.zarr), WORKERS (collection processes, default 2),
 # THREADS (torch threads, default 2), SHIP=1 to copy the checkpoint files (not the optimizer state) into the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EPISODES="${EPISODES:-100}"
 STEPS="${STEPS:-2500}"
-STAGES="${STAGES:-abcdef}"
+STAGES="${STAGES:-abcdefg}"
 DAGGER_EPISODES="${DAGGER_EPISODES:-60}"
 F_STEPS="${F_STEPS:-2000}"
+G_STEPS="${G_STEPS:-1500}"
 MIX="${MIX:-data/mix.zarr}"
 DATA="${DATA:-data/sim.zarr}"
 OUT="${OUT:-runs/keystone-base}"
@@ -56,7 +61,7 @@ train() {  # train <out> <steps> [extra flags...]
 collect() {  # collect <seed> [extra flags...]: DAGGER_EPISODES per task into MIX
     local seed="$1"
     shift
-    "$PY" -m keystone_vla.cli data collect --tasks all --episodes-per-task "$DAGGER_EPISODES" --split seen \
+    "$PY" -m keystone_vla.cli data collect --episodes-per-task "$DAGGER_EPISODES" --split seen \
         --workers "$WORKERS" --image-size 128 --cameras front --seed "$seed" --out "$MIX" --json "$@" | tail -n 1
 }
 echo "== 2/3 train stages ${STAGES} -> ${OUT}" >&2
@@ -66,17 +71,26 @@ case "$STAGES" in *b*) train "${OUT}-b" 2500 --no-object-token --tasks pick_plac
 case "$STAGES" in *c*) train "${OUT}-c" 3000 --no-object-token --tasks pick_place,stack ${prev:+--init-from "$prev"}; prev="${OUT}-c" ;; esac
 case "$STAGES" in *d*) train "${OUT}-d" 2000 ${prev:+--init-from "$prev"}; prev="${OUT}-d" ;; esac
 case "$STAGES" in *e*) train "${OUT}-e" "$STEPS" ${prev:+--init-from "$prev"}; prev="${OUT}-e" ;; esac
+need_learner() { [ -n "$prev" ] || { echo "stage $1 needs a learner: run the stage before it too" >&2; exit 2; }; }
 case "$STAGES" in
     *f*)
-        [ -n "$prev" ] || { echo "stage f needs a learner: run stage e first (or STAGES=...ef)" >&2; exit 2; }
-        if [ ! -d "$MIX" ]; then
-            echo "== 2f: clean + DAgger episodes (learner ${prev}) -> ${MIX}" >&2
-            collect 0
-            collect 1 --learner "$prev"
-        fi
-        DATA="$MIX" train "$OUT" "$F_STEPS" --init-from "$prev" ;;
-    *) [ -z "$prev" ] || cp -r "$prev"/. "$OUT"/ ;;
+        need_learner f
+        echo "== 2f: clean + DAgger round 1 (learner ${prev}) -> ${MIX}" >&2
+        collect 0 --tasks all
+        collect 1 --tasks all --learner "$prev"
+        DATA="$MIX" train "${OUT}-f" "$F_STEPS" --init-from "$prev"
+        prev="${OUT}-f" ;;
 esac
+case "$STAGES" in
+    *g*)
+        need_learner g
+        echo "== 2g: DAgger round 2 (learner ${prev}) -> ${MIX}" >&2
+        collect 2 --tasks stack,insert,kit_assembly,build_tower --learner "$prev"
+        DATA="$MIX" train "${OUT}-g" "$G_STEPS" --init-from "$prev"
+        prev="${OUT}-g" ;;
+esac
+[ -n "$prev" ] || { echo "STAGES=${STAGES} names no stage (a-g)" >&2; exit 2; }
+rm -rf "$OUT" && cp -r "$prev" "$OUT"
 
 echo "== 3/3 closed-loop check, checkpoint size and ship" >&2
 "$PY" -m keystone_vla.cli eval --policy "$OUT" --tasks all --split seen --episodes 2 --workers "$WORKERS" \
