@@ -17,8 +17,9 @@
 #           kb-dagger2 = the shipped keystone-base)
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
-# 2 threads: stages a-e are 12,000 steps, ~3.5 h. That is over the 90-minute target; a single from-scratch stage
-# with the object token is the next thing to measure (STAGES=e trains only that stage, from scratch).
+# 2 threads: stages a-e are 12,000 steps, ~3.5 h; stage f ~45 min (clean 5 min + DAgger 9.5 min collection,
+# 30 min training), stage g ~32 min (10 min + 21 min): ~4.8 h in all. That is over the 90-minute target; a single
+# from-scratch stage with the object token is the next thing to measure (STAGES=e trains only that stage).
 # Stage d of the shipped lineage ran with an earlier object-token layout (both objects relative to the current
 # gripper pose); this script trains every stage with the current layout, so it reproduces the recipe, not the bits.
 # Knobs (environment): EPISODES (per task, default 100), STEPS (stage e, default 2500), STAGES (default abcdefg),
