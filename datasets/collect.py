@@ -156,10 +156,10 @@ def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path,
         try:
             for fut in as_completed(futures):
                 r = fut.result()
-                learner_ticks += r["learner_ticks"] if r["success"] else 0
                 if r["success"]:
                     written += 1
                     steps += r["steps"]
+                    learner_ticks += r["learner_ticks"]
                     per_task[r["task"]]["written"] += 1
                 else:
                     dropped += 1
