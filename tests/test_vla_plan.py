@@ -66,13 +66,21 @@ def test_random_walks_through_the_grammar_always_give_grounded_parseable_plans(t
             assert all(kind_fits(step.skill, i, a) for i, a in enumerate(step.args)), call
 
 
-def _advance_call(g, tok, skill, *args):
+def _open_step(g, tok, skill, *args):
+    """Advance `g` through ``skill(`` and each of `args` followed by a comma: the next argument is due."""
     g.advance(tok.skill_ids[skill])
     g.advance(tok.grammar_ids["("])
-    for i, a in enumerate(args):
+    for a in args:
         for t in tok.object_ids(a):
             g.advance(t)
-        g.advance(tok.grammar_ids[")" if i == len(args) - 1 else ","])
+        g.advance(tok.grammar_ids[","])
+
+
+def _advance_call(g, tok, skill, *args):
+    _open_step(g, tok, skill, *args[:-1])
+    for t in tok.object_ids(args[-1]):
+        g.advance(t)
+    g.advance(tok.grammar_ids[")"])
 
 
 def _first_words(g, tok, objects):
@@ -105,11 +113,7 @@ def test_grammar_only_offers_objects_whose_kind_fits_the_skill(tok):
     g2 = PlanGrammar(tok, ["blue_block", "peg", "hole"])
     _advance_call(g2, tok, "pick", "peg")
     g2.advance(tok.grammar_ids[";"])
-    g2.advance(tok.skill_ids["insert"])
-    g2.advance(tok.grammar_ids["("])
-    for t in tok.object_ids("peg"):
-        g2.advance(t)
-    g2.advance(tok.grammar_ids[","])
+    _open_step(g2, tok, "insert", "peg")
     assert set(g2.allowed()) == {tok.object_ids("hole")[0]}
     with pytest.raises(GroundingError, match="nothing in the scene can be manipulated"):
         PlanGrammar(tok, ["yellow_bowl", "hole"])
@@ -150,22 +154,14 @@ def test_grammar_follows_what_the_plan_has_done(tok):
         g.advance(t)
     g.advance(tok.grammar_ids[")"])
     g.advance(tok.grammar_ids[";"])
-    g.advance(tok.skill_ids["place_on"])
-    g.advance(tok.grammar_ids["("])
-    for t in tok.object_ids("green_block"):
-        g.advance(t)
-    g.advance(tok.grammar_ids[","])
+    _open_step(g, tok, "place_on", "green_block")
     assert set(g.allowed()) == {tok.object_ids("red_block")[0]}  # blue already carries red: on top of red only
     # kit slots: a part goes into the slot of its shape, and a filled slot takes no second part
     kit = WordTokenizer.build(["put the red bar in the bar slot", "red disc", "blue bar", "disc slot"])
     k = PlanGrammar(kit, ["red_bar", "blue_bar", "red_disc", "bar_slot", "disc_slot"])
     _advance_call(k, kit, "pick", "red_bar")
     k.advance(kit.grammar_ids[";"])
-    k.advance(kit.skill_ids["place_in"])
-    k.advance(kit.grammar_ids["("])
-    for t in kit.object_ids("red_bar"):
-        k.advance(t)
-    k.advance(kit.grammar_ids[","])
+    _open_step(k, kit, "place_in", "red_bar")
     assert set(k.allowed()) == {kit.object_ids("bar_slot")[0]}
     for t in kit.object_ids("bar_slot"):
         k.advance(t)
