@@ -85,7 +85,7 @@ def collect_one(out: str, task: str, index: int, seed: int, split: str, arm: str
         if learner not in _LEARNER:  # one model per worker process
             _LEARNER[learner] = VLAPolicy.from_pretrained(learner)
         executor = LearnerMix(_LEARNER[learner], share=learner_share)
-        source["learner"] = str(learner)
+        source["learner"] = learner
         # a learner drifts and the oracle then recovers: give that twice the task's time before dropping the episode
         max_steps = 2 * get_task(task).max_steps
     t0 = time.perf_counter()

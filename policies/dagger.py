@@ -23,7 +23,9 @@ from typing import Any
 import numpy as np
 
 from keystone_vla.errors import ConfigError
+from keystone_vla.policies.vla_agent import DEFAULT_ACTIONS_PER_CHUNK
 from keystone_vla.types import Observation, PlanStep
+from keystone_vla.vla.object_token import with_step_start
 
 
 class LearnerMix:
@@ -31,7 +33,7 @@ class LearnerMix:
     segments go to the learner."""
 
     def __init__(self, vla: Any, share: float = 0.5, segment: tuple[int, int] = (6, 16),
-                 n_action_steps: int = 2) -> None:
+                 n_action_steps: int = DEFAULT_ACTIONS_PER_CHUNK) -> None:
         if not 0.0 < share <= 1.0:
             raise ConfigError(f"the learner's share of segments must be in (0, 1], got {share}")
         if not 1 <= segment[0] <= segment[1]:
@@ -51,10 +53,9 @@ class LearnerMix:
         self._queue: list[np.ndarray] = []
         self._step: PlanStep | None = None
         self.learner_ticks = 0
-        self.ticks = 0
 
-    def execute(self, label: np.ndarray, observation: Observation, step: PlanStep,
-                step_objects: np.ndarray) -> np.ndarray:
+    def execute(self, label: np.ndarray, observation: Observation, step: PlanStep, objects: np.ndarray,
+                ee_at_step_start: np.ndarray) -> np.ndarray:
         if self._left <= 0:
             self._learner = bool(self.rng.random() < self.share)
             self._left = int(self.rng.integers(self.segment[0], self.segment[1] + 1))
@@ -63,11 +64,10 @@ class LearnerMix:
             self._step = step
             self._queue.clear()
         self._left -= 1
-        self.ticks += 1
         if not self._learner:
             return label
         if not self._queue:
-            chunk = self.vla.predict_chunk(observation, step.text, step_objects)
+            chunk = self.vla.predict_chunk(observation, step.text, with_step_start(objects, ee_at_step_start))
             self._queue = [np.asarray(a, np.float32) for a in chunk.actions[: self.n_action_steps]]
         self.learner_ticks += 1
         return self._queue.pop(0)

@@ -78,15 +78,15 @@ def resolve_shield(shield: Any, world: SimWorld):
 class Executor(Protocol):
     """What runs instead of the oracle's action while the oracle's action is recorded as the label.
 
-    `execute` gets the oracle's action for this tick, the observation, the plan step the oracle is on and that
-    step's 21 object numbers (`keystone_vla.vla.object_token`: the step's objects and the end effector as the step
-    began) and returns the action to apply. `reset(seed)` starts an episode.
+    `execute` gets the oracle's action for this tick, the observation, the plan step the oracle is on, that step's
+    objects as it began (float [14], `objects.step_object_vector`) and the end-effector pose then, and returns the
+    action to apply. `reset(seed)` starts an episode.
     """
 
     def reset(self, seed: int) -> None: ...
 
-    def execute(self, label: np.ndarray, observation: Observation, step: PlanStep,
-                step_objects: np.ndarray) -> np.ndarray: ...
+    def execute(self, label: np.ndarray, observation: Observation, step: PlanStep, objects: np.ndarray,
+                ee_at_step_start: np.ndarray) -> np.ndarray: ...
 
 
 class OracleNoise:
@@ -118,8 +118,8 @@ class OracleNoise:
             out[:2] += self.rng.normal(0.0, 3.0 * self.s, 2)
         return out
 
-    def execute(self, label: np.ndarray, observation: Observation, step: PlanStep,
-                step_objects: np.ndarray) -> np.ndarray:
+    def execute(self, label: np.ndarray, observation: Observation, step: PlanStep, objects: np.ndarray,
+                ee_at_step_start: np.ndarray) -> np.ndarray:
         return self.perturb(label)
 
 
@@ -193,7 +193,7 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
                 buf["step_objects"].append(snapshot)
                 buf["timestamp"].append(t / CONTROL_HZ)
             if executor is not None and step is not None:
-                applied = executor.execute(action, obs, step, np.concatenate([snapshot, snapshot_ee]).astype(np.float32))
+                applied = executor.execute(action, obs, step, snapshot, snapshot_ee)
             else:
                 applied = action
             world.apply_action(applied)

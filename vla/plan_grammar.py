@@ -110,24 +110,25 @@ class PlanGrammar:
     def _can_put_down(self, part: str) -> bool:
         return any(self._targets(s, part) for s in self._skills if s != PICK)
 
-    def _can_pick_more(self) -> bool:
-        """Whether a further pick fits: a pickable part, and room for its put-down step when it has a target."""
+    def _pick_candidates(self) -> list[str]:
+        """Parts a next pick may take: pickable, with room left for its put-down step when it has a target."""
+        if PICK not in self._skills:
+            return []
         room = self.max_steps - len(self.steps)
-        return any(self._pickable(o) and (room >= 2 or (room >= 1 and not self._can_put_down(o)))
-                   for o in self.objects) if PICK in self._skills else False
+        return [o for o in self.objects
+                if self._pickable(o) and room >= 1 and (room >= 2 or not self._can_put_down(o))]
 
     def _open_skills(self) -> list[str]:
         """Skills the next step may use: a pick with empty hands, a put-down of the held part otherwise."""
         if self._held is None:
-            return [PICK] if self._can_pick_more() else []
+            return [PICK] if self._pick_candidates() else []
         return [s for s in self._skills if s != PICK and self._targets(s, self._held)]
 
     def _candidates(self) -> list[str]:
         """Objects allowed as the next argument of the step being decoded."""
         i = len(self._args)
         if self._skill == PICK:
-            room = self.max_steps - len(self.steps)
-            return [o for o in self._first_args(PICK) if self._pickable(o) and (room >= 2 or not self._can_put_down(o))]
+            return self._pick_candidates()
         if i == 0:
             return [self._held] if self._held is not None else []
         return [o for o in self._targets(self._skill, self._args[0]) if o not in self._args]
