@@ -68,9 +68,11 @@ def test_collect_killed_with_sigkill_keeps_earlier_episodes(tmp_path: Path, caps
         env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 240
-        while time.time() < deadline and not (out.exists() and len(EpisodeStore(out, mode="r")) >= 1):
+        # the store's folder appears before its zarr.json (written atomically under the store lock): poll the latter
+        meta = out / "zarr.json"
+        while time.time() < deadline and not (meta.exists() and len(EpisodeStore(out, mode="r")) >= 1):
             time.sleep(0.2)
-        assert out.exists() and len(EpisodeStore(out, mode="r")) >= 1, "collection published nothing in time"
+        assert meta.exists() and len(EpisodeStore(out, mode="r")) >= 1, "collection published nothing in time"
     finally:
         os.killpg(proc.pid, signal.SIGKILL)  # the CLI and its workers, mid-run
         proc.wait(timeout=30)
