@@ -35,6 +35,8 @@ def test_unknown_nested_key_is_named_with_its_section():
 def test_bad_choices_and_missing_file(tmp_path):
     with pytest.raises(ConfigError, match="unknown action_head 'diffusion'"):
         get_preset("tiny", action_head="diffusion")
+    with pytest.raises(ConfigError, match="unknown object_frame 'camera'"):
+        get_preset("tiny", object_frame="camera")
     with pytest.raises(ConfigError, match="unknown preset 'huge'"):
         get_preset("huge")
     with pytest.raises(ConfigError, match="config.json is missing"):

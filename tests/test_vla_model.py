@@ -77,6 +77,32 @@ def test_all_losses_fall_on_a_fixed_batch(head):
     assert last["done"] < first["done"]
 
 
+@pytest.mark.parametrize("head", ["chunk", "tokens"])
+def test_action_loss_weights_move_effort_between_dimensions(head):
+    torch.manual_seed(0)
+    cfg, tok, batch = _setup(action_head=head)
+    model = VLAModel(cfg).eval()
+    with torch.no_grad():
+        alike = float(model(batch)["action"])
+        model.action_loss_weights = (1.0,) * 7
+        assert float(model(batch)["action"]) == pytest.approx(alike, rel=1e-5)  # uniform weights: the same loss
+        per_dim = []
+        for d in range(7):
+            model.action_loss_weights = tuple(float(i == d) for i in range(7))
+            per_dim.append(float(model(batch)["action"]) / 7)  # one dimension only, weights normalised to mean 1
+    assert sum(per_dim) == pytest.approx(alike, rel=1e-4)  # the weighted loss splits into per-dimension parts
+    # a dimension weighted 0 no longer counts: changing its target leaves the loss alone (the chunk's last
+    # gripper number: the token head is teacher-forced, so earlier targets are also later inputs)
+    batch = dict(batch, action_mask=torch.ones_like(batch["action_mask"]))
+    moved = dict(batch, actions=batch["actions"].clone())
+    moved["actions"][:, -1, 6] += 10.0
+    with torch.no_grad():
+        model.action_loss_weights = (1, 1, 1, 1, 1, 1, 0.0)
+        assert float(model(moved)["action"]) == pytest.approx(float(model(batch)["action"]), rel=1e-5)
+        model.action_loss_weights = None
+        assert abs(float(model(moved)["action"]) - float(model(batch)["action"])) > 1e-3
+
+
 def test_backbones_load_from_local_pretrained_folders(tmp_path):
     """A user's ViT / Llama folder (here: tiny ones saved locally) is loaded with from_pretrained, and the
     captured configs rebuild the same architecture without those folders."""

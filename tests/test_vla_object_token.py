@@ -47,6 +47,50 @@ def test_features_are_relative_to_the_gripper_and_respect_symmetry() -> None:
     np.testing.assert_allclose(rows, np.stack([f, g]), atol=1e-6)
 
 
+def test_held_part_frame_measures_the_goal_from_the_part_in_the_hand() -> None:
+    # the block was grasped 1 cm off-centre in x and 0.1 rad off in yaw; the bowl is the goal
+    block = [0.51, 0.1, 0.02, 0.1, 0.04, 0.04, 0.04]
+    start = _ee(0.5, 0.1, 0.03, 0.0)
+    so = np.array(block + BOWL + list(start), np.float32)
+    now = _ee(0.4, 0.0, 0.3, 0.0)
+    grip = object_features(so, now)
+    held = object_features(so, now, "held_part")
+    np.testing.assert_allclose(held[:12], grip[:12], atol=1e-6)  # the hand's view of the part is unchanged
+    np.testing.assert_allclose(held[12:15], grip[12:15] - [0.1, 0.0, 0.0], atol=1e-5)  # goal vs the part's x
+    np.testing.assert_allclose(held[15], math.sin(-0.1), atol=1e-5)  # and vs its yaw
+    # the gripper turned a quarter turn since the step began: the offset turns with it (+x becomes +y)
+    turned = object_features(so, _ee(0.4, 0.0, 0.3, math.pi / 2), "held_part")
+    np.testing.assert_allclose(turned[12:14], [0.0, -2.0 - 0.1], atol=1e-5)
+    # a part held a half turn round must turn another half turn: the part frame's 1-fold yaw features flip
+    # (2- and 4-fold ones do not), the gripper frame's do not change at all
+    half = so.copy()
+    half[3] += math.pi
+    h = object_features(half, now, "held_part")
+    np.testing.assert_allclose(h[15:17], -held[15:17], atol=1e-5)
+    np.testing.assert_allclose(h[17:21], held[17:21], atol=1e-5)
+    np.testing.assert_allclose(object_features(half, now)[15:21], grip[15:21], atol=1e-5)
+    # a pick (one object) and a part that is not in the hand keep the gripper frame
+    pick = np.array(block + block + list(_ee(0.5, 0.1, 0.3, 0.0)), np.float32)
+    np.testing.assert_allclose(object_features(pick, now, "held_part"), object_features(pick, now), atol=1e-6)
+    dropped = so.copy()
+    dropped[0] += 0.08
+    np.testing.assert_allclose(object_features(dropped, now, "held_part"), object_features(dropped, now), atol=1e-6)
+    with pytest.raises(ModelError, match="unknown object frame"):
+        object_features(so, now, "camera")
+
+
+def test_jitter_moves_a_picks_single_object_once() -> None:
+    from keystone_vla.vla.object_token import jitter
+
+    pick = np.array(BLOCK + BLOCK, np.float32)
+    out = jitter(np.stack([pick] * 8), np.random.default_rng(0))
+    np.testing.assert_array_equal(out[:, 0:7], out[:, 7:14])
+    assert np.abs(out[:, 0:3] - pick[:3]).max() > 1e-4  # it was perturbed
+    place = np.array(BLOCK + BOWL, np.float32)
+    moved = jitter(place, np.random.default_rng(0))
+    assert np.abs(moved[0:3] - moved[7:10] - (place[0:3] - place[7:10])).max() > 1e-5  # two objects, two errors
+
+
 def test_gripper_yaw_inverts_the_top_down_orientation() -> None:
     for yaw in (-2.5, -0.4, 0.0, 1.1, 3.0):
         assert gripper_yaw(_ee(0, 0, 0, yaw)[3:]) == pytest.approx(yaw, abs=1e-6)

@@ -25,6 +25,7 @@ from keystone_vla.errors import ConfigError, unknown_choice
 ACTION_HEADS = ("chunk", "tokens")
 CHUNK_QUERIES = ("queries", "pooled")
 TEXT_ENCODERS = ("none", "minilm")
+OBJECT_FRAMES = ("gripper", "held_part")
 CONFIG_FILE = "config.json"
 
 
@@ -84,6 +85,10 @@ class VLAConfig:
     #: `keystone_vla.vla.object_token`). Off in the dataclass so checkpoints saved before it existed load unchanged;
     #: on in the presets.
     object_token: bool = False
+    #: where a placing step's target is measured from: "gripper" (the gripper now) or "held_part" (where the part
+    #: grasped at the step's start sits now, so an off-centre grasp is compensated; see
+    #: `keystone_vla.vla.object_token`). "gripper" in the dataclass so older checkpoints load unchanged.
+    object_frame: str = "gripper"
     #: word-level vocabulary size (set from the tokenizer when the model is built; bins come after it)
     vocab_size: int = 0
     #: skill -> step text template learned from data, e.g. {"pick": "pick up the {0}"}
@@ -98,6 +103,8 @@ class VLAConfig:
             raise unknown_choice("chunk_query", self.chunk_query, CHUNK_QUERIES)
         if self.text_encoder not in TEXT_ENCODERS:
             raise unknown_choice("text_encoder", self.text_encoder, TEXT_ENCODERS)
+        if self.object_frame not in OBJECT_FRAMES:
+            raise unknown_choice("object_frame", self.object_frame, OBJECT_FRAMES)
         if not self.cameras:
             raise ConfigError("cameras must name at least one camera, e.g. ('front',)")
         if not 1 <= self.chunk_size <= 64:

@@ -207,7 +207,7 @@ class StepDoneDataset:
     (object poses jittered by about the scene graph's error when `augment`)."""
 
     def __init__(self, base: Any, horizon: int, object_token: bool = False, augment: bool = False,
-                 seed: int = 0) -> None:
+                 seed: int = 0, object_frame: str = "gripper") -> None:
         from keystone_vla.datasets.store import EpisodeStore
 
         store = EpisodeStore(base.store_path, mode="r")
@@ -231,6 +231,7 @@ class StepDoneDataset:
                 self.ee_pose.append(ee)
                 self.step_start_ee.append(ee[first])
         self.augment = augment
+        self.object_frame = object_frame
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
@@ -245,7 +246,8 @@ class StepDoneDataset:
             so = self.step_objects[e][t]
             if self.augment:
                 so = jitter(so, self.rng)
-            s["object_features"] = object_features(with_step_start(so, self.step_start_ee[e][t]), self.ee_pose[e][t])
+            s["object_features"] = object_features(with_step_start(so, self.step_start_ee[e][t]), self.ee_pose[e][t],
+                                                   self.object_frame)
         return s
 
 
@@ -296,9 +298,9 @@ def datasets_from_store(store_path: str, config: VLAConfig, val_every: int = 20,
     train_names = [n for n in good if n not in set(val)]
     kw = {"chunk_size": config.chunk_size, "cameras": config.cameras}
     train_ds = StepDoneDataset(EpisodeWindowDataset(store_path, episodes=train_names, augment=augment, **kw),
-                               config.chunk_size, config.object_token, augment)
+                               config.chunk_size, config.object_token, augment, object_frame=config.object_frame)
     val_ds = StepDoneDataset(EpisodeWindowDataset(store_path, episodes=val, augment=False, **kw), config.chunk_size,
-                             config.object_token)
+                             config.object_token, object_frame=config.object_frame)
     examples = [ex for ex in plan_examples_from_store(store)]
     task_counts: dict[str, int] = {}
     for task, _ in usable.values():

@@ -149,6 +149,8 @@ class VLAModel(nn.Module):
             else:
                 self.action_out = _mlp(d, 2 * d, cfg.chunk_size * cfg.action_dim)
         self.augment_shift = 0  # pixels of random-shift augmentation while training (set by the trainer)
+        #: per-dimension weights of the action loss (set by the trainer; None = every dimension alike)
+        self.action_loss_weights: tuple[float, ...] | None = None
 
     # ---- prefix ------------------------------------------------------------------------------------------
     @property
@@ -280,16 +282,20 @@ class VLAModel(nn.Module):
         prefix = self.action_prefix(batch["images"], batch["instruction_ids"], batch["state"],
                                     batch.get("text_features"), batch.get("object_features"))
         mask = batch["action_mask"].float()
+        dim_w = torch.ones(self.config.action_dim, device=mask.device)
+        if self.action_loss_weights is not None:
+            dim_w = torch.tensor(self.action_loss_weights, dtype=torch.float32, device=mask.device)
+        dim_w = dim_w / dim_w.mean()  # weights shift effort between dimensions, not the loss's scale
         if self.config.action_head == "chunk":
             pred, done = self.chunk_forward(prefix)
-            per = (pred - batch["actions"]).abs().mean(-1)
+            per = ((pred - batch["actions"]).abs() * dim_w).mean(-1)
             action_loss = (per * mask).sum() / mask.sum().clamp(min=1.0)
         else:
             target = self.bins_of(batch["actions"])
             logits, done = self.token_forward(prefix, target)
             ce = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), reduction="none")
-            m = mask.repeat_interleave(self.config.action_dim, dim=1).reshape(-1)
-            action_loss = (ce * m).sum() / m.sum().clamp(min=1.0)
+            m = (mask[:, :, None] * dim_w).reshape(-1)
+            action_loss = (ce * m).sum() / mask.sum().clamp(min=1.0) / self.config.action_dim
         if "step_done" in batch:
             dm = batch.get("step_done_mask", torch.ones_like(batch["step_done"])).float()
             bce = F.binary_cross_entropy_with_logits(done, batch["step_done"].float(), reduction="none")

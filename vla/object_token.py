@@ -17,6 +17,15 @@ relative to the gripper *now*; the first one relative to the gripper *when the s
 placing step is where the held part sits in the hand (a peg grasped 1 cm off-centre must be inserted 1 cm
 off-centre: measured, the insert task failed that way when this offset was missing).
 
+``frame="held_part"`` (a model config's ``object_frame``) measures a placing step's target from the *held part*
+instead of the gripper: the part's pose in the hand when the step began (x/y offset, turned with the gripper
+since, and yaw) is added to the gripper's pose now. Driving that reference onto the target puts the part, not
+the gripper, over the slot whatever the grasp offset, and the target's yaw features then say directly how far
+the part must turn (in the gripper frame a part grasped a half turn round flips them). The x/y offsets of clean
+demonstrations are about zero, so there both frames agree on position. A step is "placing" when its two objects differ and the
+first sat within `MAX_HELD_OFFSET` of the gripper when it began (a part actually in the hand); picks and parts
+not held keep the gripper frame.
+
 This module must never import the simulator.
 """
 
@@ -31,6 +40,9 @@ RECORDED_DIM = 14  # what rollouts record per tick: the two objects
 STEP_OBJECTS_DIM = 21  # what the model takes: the two objects + the end-effector pose when the step began
 POS_SCALE = 0.1
 SIZE_SCALE = 0.05
+FRAMES = ("gripper", "held_part")
+#: a placing step's first object counts as held when it began this close to the gripper (x/y and z, metres)
+MAX_HELD_OFFSET = (0.04, 0.06)
 
 
 def gripper_yaw(quat: np.ndarray) -> np.ndarray:
@@ -46,7 +58,7 @@ def with_step_start(objects: np.ndarray, ee_at_start: np.ndarray) -> np.ndarray:
     return np.concatenate([np.asarray(objects, np.float32), np.asarray(ee_at_start, np.float32)], axis=-1)
 
 
-def object_features(step_objects: np.ndarray, ee_pose: np.ndarray) -> np.ndarray:
+def object_features(step_objects: np.ndarray, ee_pose: np.ndarray, frame: str = "gripper") -> np.ndarray:
     """[..., 21] step objects + [..., 7] end-effector poses now -> float32 [..., 24] (see module docstring)."""
     so = np.asarray(step_objects, np.float64)
     ee = np.asarray(ee_pose, np.float64)
@@ -55,23 +67,51 @@ def object_features(step_objects: np.ndarray, ee_pose: np.ndarray) -> np.ndarray
                          f"leading shape, got {list(so.shape)} and {list(ee.shape)}")
     if not (np.isfinite(so).all() and np.isfinite(ee).all()):
         raise ModelError("step_objects or ee_pose contains NaN or inf; check the scene graph and the arm's pose")
+    if frame not in FRAMES:
+        raise ModelError(f"unknown object frame {frame!r}; valid: {', '.join(FRAMES)}")
     start = so[..., 14:21]
+    start_yaw = gripper_yaw(start[..., 3:7])
+    now_pos, now_yaw = ee[..., :3].copy(), gripper_yaw(ee[..., 3:7])
+    if frame == "held_part":
+        offset, yaw_err, held = held_offset(so)
+        turn = now_yaw - start_yaw
+        c, s = np.cos(turn), np.sin(turn)
+        now_pos[..., 0] += held * (c * offset[..., 0] - s * offset[..., 1])
+        now_pos[..., 1] += held * (s * offset[..., 0] + c * offset[..., 1])
+        now_yaw = now_yaw + held * yaw_err
     parts = []
-    for k, ref in ((0, start), (7, ee)):
+    for k, ref_pos, ref_yaw in ((0, start[..., :3], start_yaw), (7, now_pos, now_yaw)):
         obj = so[..., k:k + 7]
-        parts.append((obj[..., :3] - ref[..., :3]) / POS_SCALE)
-        d = obj[..., 3] - gripper_yaw(ref[..., 3:7])
+        parts.append((obj[..., :3] - ref_pos) / POS_SCALE)
+        d = obj[..., 3] - ref_yaw
         parts.append(np.stack([f(m * d) for m in (1, 2, 4) for f in (np.sin, np.cos)], axis=-1))
         parts.append(obj[..., 4:7] / SIZE_SCALE)
     return np.concatenate(parts, axis=-1).astype(np.float32)
 
 
+def held_offset(step_objects: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[..., 21] step objects -> (x/y offset of the first object from the gripper when the step began [..., 2],
+    its yaw relative to the gripper's then, wrapped to [-pi, pi) [...], 1.0 where it is a held part being placed
+    else 0.0 [...])."""
+    so = np.asarray(step_objects, np.float64)
+    first, last, start = so[..., 0:7], so[..., 7:14], so[..., 14:21]
+    offset = first[..., :2] - start[..., :2]
+    dz = first[..., 2] - start[..., 2]
+    yaw_err = np.mod(first[..., 3] - gripper_yaw(start[..., 3:7]) + np.pi, 2 * np.pi) - np.pi
+    placing = np.any(first != last, axis=-1)
+    near = (np.linalg.norm(offset, axis=-1) < MAX_HELD_OFFSET[0]) & (np.abs(dz) < MAX_HELD_OFFSET[1])
+    return offset, yaw_err, (placing & near).astype(np.float64)
+
+
 def jitter(step_objects: np.ndarray, rng: np.random.Generator, pos_std: float = 0.002,
            yaw_std: float = 0.03) -> np.ndarray:
     """Training augmentation: perturb object positions and yaws by about the scene graph's measured error
-    (0.86 mm mean, 3.15 mm max position error), so the policy does not rely on exact poses."""
+    (0.86 mm mean, 3.15 mm max position error), so the policy does not rely on exact poses. A step whose two
+    objects are one (a pick) gets one perturbation, so it stays recognisably a pick."""
     out = np.array(step_objects, np.float32, copy=True)
+    same = np.all(out[..., 0:7] == out[..., 7:14], axis=-1)  # a pick: one object, so one pose error
     for k in (0, 7):
         out[..., k:k + 3] += rng.normal(0.0, pos_std, out[..., k:k + 3].shape)
         out[..., k + 3] += rng.normal(0.0, yaw_std, out[..., k + 3].shape)
+    out[..., 7:11] = np.where(same[..., None], out[..., 0:4], out[..., 7:11])
     return out

@@ -104,7 +104,7 @@ class VLAPolicy:
             raise ModelError(f"step_objects has shape {list(so.shape)}, the model takes [{STEP_OBJECTS_DIM}]")
         if obs.ee_pose is None or np.asarray(obs.ee_pose).shape != (7,):
             raise ModelError("this model needs observation.ee_pose [7] (xyz + quaternion xyzw) for its object token")
-        return object_features(so, np.asarray(obs.ee_pose, np.float32))
+        return object_features(so, np.asarray(obs.ee_pose, np.float32), self.config.object_frame)
 
     def _tensors(self, obs: Observation, step_instruction: str,
                  features: np.ndarray | None = None) -> dict[str, torch.Tensor]:

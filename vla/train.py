@@ -64,12 +64,19 @@ class TrainConfig:
     #: keystone_vla.vocab (unseen ones included; no unseen images, shapes or templates are used). Measured in
     #: benchmarks/vla.json "plan_generalisation": unseen-split stack plans 0 % -> 100 %, seen split unchanged.
     plan_colour_swap: bool = True
+    #: per-dimension action loss weights (7 numbers, normalised to mean 1), e.g. to stop a rarely-moving dimension
+    #: collapsing to zero; None weighs every dimension alike
+    action_loss_weights: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.bf16 not in ("auto", "on", "off"):
             raise ConfigError(f"bf16 must be auto, on or off, got {self.bf16!r}")
         if self.steps < 1 or self.batch_size < 1:
             raise ConfigError(f"steps and batch_size must be >= 1 (got {self.steps}, {self.batch_size})")
+        w = self.action_loss_weights
+        if w is not None and (len(w) != 7 or not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0):
+            raise ConfigError(f"action_loss_weights must be 7 non-negative numbers, not all zero (dx dy dz droll "
+                              f"dpitch dyaw gripper), got {list(w)}")
 
 
 def bf16_helps(device: torch.device) -> bool:
@@ -154,6 +161,9 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
     if resume and (out / TOKENIZER_FILE).is_file():
         tok = WordTokenizer.load(out)
         config = VLAConfig.load(out)
+        if config.object_frame != model_config.object_frame:
+            raise ConfigError(f"--resume: {out} was trained with object_frame={config.object_frame!r}, this run asks "
+                              f"for {model_config.object_frame!r}; match the flag or start a new run")
     elif init_from is not None:
         try:  # the same cross-checked loader inference uses: every file present and consistent
             warm = load_pretrained(init_from)
@@ -164,6 +174,8 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
             if getattr(config, key) != getattr(model_config, key):
                 raise ConfigError(f"init_from {init_from} has {key}={getattr(config, key)!r} but this run asks for "
                                   f"{getattr(model_config, key)!r}; match the flags to the checkpoint")
+        # the object frame changes what the data feed the object token, not the weights: this run's choice holds
+        config = config.replace(object_frame=model_config.object_frame)
         grow_object = model_config.object_token and not config.object_token
         new_head = model_config.action_head != config.action_head
         if grow_object or new_head:
@@ -181,12 +193,19 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
                 raise ModelError(f"init_from {init_from}: weights do not fit this model (missing {new[:3]}, "
                                  f"unexpected {bad[:3]})")
             warm.model = grown
+        else:
+            warm.model.config = config  # the object frame, if it changed
     else:
         if resume:
             raise ModelError(f"--resume: {out} holds no checkpoint ({TOKENIZER_FILE} missing); drop --resume")
         tok, config = build_tokenizer_and_config(model_config, plan_examples)
     model = warm.model if warm is not None else VLAModel(config)
     model.augment_shift = cfg.augment_shift
+    if cfg.action_loss_weights is not None:
+        if len(cfg.action_loss_weights) != config.action_dim:
+            raise ConfigError(f"action_loss_weights has {len(cfg.action_loss_weights)} numbers, the model has "
+                              f"{config.action_dim} action dimensions")
+        model.action_loss_weights = tuple(float(x) for x in cfg.action_loss_weights)
     start_step = 0
     if resume:
         load_weights(model, out / WEIGHTS_FILE)

@@ -42,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="warm-start from this checkpoint folder (weights, tokenizer, config; fresh optimizer)")
     p.add_argument("--no-object-token", action="store_true",
                    help="no object token (the step's object poses) in the prefix: images and text only")
+    p.add_argument("--object-frame", default="gripper",
+                   help="gripper or held_part: measure a placing step's target from the gripper or from the part "
+                        "it holds (compensates off-centre grasps)")
+    p.add_argument("--action-weights", default=None,
+                   help="7 comma-separated action loss weights (dx,dy,dz,droll,dpitch,dyaw,gripper), e.g. "
+                        "1,1,1,1,1,5,1 so the rarely-turning yaw is learned (default: all alike)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
@@ -59,17 +65,24 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     cameras = tuple(split_list(args.cameras))
     overrides = {"action_head": args.action_head, "cameras": cameras, "text_encoder": args.text_encoder,
-                 "object_token": not args.no_object_token}
+                 "object_token": not args.no_object_token, "object_frame": args.object_frame}
     if args.chunk_size:
         overrides["chunk_size"] = args.chunk_size
     config = get_preset(args.preset, **overrides)
     if not os.path.isdir(args.data):
         raise ConfigError(f"--data {args.data} is not a folder; collect demonstrations first: keystone data collect")
     steps = args.steps or (200 if args.preset == "tiny" else 3000)
+    weights = None
+    if args.action_weights:
+        try:
+            weights = tuple(float(x) for x in split_list(args.action_weights))
+        except ValueError:
+            raise ConfigError(f"--action-weights {args.action_weights!r}: give 7 comma-separated numbers, "
+                              "e.g. 1,1,1,1,1,5,1") from None
     tcfg = TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        val_every=args.val_every or steps, eval_every=args.eval_every, bf16=args.bf16,
                        num_workers=args.workers, device=args.device, augment_shift=0,
-                       plan_colour_swap=not args.no_colour_swap,
+                       plan_colour_swap=not args.no_colour_swap, action_loss_weights=weights,
                        warmup_steps=min(100, max(1, steps // 10)), save_every=max(500, steps // 5))
     train_ds, val_ds, examples, norm, info, config = datasets_from_store(
         args.data, config, tasks=split_list(args.tasks) if args.tasks else None)
