@@ -103,6 +103,22 @@ def test_action_loss_weights_move_effort_between_dimensions(head):
         assert abs(float(model(moved)["action"]) - float(model(batch)["action"])) > 1e-3
 
 
+def test_l2_dimensions_are_learned_with_squared_error():
+    torch.manual_seed(0)
+    cfg, tok, batch = _setup(action_head="chunk")
+    model = VLAModel(cfg).eval()
+    batch = dict(batch, action_mask=torch.ones_like(batch["action_mask"]))
+    with torch.no_grad():
+        prefix = model.action_prefix(batch["images"], batch["instruction_ids"], batch["state"],
+                                     object_features=batch["object_features"])
+        pred, _ = model.chunk_forward(prefix)
+        err = pred - batch["actions"]
+        model.action_loss_weights = tuple(float(i == 5) for i in range(7))
+        assert float(model(batch)["action"]) == pytest.approx(float(err[..., 5].abs().mean()), rel=1e-4)
+        model.action_l2_dims = (5,)
+        assert float(model(batch)["action"]) == pytest.approx(float((0.5 * err[..., 5] ** 2).mean()), rel=1e-4)
+
+
 def test_backbones_load_from_local_pretrained_folders(tmp_path):
     """A user's ViT / Llama folder (here: tiny ones saved locally) is loaded with from_pretrained, and the
     captured configs rebuild the same architecture without those folders."""

@@ -157,18 +157,20 @@ def test_keystone_train_cli_on_a_sim_store(sim_store, tmp_path):
     assert drift < 1e-5  # started from those weights (lr 1e-9: one step barely moves them)
     # the object frame and per-dimension loss weights are this run's choice on a warm start
     proc = subprocess.run(spec + ["--out", str(tmp_path / "held"), "--init-from", str(out), "--object-frame",
-                                  "held_part", "--action-weights", "1,1,1,1,1,5,1"],
+                                  "held_part", "--action-weights", "1,1,1,1,1,5,1", "--l2-dims", "5"],
                           env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     info = json.loads((tmp_path / "held" / "train_info.json").read_text())
     assert info["train_config"]["action_loss_weights"] == [1, 1, 1, 1, 1, 5, 1]
+    assert info["train_config"]["action_l2_dims"] == [5]
     assert load_pretrained(tmp_path / "held").model.config.object_frame == "held_part"
     assert load_pretrained(out).model.config.object_frame == "gripper"
     for bad, msg in ((["--tasks", "juggle"], "no episodes of task"), (["--init-from", str(tmp_path)], "not a checkpoint"),
                      (["--init-from", str(out), "--chunk-size", "12"], "chunk_size"),
                      (["--action-weights", "1,2"], "7 non-negative numbers"),
                      (["--action-weights", "a,b"], "7 comma-separated numbers"),
-                     (["--object-frame", "camera"], "unknown object_frame")):
+                     (["--object-frame", "camera"], "unknown object_frame"),
+                     (["--l2-dims", "9"], "action dimensions 0-6"), (["--l2-dims", "yaw"], "action dimensions 0-6")):
         proc = subprocess.run(spec + ["--out", str(tmp_path / "bad")] + bad, env=ENV, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr[-2000:])

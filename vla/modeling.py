@@ -151,6 +151,9 @@ class VLAModel(nn.Module):
         self.augment_shift = 0  # pixels of random-shift augmentation while training (set by the trainer)
         #: per-dimension weights of the action loss (set by the trainer; None = every dimension alike)
         self.action_loss_weights: tuple[float, ...] | None = None
+        #: action dimensions the chunk head learns with squared error (the conditional mean) instead of L1 (the
+        #: median): a dimension that moves in few, hard-to-time ticks has median zero, so L1 never moves it
+        self.action_l2_dims: tuple[int, ...] = ()
 
     # ---- prefix ------------------------------------------------------------------------------------------
     @property
@@ -288,7 +291,12 @@ class VLAModel(nn.Module):
         dim_w = dim_w / dim_w.mean()  # weights shift effort between dimensions, not the loss's scale
         if self.config.action_head == "chunk":
             pred, done = self.chunk_forward(prefix)
-            per = ((pred - batch["actions"]).abs() * dim_w).mean(-1)
+            err = (pred - batch["actions"]).abs()
+            if self.action_l2_dims:
+                l2 = torch.zeros(self.config.action_dim, dtype=torch.bool, device=err.device)
+                l2[list(self.action_l2_dims)] = True
+                err = torch.where(l2, 0.5 * err * err, err)
+            per = (err * dim_w).mean(-1)
             action_loss = (per * mask).sum() / mask.sum().clamp(min=1.0)
         else:
             target = self.bins_of(batch["actions"])

@@ -67,6 +67,8 @@ class TrainConfig:
     #: per-dimension action loss weights (7 numbers, normalised to mean 1), e.g. to stop a rarely-moving dimension
     #: collapsing to zero; None weighs every dimension alike
     action_loss_weights: tuple[float, ...] | None = None
+    #: action dimensions (0-6) the chunk head learns with squared error instead of L1, e.g. (5,) for yaw
+    action_l2_dims: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if self.bf16 not in ("auto", "on", "off"):
@@ -77,6 +79,8 @@ class TrainConfig:
         if w is not None and (len(w) != 7 or not all(math.isfinite(x) and x >= 0 for x in w) or sum(w) <= 0):
             raise ConfigError(f"action_loss_weights must be 7 non-negative numbers, not all zero (dx dy dz droll "
                               f"dpitch dyaw gripper), got {list(w)}")
+        if not all(isinstance(d, int) and 0 <= d < 7 for d in self.action_l2_dims):
+            raise ConfigError(f"action_l2_dims must be action dimensions 0-6 (5 = yaw), got {list(self.action_l2_dims)}")
 
 
 def bf16_helps(device: torch.device) -> bool:
@@ -206,6 +210,7 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
             raise ConfigError(f"action_loss_weights has {len(cfg.action_loss_weights)} numbers, the model has "
                               f"{config.action_dim} action dimensions")
         model.action_loss_weights = tuple(float(x) for x in cfg.action_loss_weights)
+    model.action_l2_dims = tuple(cfg.action_l2_dims)
     start_step = 0
     if resume:
         load_weights(model, out / WEIGHTS_FILE)

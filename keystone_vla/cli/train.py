@@ -48,6 +48,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--action-weights", default=None,
                    help="7 comma-separated action loss weights (dx,dy,dz,droll,dpitch,dyaw,gripper), e.g. "
                         "1,1,1,1,1,5,1 so the rarely-turning yaw is learned (default: all alike)")
+    p.add_argument("--l2-dims", default="",
+                   help="comma-separated action dimensions (0-6) the chunk head learns with squared error instead "
+                        "of L1, e.g. 5: yaw turns in a few ticks, so its L1 optimum (the median) is no turn at all")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
@@ -79,10 +82,15 @@ def cmd_train(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"--action-weights {args.action_weights!r}: give 7 comma-separated numbers, "
                               "e.g. 1,1,1,1,1,5,1") from None
+    try:
+        l2_dims = tuple(int(x) for x in split_list(args.l2_dims)) if args.l2_dims else ()
+    except ValueError:
+        raise ConfigError(f"--l2-dims {args.l2_dims!r}: give action dimensions 0-6, e.g. 5 for yaw") from None
     tcfg = TrainConfig(steps=steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                        val_every=args.val_every or steps, eval_every=args.eval_every, bf16=args.bf16,
                        num_workers=args.workers, device=args.device, augment_shift=0,
                        plan_colour_swap=not args.no_colour_swap, action_loss_weights=weights,
+                       action_l2_dims=l2_dims,
                        warmup_steps=min(100, max(1, steps // 10)), save_every=max(500, steps // 5))
     train_ds, val_ds, examples, norm, info, config = datasets_from_store(
         args.data, config, tasks=split_list(args.tasks) if args.tasks else None)
