@@ -41,11 +41,10 @@ def main(argv: list[str] | None = None) -> int:
     model = bundle.model.eval()
     if model.config.action_head != "chunk":
         raise ConfigError(f"{args.checkpoint} has a {model.config.action_head!r} action head; this checks chunk heads")
-    _, val_ds, _, norm, _, _ = datasets_from_store(args.data, model.config)
+    _, val_ds, _, _, _, _ = datasets_from_store(args.data, model.config)
     if len(val_ds) == 0:
         raise ConfigError(f"{args.data} has no held-out windows")
     collate = Collator(model.config, bundle.tokenizer)
-    mean, std = np.asarray(norm["action"]["mean"]), np.asarray(norm["action"]["std"])
     step = max(1, len(val_ds) // args.windows)
     index = list(range(0, len(val_ds), step))[: args.windows]
     labels, preds = [], []
@@ -56,8 +55,8 @@ def main(argv: list[str] | None = None) -> int:
                                          batch.get("text_features"), batch.get("object_features"))
             pred, _ = model.chunk_forward(prefix)
         ok = batch["action_mask"].numpy()
-        labels.append((batch["actions"].numpy() * std + mean)[ok])
-        preds.append((pred.float().numpy() * std + mean)[ok])
+        labels.append(val_ds.base.denormalize_actions(batch["actions"]).numpy()[ok])
+        preds.append(val_ds.base.denormalize_actions(pred.float()).numpy()[ok])
     label, pred = np.concatenate(labels), np.concatenate(preds)
     out = {"checkpoint": args.checkpoint, "data": args.data, "entries": int(len(label)), "dims": {}}
     for d, name in enumerate(DIMS):

@@ -21,11 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from keystone_vla.errors import ConfigError, unknown_choice
+from keystone_vla.vla.object_token import FRAMES as OBJECT_FRAMES
 
 ACTION_HEADS = ("chunk", "tokens")
 CHUNK_QUERIES = ("queries", "pooled")
 TEXT_ENCODERS = ("none", "minilm")
-OBJECT_FRAMES = ("gripper", "held_part")
 CONFIG_FILE = "config.json"
 
 

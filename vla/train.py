@@ -205,10 +205,7 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
         tok, config = build_tokenizer_and_config(model_config, plan_examples)
     model = warm.model if warm is not None else VLAModel(config)
     model.augment_shift = cfg.augment_shift
-    if cfg.action_loss_weights is not None:
-        if len(cfg.action_loss_weights) != config.action_dim:
-            raise ConfigError(f"action_loss_weights has {len(cfg.action_loss_weights)} numbers, the model has "
-                              f"{config.action_dim} action dimensions")
+    if cfg.action_loss_weights is not None:  # TrainConfig has checked them: 7 numbers, one per action dimension
         model.action_loss_weights = tuple(float(x) for x in cfg.action_loss_weights)
     model.action_l2_dims = tuple(cfg.action_l2_dims)
     start_step = 0
