@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         with torch.inference_mode():
             prefix = model.action_prefix(batch["images"], batch["instruction_ids"], batch["state"],
                                          batch.get("text_features"), batch.get("object_features"))
-            pred, _ = model.chunk_forward(prefix)
+            pred, _ = model.chunk_forward(prefix, batch.get("object_features"), batch["state"])
         ok = batch["action_mask"].numpy()
         labels.append(val_ds.base.denormalize_actions(batch["actions"]).numpy()[ok])
         preds.append(val_ds.base.denormalize_actions(pred.float()).numpy()[ok])

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from test_vla_helpers import tiny_checkpoint
@@ -172,6 +173,37 @@ def test_keystone_train_cli_on_a_sim_store(sim_store, tmp_path):
                      (["--object-frame", "camera"], "unknown object_frame"),
                      (["--l2-dims", "9"], "action dimensions 0-6"), (["--l2-dims", "yaw"], "action dimensions 0-6")):
         proc = subprocess.run(spec + ["--out", str(tmp_path / "bad")] + bad, env=ENV, capture_output=True, text=True,
+                              timeout=300)
+        assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr[-2000:])
+
+
+@pytest.mark.slow
+def test_fit_yaw_head_cli_adds_a_head_and_keeps_every_other_weight(sim_store, tmp_path):
+    from keystone_vla.vla.checkpoint import load_pretrained
+
+    base = [sys.executable, "-m", "keystone_vla.cli", "train", "--data", str(sim_store), "--preset", "tiny",
+            "--workers", "0", "--json"]
+    proc = subprocess.run(base + ["--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "4"], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    fit = base + ["--fit-yaw-head", "--steps", "50"]
+    proc = subprocess.run(fit + ["--init-from", str(tmp_path / "run"), "--out", str(tmp_path / "yaw")], env=ENV,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert summary["steps"] == 50 and summary["train_windows"] > 0 and np.isfinite(summary["val_mse"])
+    assert "yaw head" in proc.stderr  # progress bar
+    before, after = load_pretrained(tmp_path / "run").model, load_pretrained(tmp_path / "yaw").model
+    assert after.config.yaw_head and not before.config.yaw_head
+    kept = before.state_dict()
+    for k, v in after.state_dict().items():
+        if not k.startswith("yaw_out."):
+            assert torch.equal(v, kept[k]), k
+    info = json.loads((tmp_path / "yaw" / "train_info.json").read_text())
+    assert info["yaw_head"]["init_from"] == str(tmp_path / "run") and info["yaw_head"]["steps"] == 50
+    assert "closed_loop_eval" not in info
+    for bad, msg in (([], "name it with --init-from"), (["--init-from", str(tmp_path / "nope")], "does not exist")):
+        proc = subprocess.run(fit + ["--out", str(tmp_path / "bad")] + bad, env=ENV, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr[-2000:])
 

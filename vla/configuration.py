@@ -89,6 +89,10 @@ class VLAConfig:
     #: grasped at the step's start sits now, so an off-centre grasp is compensated; see
     #: `keystone_vla.vla.object_token`). "gripper" in the dataclass so older checkpoints load unchanged.
     object_frame: str = "gripper"
+    #: a small MLP from the object token's features and the proprio state straight to the chunk's yaw
+    #: (`keystone_vla.vla.yaw_head`): the trunk's yaw collapsed to no turn at all (reports/dev-stop12), while
+    #: the object features alone predict it. Off in the dataclass so older checkpoints load unchanged.
+    yaw_head: bool = False
     #: word-level vocabulary size (set from the tokenizer when the model is built; bins come after it)
     vocab_size: int = 0
     #: skill -> step text template learned from data, e.g. {"pick": "pick up the {0}"}
@@ -105,6 +109,9 @@ class VLAConfig:
             raise unknown_choice("text_encoder", self.text_encoder, TEXT_ENCODERS)
         if self.object_frame not in OBJECT_FRAMES:
             raise unknown_choice("object_frame", self.object_frame, OBJECT_FRAMES)
+        if self.yaw_head and not (self.object_token and self.action_head == "chunk"):
+            raise ConfigError("yaw_head needs object_token=True and action_head='chunk' (it reads the object token's "
+                              "features and replaces the chunk head's yaw)")
         if not self.cameras:
             raise ConfigError("cameras must name at least one camera, e.g. ('front',)")
         if not 1 <= self.chunk_size <= 64:

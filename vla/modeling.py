@@ -122,6 +122,16 @@ def _mlp(d_in: int, d_hidden: int, d_out: int) -> nn.Sequential:
     return nn.Sequential(nn.Linear(d_in, d_hidden), nn.GELU(), nn.Linear(d_hidden, d_out))
 
 
+YAW = 5  # the yaw column of an action (dx, dy, dz, droll, dpitch, dyaw, gripper)
+YAW_HEAD_HIDDEN = 256
+
+
+def yaw_head_module(config: VLAConfig) -> nn.Sequential:
+    """object features [B, 24] + normalised state [B, S] -> the chunk's normalised yaw [B, H] (float32)."""
+    d_in, h = N_OBJECT_FEATURES + config.state_dim, YAW_HEAD_HIDDEN
+    return nn.Sequential(nn.Linear(d_in, h), nn.GELU(), nn.Linear(h, h), nn.GELU(), nn.Linear(h, config.chunk_size))
+
+
 class VLAModel(nn.Module):
     """ViT + projector + causal LM with chunk / token / plan heads (see module docstring)."""
 
@@ -148,6 +158,8 @@ class VLAModel(nn.Module):
                 self.action_out = _mlp(d, d, cfg.action_dim)
             else:
                 self.action_out = _mlp(d, 2 * d, cfg.chunk_size * cfg.action_dim)
+        if cfg.yaw_head:
+            self.yaw_out = yaw_head_module(cfg)
         self.augment_shift = 0  # pixels of random-shift augmentation while training (set by the trainer)
         #: per-dimension weights of the action loss (set by the trainer; None = every dimension alike)
         self.action_loss_weights: tuple[float, ...] | None = None
@@ -198,8 +210,19 @@ class VLAModel(nn.Module):
         return torch.cat(parts, dim=1)
 
     # ---- chunk head --------------------------------------------------------------------------------------
-    def chunk_forward(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """prefix [B, P, D] -> (normalised actions [B, H, 7], step-done logit [B])."""
+    def chunk_forward(self, prefix: torch.Tensor, object_features: torch.Tensor | None = None,
+                      state: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """prefix [B, P, D] -> (normalised actions [B, H, 7], step-done logit [B]). With ``config.yaw_head`` the
+        yaw column comes from the yaw head, which reads `object_features` [B, 24] and `state` [B, S]."""
+        actions, done = self._chunk_trunk(prefix)
+        if self.config.yaw_head:
+            if object_features is None or state is None:
+                raise ModelError("this model has a yaw head; pass object_features and state to chunk_forward")
+            yaw = self.yaw_out(torch.cat([object_features, state], dim=-1).to(self.dtype)).float()
+            actions = torch.cat([actions[..., :YAW], yaw[..., None], actions[..., YAW + 1:]], dim=-1)
+        return actions, done
+
+    def _chunk_trunk(self, prefix: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         cfg = self.config
         b, p, _ = prefix.shape
         if cfg.chunk_query == "queries":
@@ -290,11 +313,12 @@ class VLAModel(nn.Module):
             dim_w = torch.tensor(self.action_loss_weights, dtype=torch.float32, device=mask.device)
         dim_w = dim_w / dim_w.mean()  # weights shift effort between dimensions, not the loss's scale
         if self.config.action_head == "chunk":
-            pred, done = self.chunk_forward(prefix)
+            pred, done = self.chunk_forward(prefix, batch.get("object_features"), batch["state"])
             err = (pred - batch["actions"]).abs()
-            if self.action_l2_dims:
+            l2_dims = set(self.action_l2_dims) | ({YAW} if self.config.yaw_head else set())
+            if l2_dims:  # the yaw head always learns the conditional mean (see keystone_vla.vla.yaw_head)
                 l2 = torch.zeros(self.config.action_dim, dtype=torch.bool, device=err.device)
-                l2[list(self.action_l2_dims)] = True
+                l2[sorted(l2_dims)] = True
                 err = torch.where(l2, 0.5 * err * err, err)
             per = (err * dim_w).mean(-1)
             action_loss = (per * mask).sum() / mask.sum().clamp(min=1.0)

@@ -135,7 +135,7 @@ class VLAPolicy:
             prefix = self.model.action_prefix(t["images"], t["instruction_ids"], t["state"], t.get("text_features"),
                                               t.get("object_features"))
             if self.config.action_head == "chunk":
-                z, done = self.model.chunk_forward(prefix)
+                z, done = self.model.chunk_forward(prefix, t.get("object_features"), t["state"])
             else:
                 z, done = self.model.token_generate(prefix)
         actions = self.normalizer.unnormalize_action(z[0].float().cpu().numpy())
