@@ -14,7 +14,10 @@
 #           (seed 0, DAGGER_EPISODES per task); F_STEPS steps on both, warm start from e (stop 11, runs/kb-dagger)
 #        g. DAgger round 2: f drives DAGGER_EPISODES episodes of stack, insert, kit_assembly and build_tower
 #           (seed 2), appended to the same store; G_STEPS steps on all of it, warm start from f (stop 11, runs/
-#           kb-dagger2 = the shipped keystone-base)
+#           kb-dagger2)
+#        h. a yaw head (object features + state -> the chunk's turn, squared error) fitted on the MIX store onto
+#           g, every other weight unchanged (`keystone train --fit-yaw-head`, 6,000 steps, ~1.5 min; stop 13,
+#           runs/kb-yawhead = the shipped keystone-base): g's own yaw output had collapsed to no turn
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
 # 2 threads: stages a-e are 12,000 steps, ~3.5 h; stage f ~45 min (clean 5 min + DAgger 9.5 min collection,
@@ -22,7 +25,7 @@
 # from-scratch stage with the object token is the next thing to measure (STAGES=e trains only that stage).
 # Stage d of the shipped lineage ran with an earlier object-token layout (both objects relative to the current
 # gripper pose); this script trains every stage with the current layout, so it reproduces the recipe, not the bits.
-# Knobs (environment): EPISODES (per task, default 100), STEPS (stage e, default 2500), STAGES (default abcdefg),
+# Knobs (environment): EPISODES (per task, default 100), STEPS (stage e, default 2500), STAGES (default abcdefgh),
 # DAGGER_EPISODES (per task and kind, default 60), F_STEPS / G_STEPS (stages f / g, default 2000 / 1500), MIX (the
 # store of stages f and g, default data/mix.zarr),
 # OUT (default runs/keystone-base), DATA (default data/sim.zarr), WORKERS (collection processes, default 2),
@@ -31,7 +34,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EPISODES="${EPISODES:-100}"
 STEPS="${STEPS:-2500}"
-STAGES="${STAGES:-abcdefg}"
+STAGES="${STAGES:-abcdefgh}"
 DAGGER_EPISODES="${DAGGER_EPISODES:-60}"
 F_STEPS="${F_STEPS:-2000}"
 G_STEPS="${G_STEPS:-1500}"
@@ -90,7 +93,15 @@ case "$STAGES" in
         DATA="$MIX" train "${OUT}-g" "$G_STEPS" --init-from "$prev"
         prev="${OUT}-g" ;;
 esac
-[ -n "$prev" ] || { echo "STAGES=${STAGES} names no stage (a-g)" >&2; exit 2; }
+case "$STAGES" in
+    *h*)
+        need_learner h
+        echo "== 2h: yaw head on ${prev} (fit on ${MIX})" >&2
+        "$PY" -m keystone_vla.cli train --data "$MIX" --out "${OUT}-h" --init-from "$prev" --fit-yaw-head \
+            --steps 6000 --seed 0 --threads "$THREADS" --json | tail -n 1
+        prev="${OUT}-h" ;;
+esac
+[ -n "$prev" ] || { echo "STAGES=${STAGES} names no stage (a-h)" >&2; exit 2; }
 rm -rf "$OUT" && cp -r "$prev" "$OUT"
 
 echo "== 3/3 closed-loop check, checkpoint size and ship" >&2
