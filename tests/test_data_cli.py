@@ -148,13 +148,15 @@ def test_collect_with_a_learner_records_the_oracles_labels_on_the_learners_path(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """DAgger: the shipped VLA drives about half of each episode; what is stored is the oracle's action there."""
     out = tmp_path / "dagger.zarr"
+    # seed 4: an episode the oracle completes after the learner's half (with seed 3 the stop-13 model leaves the
+    # oracle a scene it does not finish, and a failed episode is dropped, which is also the collector's contract)
     code, summary = run_cli(capsys, "data", "collect", "--tasks", "stack", "--episodes-per-task", "1", "--workers",
-                            "1", "--seed", "3", "--learner", "keystone-base", "--out", str(out), "--json")
+                            "1", "--seed", "4", "--learner", "keystone-base", "--out", str(out), "--json")
     assert code == 0 and summary["episodes_written"] == 1 and 0.2 < summary["learner_tick_share"] < 0.8
     ep = next(iter(EpisodeStore(out, mode="r").episodes()))
     assert ep.attrs["source"]["learner"].endswith("keystone-base") and ep.attrs["learner_ticks"] > 10
     # the same scene run by the oracle alone: same first label (same start), but a different path afterwards
-    clean = run_episode(EpisodeSpec("stack", episode_seed(3, "stack", 0)), image_size=32)
+    clean = run_episode(EpisodeSpec("stack", episode_seed(4, "stack", 0)), image_size=32)
     actions, ee = ep.array("action"), ep.array("ee_pose")
     np.testing.assert_allclose(actions[0], clean.action[0], atol=1e-6)
     n = min(len(ee), len(clean.ee_pose))
