@@ -56,12 +56,15 @@ class EvalConfig:
     max_steps: int | None = None
     videos: bool = True
     scene_search: int = 16
+    max_regrasps: int = 2  # VLA agents only (see policies.vla_agent)
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
+        if self.max_regrasps < 0:
+            raise ConfigError(f"--max-regrasps must be >= 0 (0 turns regrasping off), got {self.max_regrasps}")
         for split in self.splits:
             if split not in SPLITS:
                 raise unknown_choice("split", split, SPLITS)
@@ -94,6 +97,7 @@ class EpisodeResult:
     plan_same_steps: bool | None = None  # the same steps in any order (kit_assembly's instruction fixes no order)
     interventions: int = 0
     stalls: int | None = None
+    regrasps: int | None = None  # put-down steps sent back to their pick (VLA agent only)
     latency_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     line: int | None = None
@@ -180,7 +184,7 @@ def _init_worker(config: EvalConfig, video_dir: str | None, threads: int | None)
     from keystone_vla.policies.registry import load_policy
     from keystone_vla.sim.rollout import make_world
 
-    policy = load_policy(config.policy)
+    policy = load_policy(config.policy, max_regrasps=config.max_regrasps)
     cameras = tuple(getattr(policy, "cameras", ())) if getattr(policy, "needs_images", True) else ()
     image_size = int(getattr(policy, "image_size", config.image_size))  # render what the model was trained on
     world = make_world(EpisodeSpec(config.tasks[0] if config.tasks else "pick_place", config.seed, "seen", config.arm),
@@ -237,6 +241,9 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     stats = getattr(policy, "runtime_stats", None)
     if stats is not None:
         result.stalls = int(stats.stalls)
+    regrasps = getattr(policy, "regrasps", None)
+    if regrasps is not None:
+        result.regrasps = int(regrasps)
     if video_dir and rec.video_frames:
         result.video = _maybe_write_video(Path(video_dir), job, result.success, rec.video_frames)
     result.wall_s = time.perf_counter() - t0
@@ -391,6 +398,7 @@ def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
     exact = [r.plan_exact for r in cell if r.plan_exact is not None]
     same = [r.plan_same_steps for r in cell if r.plan_same_steps is not None]
     stalls = [r.stalls for r in ran if r.stalls is not None]
+    regrasps = [r.regrasps for r in ran if r.regrasps is not None]
     return {
         "success_rate": sum(r.success for r in cell) / len(cell),
         "episodes": len(cell),
@@ -401,6 +409,7 @@ def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
         "plan_same_steps_rate": (sum(same) / len(same)) if same else None,
         "interventions_per_episode": float(np.mean([r.interventions for r in ran])) if ran else None,
         "stalls": int(sum(stalls)) if stalls else None,
+        "regrasps": int(sum(regrasps)) if regrasps else None,
         "latency_ms": {"p50": _percentile(lat, 50), "p99": _percentile(lat, 99)},
         "wall_s": float(sum(r.wall_s for r in cell)),
         "seeds": sorted({r.seed for r in cell}),

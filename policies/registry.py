@@ -61,8 +61,9 @@ def resolve_policy_name(spec: str) -> tuple[str, Path | None]:
     return checkpoint_kind(path), path
 
 
-def load_policy(spec: str, **runtime: Any) -> Any:
-    """Build the policy named by `spec` (see module docstring); `runtime` goes to the chunk runtime config."""
+def load_policy(spec: str, max_regrasps: int | None = None, **runtime: Any) -> Any:
+    """Build the policy named by `spec` (see module docstring); `runtime` goes to the chunk runtime config,
+    `max_regrasps` to a VLA agent (None: its default; ignored by the other policies, which have no plan)."""
     kind, folder = resolve_policy_name(spec)
     if kind == "oracle":
         from keystone_vla.policies.oracle import OraclePolicy
@@ -78,4 +79,6 @@ def load_policy(spec: str, **runtime: Any) -> Any:
         return BaselinePolicy.from_pretrained(folder, **runtime)
     from keystone_vla.policies.vla_agent import VLAAgent
 
+    if max_regrasps is not None:
+        return VLAAgent.from_pretrained(folder, max_regrasps=max_regrasps, **runtime)
     return VLAAgent.from_pretrained(folder, **runtime)

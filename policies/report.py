@@ -31,13 +31,14 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
             rows.append([task, split, _pct(c["success_rate"]), f"{c['successes']}/{c['episodes']}", str(c["refused"]),
                          _num(c["mean_steps"]), _pct(c["plan_exact_rate"]), _pct(c.get("plan_same_steps_rate")),
                          _num(c["interventions_per_episode"]),
+                         "n/a" if c.get("regrasps") is None else str(c["regrasps"]),
                          _num(c["latency_ms"]["p50"], ".2f"), _num(c["latency_ms"]["p99"], ".2f"),
                          _num(c["wall_s"], ".0f")])
     return rows
 
 
 HEADER = ["task", "split", "success", "succeeded", "refused", "mean steps", "plan exact", "plan steps (any order)", "shield interventions / ep",
-          "latency p50 (ms)", "latency p99 (ms)", "wall (s)"]
+          "regrasps", "latency p50 (ms)", "latency p99 (ms)", "wall (s)"]
 
 
 def plot_success(summary: dict[str, Any], path: Path) -> None:

@@ -16,8 +16,10 @@
 #           (seed 2), appended to the same store; G_STEPS steps on all of it, warm start from f (stop 11, runs/
 #           kb-dagger2)
 #        h. a yaw head (object features + state -> the chunk's turn, squared error) fitted on the MIX store onto
-#           g, every other weight unchanged (`keystone train --fit-yaw-head`, 6,000 steps, ~1.5 min; stop 13,
-#           runs/kb-yawhead = the shipped keystone-base): g's own yaw output had collapsed to no turn
+#           g, every other weight unchanged (`keystone train --fit-yaw-head`, 6,000 steps, ~1.5 min): g's own yaw
+#           output had collapsed to no turn. The copy measures its object token in the held_part frame
+#           (`--object-frame held_part`: a placing step's target from the part in the hand, so an off-centre
+#           grasp is placed by the part; stop 14, runs/kb-yh-held = the shipped keystone-base)
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
 # 2 threads: stages a-e are 12,000 steps, ~3.5 h; stage f ~45 min (clean 5 min + DAgger 9.5 min collection,
@@ -98,7 +100,7 @@ case "$STAGES" in
         need_learner h
         echo "== 2h: yaw head on ${prev} (fit on ${MIX})" >&2
         "$PY" -m keystone_vla.cli train --data "$MIX" --out "${OUT}-h" --init-from "$prev" --fit-yaw-head \
-            --steps 6000 --seed 0 --threads "$THREADS" --json | tail -n 1
+            --object-frame held_part --steps 6000 --seed 0 --threads "$THREADS" --json | tail -n 1
         prev="${OUT}-h" ;;
 esac
 [ -n "$prev" ] || { echo "STAGES=${STAGES} names no stage (a-h)" >&2; exit 2; }

@@ -197,6 +197,90 @@ def test_vla_agent_ends_a_step_only_when_model_and_check_agree(vla_ckpt) -> None
         VLAAgent(agent.vla, check_patience=0)
 
 
+def test_vla_agent_regrasps_a_part_released_short_of_its_target(vla_ckpt) -> None:
+    # the done head never fires; the checks alone move the plan (check_patience=1)
+    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1 - 1e-9, check_patience=1,
+                                     regrasp_patience=3, max_regrasps=1)
+    size = agent.image_size
+    scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
+             DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
+    holds = {"pick(red_block)": True, "place_in(red_block, blue_bowl)": False}
+    agent.prepare("put the red block in the blue bowl", obs(size), scene, step_check=lambda s: holds[s.call],
+                  locate=lambda step: np.zeros(14, np.float32))
+    agent.plan = Plan("x", (PlanStep.parse("pick(red_block)", "pick up the red block"),
+                            PlanStep.parse("place_in(red_block, blue_bowl)", "put it in the bowl")))
+    agent.reset()
+
+    def hand(opening: float) -> Observation:
+        o = obs(size)
+        o.state[-1] = opening
+        return o
+
+    agent.act(hand(0.5))  # lifted: the pick's check holds, on to the put-down
+    assert agent.plan_step == 1
+    holds["pick(red_block)"] = False  # the part is down, beside the bowl
+    for _ in range(5):  # ... but still in the closed hand (opening 0.5): the put-down goes on
+        agent.act(hand(0.5))
+    assert agent.plan_step == 1 and agent.regrasps == 0
+    for _ in range(2):  # released (open hand), not yet for regrasp_patience ticks
+        agent.act(hand(1.0))
+    assert agent.plan_step == 1
+    agent.act(hand(1.0))  # third tick: back to the pick, with a fresh queue
+    assert agent.plan_step == 0 and agent.regrasps == 1 and agent.runtime.stats.chunks_requested >= 2
+    holds["pick(red_block)"] = True  # picked again
+    agent.act(hand(0.5))
+    assert agent.plan_step == 1
+    holds["pick(red_block)"] = False  # short again: max_regrasps=1 is spent, so the put-down stays current
+    for _ in range(6):
+        agent.act(hand(1.0))
+    assert agent.plan_step == 1 and agent.regrasps == 1
+    holds.update({"pick(red_block)": True, "place_in(red_block, blue_bowl)": True})
+    agent.reset()
+    agent.act(hand(0.5))
+    holds["pick(red_block)"] = False  # a part that landed in place is never regrasped
+    for _ in range(6):
+        agent.act(hand(1.0))
+    assert agent.plan_step == 1 and agent.regrasps == 0
+    with pytest.raises(ConfigError, match="regrasp_patience"):
+        VLAAgent(agent.vla, regrasp_patience=0)
+    with pytest.raises(ConfigError, match="max_regrasps"):
+        VLAAgent(agent.vla, max_regrasps=-1)
+
+
+@pytest.mark.parametrize("require_release", [True, False])
+def test_vla_agent_ends_a_put_down_by_patience_only_once_the_hand_opens(vla_ckpt, require_release) -> None:
+    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1 - 1e-9, check_patience=2,
+                                     require_release=require_release)
+    size = agent.image_size
+    scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
+             DetectedObject("green_block", "green", "block", (0.5, -0.1, 0.02)),
+             DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
+    agent.prepare("put the red block in the blue bowl", obs(size), scene, step_check=lambda s: True,
+                  locate=lambda step: np.zeros(14, np.float32))
+    agent.plan = Plan("x", tuple(PlanStep.parse(c, c) for c in (
+        "pick(red_block)", "place_in(red_block, blue_bowl)", "pick(green_block)", "place_in(green_block, blue_bowl)")))
+    agent.reset()
+
+    def hand(opening: float) -> Observation:
+        o = obs(size)
+        o.state[-1] = opening
+        return o
+
+    for _ in range(2):  # a pick ends by patience with the part in the (closed) hand
+        agent.act(hand(0.5))
+    assert agent.plan_step == 1
+    for _ in range(2):  # the part is in the bowl but still gripped
+        agent.act(hand(0.5))
+    assert agent.plan_step == (1 if require_release else 2)
+    if require_release:
+        for _ in range(4):  # however long it stays gripped
+            agent.act(hand(0.5))
+        assert agent.plan_step == 1
+        for _ in range(2):  # let go: now the put-down is over
+            agent.act(hand(1.0))
+        assert agent.plan_step == 2
+
+
 def test_vla_agent_in_the_harness_reports_its_plan(vla_ckpt) -> None:
     torch.manual_seed(0)
     policy = load_policy(str(vla_ckpt))

@@ -187,14 +187,16 @@ def test_fit_yaw_head_cli_adds_a_head_and_keeps_every_other_weight(sim_store, tm
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fit = base + ["--fit-yaw-head", "--steps", "50"]
-    proc = subprocess.run(fit + ["--init-from", str(tmp_path / "run"), "--out", str(tmp_path / "yaw")], env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(fit + ["--init-from", str(tmp_path / "run"), "--out", str(tmp_path / "yaw"),
+                                 "--object-frame", "held_part"], env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     assert summary["steps"] == 50 and summary["train_windows"] > 0 and np.isfinite(summary["val_mse"])
+    assert summary["object_frame"] == "held_part"
     assert "yaw head" in proc.stderr  # progress bar
     before, after = load_pretrained(tmp_path / "run").model, load_pretrained(tmp_path / "yaw").model
     assert after.config.yaw_head and not before.config.yaw_head
+    assert before.config.object_frame == "gripper" and after.config.object_frame == "held_part"
     kept = before.state_dict()
     for k, v in after.state_dict().items():
         if not k.startswith("yaw_out."):
@@ -202,7 +204,8 @@ def test_fit_yaw_head_cli_adds_a_head_and_keeps_every_other_weight(sim_store, tm
     info = json.loads((tmp_path / "yaw" / "train_info.json").read_text())
     assert info["yaw_head"]["init_from"] == str(tmp_path / "run") and info["yaw_head"]["steps"] == 50
     assert "closed_loop_eval" not in info
-    for bad, msg in (([], "name it with --init-from"), (["--init-from", str(tmp_path / "nope")], "does not exist")):
+    for bad, msg in (([], "name it with --init-from"), (["--init-from", str(tmp_path / "nope")], "does not exist"),
+                     (["--init-from", str(tmp_path / "run"), "--object-frame", "palm"], "unknown object frame")):
         proc = subprocess.run(fit + ["--out", str(tmp_path / "bad")] + bad, env=ENV, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr[-2000:])

@@ -120,10 +120,17 @@ def fit_yaw_head(head: torch.nn.Module, train: tuple[np.ndarray, np.ndarray, np.
 
 
 def add_yaw_head(init_from: str, store_path: str, out: str, steps: int = 6000, batch_size: int = 512,
-                 lr: float = 1e-3, seed: int = 0, augment_copies: int = 2, progress: bool = True) -> dict[str, Any]:
+                 lr: float = 1e-3, seed: int = 0, augment_copies: int = 2, progress: bool = True,
+                 object_frame: str | None = None) -> dict[str, Any]:
     """Copy the chunk-head checkpoint `init_from` to `out` with a yaw head fitted on `store_path` (every other
     weight unchanged). Returns the fit's summary, also stored under ``yaw_head`` in out's train_info.json;
-    the copied ``closed_loop_eval`` is dropped, since it measured the model without the head."""
+    the copied ``closed_loop_eval`` is dropped, since it measured the model without the head.
+
+    `object_frame` (``gripper`` / ``held_part``, default: init_from's) is the frame the copy measures the object
+    token in; the head is fitted on features in that frame. The trunk is not retrained, which is sound for
+    ``held_part`` on a ``gripper``-trained trunk because both frames agree on the centred grasps of clean
+    demonstrations (see `keystone_vla.vla.object_token`); they differ only where a grasp is off-centre, and
+    there ``held_part`` drives the part, not the gripper, over the target."""
     import time
 
     from keystone_vla.errors import ModelError
@@ -137,6 +144,12 @@ def add_yaw_head(init_from: str, store_path: str, out: str, steps: int = 6000, b
     except ModelError as exc:
         raise ModelError(f"--init-from {init_from} is not a checkpoint a yaw head can be added to: {exc}") from exc
     config = warm.config
+    if object_frame is not None:
+        from keystone_vla.vla.object_token import FRAMES
+
+        if object_frame not in FRAMES:
+            raise ConfigError(f"unknown object frame {object_frame!r}; valid: {', '.join(FRAMES)}")
+        config = config.replace(object_frame=object_frame)
     if not (config.object_token and config.action_head == "chunk"):
         raise ConfigError(f"{init_from} has object_token={config.object_token}, action_head={config.action_head!r}; "
                           "a yaw head needs a chunk-head model with the object token")
@@ -152,7 +165,7 @@ def add_yaw_head(init_from: str, store_path: str, out: str, steps: int = 6000, b
     val = yaw_table(val_ds, warm.normalizer)
     summary = fit_yaw_head(model.yaw_out, train, val, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                            progress=progress)
-    summary.update(store=str(store_path), init_from=str(init_from), augment_copies=augment_copies, lr=lr,
+    summary.update(store=str(store_path), init_from=str(init_from), object_frame=config.object_frame, augment_copies=augment_copies, lr=lr,
                    batch_size=batch_size, seed=seed, wall_s=round(time.perf_counter() - t0, 1),
                    train_episodes=data_info["train_episodes"], val_episodes=data_info["val_episodes"])
     info = {k: v for k, v in warm.train_info.items() if k not in ("closed_loop_eval", "git_revision")}

@@ -37,6 +37,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--arm", default="panda", help="arm to evaluate on (default: panda)")
     p.add_argument("--max-steps", type=int, default=None, help="cut episodes after this many ticks (default: task's)")
     p.add_argument("--no-videos", action="store_true", help="do not record rollout videos")
+    p.add_argument("--max-regrasps", type=int, default=2,
+                   help="VLA policies: times a put-down step whose part lies released short of its target may go "
+                        "back to its pick (default 2; 0 turns regrasping off)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="eval_command", metavar="compare")
@@ -76,6 +79,7 @@ def run_eval(args: argparse.Namespace) -> int:
         policy=args.policy, tasks=tasks, splits=parse_splits(args.split), episodes=args.episodes,
         workers=args.workers, seed=args.seed, out=args.out or Path("reports") / name, instructions=instructions,
         arm=args.arm, max_steps=args.max_steps, videos=not args.no_videos,
+        max_regrasps=args.max_regrasps,
     )
     summary = evaluate(config, progress=True)
     out = {

@@ -42,9 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="warm-start from this checkpoint folder (weights, tokenizer, config; fresh optimizer)")
     p.add_argument("--no-object-token", action="store_true",
                    help="no object token (the step's object poses) in the prefix: images and text only")
-    p.add_argument("--object-frame", default="gripper",
-                   help="gripper or held_part: measure a placing step's target from the gripper or from the part "
-                        "it holds (compensates off-centre grasps)")
+    p.add_argument("--object-frame", default=None,
+                   help="gripper (default) or held_part: measure a placing step's target from the gripper or from "
+                        "the part it holds (compensates off-centre grasps); with --fit-yaw-head, the frame the new "
+                        "checkpoint uses (default: the --init-from checkpoint's)")
     p.add_argument("--action-weights", default=None,
                    help="7 comma-separated action loss weights (dx,dy,dz,droll,dpitch,dyaw,gripper), e.g. "
                         "1,1,1,1,1,5,1 so the rarely-turning yaw is learned (default: all alike)")
@@ -74,7 +75,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _fit_yaw_head(args)
     cameras = tuple(split_list(args.cameras))
     overrides = {"action_head": args.action_head, "cameras": cameras, "text_encoder": args.text_encoder,
-                 "object_token": not args.no_object_token, "object_frame": args.object_frame}
+                 "object_token": not args.no_object_token, "object_frame": args.object_frame or "gripper"}
     if args.chunk_size:
         overrides["chunk_size"] = args.chunk_size
     config = get_preset(args.preset, **overrides)
@@ -131,11 +132,13 @@ def _fit_yaw_head(args: argparse.Namespace) -> int:
         raise ConfigError("--fit-yaw-head writes a new checkpoint; drop --resume")
     if not os.path.isdir(args.data):
         raise ConfigError(f"--data {args.data} is not a folder; collect demonstrations first: keystone data collect")
-    s = add_yaw_head(args.init_from, args.data, args.out, steps=args.steps or 6000, seed=args.seed)
+    s = add_yaw_head(args.init_from, args.data, args.out, steps=args.steps or 6000, seed=args.seed,
+                     object_frame=args.object_frame)
     before, after = s["val_before"], s["val_after"]
     emit_summary({"out": args.out, "steps": s["steps"], "train_windows": s["train_windows"],
                   "val_mse_before": before["mse"], "val_mse": after["mse"], "val_label_variance": after["label_variance"],
-                  "val_correlation": after["correlation"], "wall_s": s["wall_s"]},
+                  "val_correlation": after["correlation"], "object_frame": s["object_frame"],
+                  "wall_s": s["wall_s"]},
                  args.json, title="keystone train --fit-yaw-head: done")
     return 0
 
