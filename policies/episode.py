@@ -20,13 +20,19 @@ VARIANT_STRIDE = 100_003
 
 
 def find_scene(world: Any, task: Any, seed: int, split: str, instruction: str,
-               variants: int = 16) -> tuple[int, Plan | None] | str:
+               variants: int = 16, exact_variants: int = 0) -> tuple[int, Plan | None] | str:
     """Pick a scene for a user instruction: returns (seed, goal plan or None) or the refusal reason (str).
 
     Tries seeds ``seed + k * VARIANT_STRIDE``; a scene where the grounded plan equals the task's own plan wins
     (goal None: the task's success check applies); else the first scene where the instruction grounds (goal =
     the grounded plan). Instructions that name no object ('assemble the kit') are the task's goal as stated.
+    Task-level instructions that name objects in an order only the plan head reads ('build a tower: red at the
+    bottom, then blue, then green') need a scene whose own instruction is the same text, so that the task's
+    success check judges the order the user asked for: up to ``variants + exact_variants`` seeds are tried,
+    and without one the result is a refusal (never a scene judged against another order).
     """
+    from keystone_vla.perception.language import parse_instruction, tokenize
+
     from keystone_vla.perception.grounding import Refusal, check_instruction, ground_instruction
 
     refusal = check_instruction(instruction)
@@ -34,13 +40,23 @@ def find_scene(world: Any, task: Any, seed: int, split: str, instruction: str,
         return refusal.reason
     first_refusal: Refusal | None = None
     fallback: tuple[int, Plan] | None = None
-    for k in range(max(1, variants)):
+    names_objects = bool(parse_instruction(instruction).references)
+    ordered_miss = False  # a scene held the named objects, but its own goal was another instruction
+    wanted = tokenize(instruction)
+    for k in range(max(1, variants) + max(0, exact_variants)):
+        if k >= max(1, variants) and not ordered_miss:
+            break  # the extra variants only serve the exact-text search
         s = seed + k * VARIANT_STRIDE
-        inst = task.reset(world, s, split, instruction)
+        inst = task.reset(world, s, split)
+        own = inst.instruction
+        inst.instruction = instruction
         grounded = ground_instruction(instruction, list(world.objects.values()), world.spec)
         if isinstance(grounded, Refusal):
             if grounded.kind == "no_object":
-                return s, None
+                if not names_objects or tokenize(own) == wanted:
+                    return s, None
+                ordered_miss = True
+                continue
             if grounded.kind not in SCENE_REFUSALS:
                 return grounded.reason
             first_refusal = first_refusal or grounded
@@ -53,6 +69,9 @@ def find_scene(world: Any, task: Any, seed: int, split: str, instruction: str,
             fallback = (s, grounded.plan)
     if fallback is not None:
         return fallback
+    if ordered_miss:
+        return (f"{instruction!r} sets an order that no {task.name} scene tried ({split} split) has as its goal, so "
+                f"its success could not be checked; use one of the task's phrasings (keystone sim tasks)")
     assert first_refusal is not None
     return first_refusal.reason
 

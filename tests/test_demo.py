@@ -120,3 +120,27 @@ def test_spoken_instruction(tmp_path, capsys) -> None:
     out, _ = last_json(capsys)
     assert out["instruction"] == "insert the peg into the hole"
     assert out["status"] == "succeeded"
+
+
+def test_a_tower_order_runs_in_a_scene_whose_own_goal_is_that_order() -> None:
+    from keystone_vla.policies.episode import find_scene
+    from keystone_vla.sim.rollout import EpisodeSpec, make_world
+    from keystone_vla.sim.tasks import get_task
+
+    text = "build a tower: red at the bottom, then blue, then green"
+    assert candidate_tasks(text)[0] == "build_tower"  # 'tower:' with its colon still names the task
+    task = get_task("build_tower")
+    world = make_world(EpisodeSpec("build_tower", 0, "seen", "panda"), (), 64)
+    try:
+        hit = find_scene(world, task, 0, "seen", text, variants=4, exact_variants=400)
+        assert not isinstance(hit, str), hit
+        scene, goal = hit
+        assert goal is None and task.reset(world, scene, "seen").instruction == text
+        # scene 0 holds all four blocks, but its own goal is another order: refused, not judged against it
+        assert set(task.reset(world, 0, "seen").instruction.split()) != set(text.split())
+        miss = find_scene(world, task, 0, "seen", text, variants=1)
+        assert isinstance(miss, str) and "its success could not be checked" in miss
+        # an instruction that names no object is the task's goal as stated, in the first scene
+        assert find_scene(world, get_task("kit_assembly"), 0, "seen", "assemble the kit", variants=4) == (0, None)
+    finally:
+        world.close()
