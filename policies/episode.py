@@ -31,9 +31,8 @@ def find_scene(world: Any, task: Any, seed: int, split: str, instruction: str,
     success check judges the order the user asked for: up to ``variants + exact_variants`` seeds are tried,
     and without one the result is a refusal (never a scene judged against another order).
     """
-    from keystone_vla.perception.language import parse_instruction, tokenize
-
     from keystone_vla.perception.grounding import Refusal, check_instruction, ground_instruction
+    from keystone_vla.perception.language import parse_instruction, tokenize
 
     refusal = check_instruction(instruction)
     if refusal is not None:
