@@ -46,13 +46,11 @@ def find_scene(world: Any, task: Any, seed: int, split: str, instruction: str,
         if k >= max(1, variants) and not ordered_miss:
             break  # the extra variants only serve the exact-text search
         s = seed + k * VARIANT_STRIDE
-        inst = task.reset(world, s, split)
-        own = inst.instruction
-        inst.instruction = instruction
+        inst = task.reset(world, s, split)  # the scene's own instruction is kept, to compare with the user's
         grounded = ground_instruction(instruction, list(world.objects.values()), world.spec)
         if isinstance(grounded, Refusal):
             if grounded.kind == "no_object":
-                if not names_objects or tokenize(own) == wanted:
+                if not names_objects or tokenize(inst.instruction) == wanted:
                     return s, None
                 ordered_miss = True
                 continue

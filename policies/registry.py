@@ -79,6 +79,5 @@ def load_policy(spec: str, max_regrasps: int | None = None, **runtime: Any) -> A
         return BaselinePolicy.from_pretrained(folder, **runtime)
     from keystone_vla.policies.vla_agent import VLAAgent
 
-    if max_regrasps is not None:
-        return VLAAgent.from_pretrained(folder, max_regrasps=max_regrasps, **runtime)
-    return VLAAgent.from_pretrained(folder, **runtime)
+    agent = {} if max_regrasps is None else {"max_regrasps": max_regrasps}
+    return VLAAgent.from_pretrained(folder, **agent, **runtime)

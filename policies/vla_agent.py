@@ -227,20 +227,13 @@ class VLAAgent:
         """Whether the current put-down step's part lies released and unplaced long enough to pick it again."""
         assert self.plan is not None
         i = self.plan_step
-        if (checked or self._step_check is None or step.skill == "pick" or i == 0
-                or self._regrasps_at.get(i, 0) >= self.max_regrasps):
-            self._empty_ticks = 0
-            return False
-        pick = self.plan.steps[i - 1]
-        if pick.skill != "pick" or pick.args[0] != step.args[0]:
-            self._empty_ticks = 0
-            return False
+        pick = self.plan.steps[i - 1] if i > 0 else None
         opening = _opening(observation)
-        empty = opening > EMPTY_OPEN or opening < EMPTY_CLOSED
-        if empty and not self._step_check(pick):
-            self._empty_ticks += 1
-        else:
-            self._empty_ticks = 0
+        released = (not checked and self._step_check is not None and step.skill != "pick"
+                    and pick is not None and pick.skill == "pick" and pick.args[0] == step.args[0]
+                    and self._regrasps_at.get(i, 0) < self.max_regrasps
+                    and (opening > EMPTY_OPEN or opening < EMPTY_CLOSED) and not self._step_check(pick))
+        self._empty_ticks = self._empty_ticks + 1 if released else 0
         return self._empty_ticks >= self.regrasp_patience
 
     def _predict(self, observation: Observation) -> ActionChunk:

@@ -48,10 +48,14 @@ def vla_ckpt(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("vla") / "tiny", steps=2)
 
 
-def obs(size: int, seed: int = 0) -> Observation:
+def obs(size: int, seed: int = 0, opening: float | None = None) -> Observation:
+    """A random observation; `opening` sets the gripper opening (the state's last entry, 1 = open)."""
     rng = np.random.default_rng(seed)
+    state = rng.normal(size=8).astype(np.float32)
+    if opening is not None:
+        state[-1] = opening
     return Observation(images={"front": rng.integers(0, 255, (size, size, 3), dtype=np.uint8)},
-                       state=rng.normal(size=8).astype(np.float32), ee_pose=np.zeros(7, np.float32))
+                       state=state, ee_pose=np.zeros(7, np.float32))
 
 
 # ------------------------------------------------------------------------------------------ oracle, registry
@@ -211,35 +215,30 @@ def test_vla_agent_regrasps_a_part_released_short_of_its_target(vla_ckpt) -> Non
                             PlanStep.parse("place_in(red_block, blue_bowl)", "put it in the bowl")))
     agent.reset()
 
-    def hand(opening: float) -> Observation:
-        o = obs(size)
-        o.state[-1] = opening
-        return o
-
-    agent.act(hand(0.5))  # lifted: the pick's check holds, on to the put-down
+    agent.act(obs(size, opening=0.5))  # lifted: the pick's check holds, on to the put-down
     assert agent.plan_step == 1
     holds["pick(red_block)"] = False  # the part is down, beside the bowl
     for _ in range(5):  # ... but still in the closed hand (opening 0.5): the put-down goes on
-        agent.act(hand(0.5))
+        agent.act(obs(size, opening=0.5))
     assert agent.plan_step == 1 and agent.regrasps == 0
     for _ in range(2):  # released (open hand), not yet for regrasp_patience ticks
-        agent.act(hand(1.0))
+        agent.act(obs(size, opening=1.0))
     assert agent.plan_step == 1
-    agent.act(hand(1.0))  # third tick: back to the pick, with a fresh queue
+    agent.act(obs(size, opening=1.0))  # third tick: back to the pick, with a fresh queue
     assert agent.plan_step == 0 and agent.regrasps == 1 and agent.runtime.stats.chunks_requested >= 2
     holds["pick(red_block)"] = True  # picked again
-    agent.act(hand(0.5))
+    agent.act(obs(size, opening=0.5))
     assert agent.plan_step == 1
     holds["pick(red_block)"] = False  # short again: max_regrasps=1 is spent, so the put-down stays current
     for _ in range(6):
-        agent.act(hand(1.0))
+        agent.act(obs(size, opening=1.0))
     assert agent.plan_step == 1 and agent.regrasps == 1
     holds.update({"pick(red_block)": True, "place_in(red_block, blue_bowl)": True})
     agent.reset()
-    agent.act(hand(0.5))
+    agent.act(obs(size, opening=0.5))
     holds["pick(red_block)"] = False  # a part that landed in place is never regrasped
     for _ in range(6):
-        agent.act(hand(1.0))
+        agent.act(obs(size, opening=1.0))
     assert agent.plan_step == 1 and agent.regrasps == 0
     with pytest.raises(ConfigError, match="regrasp_patience"):
         VLAAgent(agent.vla, regrasp_patience=0)
@@ -261,23 +260,18 @@ def test_vla_agent_ends_a_put_down_by_patience_only_once_the_hand_opens(vla_ckpt
         "pick(red_block)", "place_in(red_block, blue_bowl)", "pick(green_block)", "place_in(green_block, blue_bowl)")))
     agent.reset()
 
-    def hand(opening: float) -> Observation:
-        o = obs(size)
-        o.state[-1] = opening
-        return o
-
     for _ in range(2):  # a pick ends by patience with the part in the (closed) hand
-        agent.act(hand(0.5))
+        agent.act(obs(size, opening=0.5))
     assert agent.plan_step == 1
     for _ in range(2):  # the part is in the bowl but still gripped
-        agent.act(hand(0.5))
+        agent.act(obs(size, opening=0.5))
     assert agent.plan_step == (1 if require_release else 2)
     if require_release:
         for _ in range(4):  # however long it stays gripped
-            agent.act(hand(0.5))
+            agent.act(obs(size, opening=0.5))
         assert agent.plan_step == 1
         for _ in range(2):  # let go: now the put-down is over
-            agent.act(hand(1.0))
+            agent.act(obs(size, opening=1.0))
         assert agent.plan_step == 2
 
 

@@ -205,7 +205,7 @@ def test_fit_yaw_head_cli_adds_a_head_and_keeps_every_other_weight(sim_store, tm
     assert info["yaw_head"]["init_from"] == str(tmp_path / "run") and info["yaw_head"]["steps"] == 50
     assert "closed_loop_eval" not in info
     for bad, msg in (([], "name it with --init-from"), (["--init-from", str(tmp_path / "nope")], "does not exist"),
-                     (["--init-from", str(tmp_path / "run"), "--object-frame", "palm"], "unknown object frame")):
+                     (["--init-from", str(tmp_path / "run"), "--object-frame", "palm"], "unknown object_frame 'palm'")):
         proc = subprocess.run(fit + ["--out", str(tmp_path / "bad")] + bad, env=ENV, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr[-2000:])

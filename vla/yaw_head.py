@@ -145,11 +145,7 @@ def add_yaw_head(init_from: str, store_path: str, out: str, steps: int = 6000, b
         raise ModelError(f"--init-from {init_from} is not a checkpoint a yaw head can be added to: {exc}") from exc
     config = warm.config
     if object_frame is not None:
-        from keystone_vla.vla.object_token import FRAMES
-
-        if object_frame not in FRAMES:
-            raise ConfigError(f"unknown object frame {object_frame!r}; valid: {', '.join(FRAMES)}")
-        config = config.replace(object_frame=object_frame)
+        config = config.replace(object_frame=object_frame)  # VLAConfig rejects an unknown frame
     if not (config.object_token and config.action_head == "chunk"):
         raise ConfigError(f"{init_from} has object_token={config.object_token}, action_head={config.action_head!r}; "
                           "a yaw head needs a chunk-head model with the object token")
@@ -165,8 +161,8 @@ def add_yaw_head(init_from: str, store_path: str, out: str, steps: int = 6000, b
     val = yaw_table(val_ds, warm.normalizer)
     summary = fit_yaw_head(model.yaw_out, train, val, steps=steps, batch_size=batch_size, lr=lr, seed=seed,
                            progress=progress)
-    summary.update(store=str(store_path), init_from=str(init_from), object_frame=config.object_frame, augment_copies=augment_copies, lr=lr,
-                   batch_size=batch_size, seed=seed, wall_s=round(time.perf_counter() - t0, 1),
+    summary.update(store=str(store_path), init_from=str(init_from), object_frame=config.object_frame,
+                   augment_copies=augment_copies, lr=lr, batch_size=batch_size, seed=seed, wall_s=round(time.perf_counter() - t0, 1),
                    train_episodes=data_info["train_episodes"], val_episodes=data_info["val_episodes"])
     info = {k: v for k, v in warm.train_info.items() if k not in ("closed_loop_eval", "git_revision")}
     info["yaw_head"] = summary
