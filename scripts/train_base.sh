@@ -19,7 +19,11 @@
 #           g, every other weight unchanged (`keystone train --fit-yaw-head`, 6,000 steps, ~1.5 min): g's own yaw
 #           output had collapsed to no turn. The copy measures its object token in the held_part frame
 #           (`--object-frame held_part`: a placing step's target from the part in the hand, so an off-centre
-#           grasp is placed by the part; stop 14, runs/kb-yh-held = the shipped keystone-base)
+#           grasp is placed by the part; stop 14, runs/kb-yh-held)
+#        i. a plan adapter (LoRA on the LM, on only while it writes a plan, plus a MiniLM sentence token; word
+#           dropout and colour/shape renaming while fitting) fitted on the plans of the MIX store onto h, every
+#           other weight unchanged (`keystone train --fit-plan-adapter`, 800 steps, ~8 min): h's plan head gave
+#           unseen-template instructions another task's plan (stop 15, runs/kb-plan2 = the shipped keystone-base)
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
 # 2 threads: stages a-e are 12,000 steps, ~3.5 h; stage f ~45 min (clean 5 min + DAgger 9.5 min collection,
@@ -27,7 +31,7 @@
 # from-scratch stage with the object token is the next thing to measure (STAGES=e trains only that stage).
 # Stage d of the shipped lineage ran with an earlier object-token layout (both objects relative to the current
 # gripper pose); this script trains every stage with the current layout, so it reproduces the recipe, not the bits.
-# Knobs (environment): EPISODES (per task, default 100), STEPS (stage e, default 2500), STAGES (default abcdefgh),
+# Knobs (environment): EPISODES (per task, default 100), STEPS (stage e, default 2500), STAGES (default abcdefghi),
 # DAGGER_EPISODES (per task and kind, default 60), F_STEPS / G_STEPS (stages f / g, default 2000 / 1500), MIX (the
 # store of stages f and g, default data/mix.zarr),
 # OUT (default runs/keystone-base), DATA (default data/sim.zarr), WORKERS (collection processes, default 2),
@@ -36,7 +40,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 EPISODES="${EPISODES:-100}"
 STEPS="${STEPS:-2500}"
-STAGES="${STAGES:-abcdefgh}"
+STAGES="${STAGES:-abcdefghi}"
 DAGGER_EPISODES="${DAGGER_EPISODES:-60}"
 F_STEPS="${F_STEPS:-2000}"
 G_STEPS="${G_STEPS:-1500}"
@@ -103,7 +107,15 @@ case "$STAGES" in
             --object-frame held_part --steps 6000 --seed 0 --threads "$THREADS" --json | tail -n 1
         prev="${OUT}-h" ;;
 esac
-[ -n "$prev" ] || { echo "STAGES=${STAGES} names no stage (a-h)" >&2; exit 2; }
+case "$STAGES" in
+    *i*)
+        need_learner i
+        echo "== 2i: plan adapter on ${prev} (fit on the plans of ${MIX}, text only)" >&2
+        "$PY" -m keystone_vla.cli train --data "$MIX" --out "${OUT}-i" --init-from "$prev" --fit-plan-adapter \
+            --steps 800 --seed 0 --threads "$THREADS" --json | tail -n 1
+        prev="${OUT}-i" ;;
+esac
+[ -n "$prev" ] || { echo "STAGES=${STAGES} names no stage (a-i)" >&2; exit 2; }
 rm -rf "$OUT" && cp -r "$prev" "$OUT"
 
 echo "== 3/3 closed-loop check, checkpoint size and ship" >&2

@@ -93,6 +93,9 @@ class VLAConfig:
     #: (`keystone_vla.vla.yaw_head`): the trunk's yaw collapsed to no turn at all (reports/dev-stop12), while
     #: the object features alone predict it. Off in the dataclass so older checkpoints load unchanged.
     yaw_head: bool = False
+    #: rank of the plan adapter (`keystone_vla.vla.plan_adapter`: LoRA deltas on the LM, active only while it
+    #: writes a plan, plus a MiniLM sentence token in the plan prompt); 0 = none, the plan head reads words only
+    plan_adapter_rank: int = 0
     #: word-level vocabulary size (set from the tokenizer when the model is built; bins come after it)
     vocab_size: int = 0
     #: skill -> step text template learned from data, e.g. {"pick": "pick up the {0}"}
@@ -112,6 +115,8 @@ class VLAConfig:
         if self.yaw_head and not (self.object_token and self.action_head == "chunk"):
             raise ConfigError("yaw_head needs object_token=True and action_head='chunk' (it reads the object token's "
                               "features and replaces the chunk head's yaw)")
+        if self.plan_adapter_rank < 0:
+            raise ConfigError(f"plan_adapter_rank must be >= 0 (0 = no plan adapter), got {self.plan_adapter_rank}")
         if not self.cameras:
             raise ConfigError("cameras must name at least one camera, e.g. ('front',)")
         if not 1 <= self.chunk_size <= 64:

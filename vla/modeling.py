@@ -160,6 +160,10 @@ class VLAModel(nn.Module):
                 self.action_out = _mlp(d, 2 * d, cfg.chunk_size * cfg.action_dim)
         if cfg.yaw_head:
             self.yaw_out = yaw_head_module(cfg)
+        if cfg.plan_adapter_rank:
+            from keystone_vla.vla.plan_adapter import PlanAdapter
+
+            self.plan_adapter = PlanAdapter(self.lm, rank=cfg.plan_adapter_rank)
         self.augment_shift = 0  # pixels of random-shift augmentation while training (set by the trainer)
         #: per-dimension weights of the action loss (set by the trainer; None = every dimension alike)
         self.action_loss_weights: tuple[float, ...] | None = None
@@ -282,10 +286,26 @@ class VLAModel(nn.Module):
 
     # ---- plan head ---------------------------------------------------------------------------------------
     @torch.inference_mode()
-    def generate_plan(self, prompt_ids: list[int], grammar: PlanGrammar, max_new_tokens: int) -> PlanGrammar:
-        """Greedy grammar-constrained decoding of a plan after `prompt_ids`; returns the finished grammar."""
+    def generate_plan(self, prompt_ids: list[int], grammar: PlanGrammar, max_new_tokens: int,
+                      text_features: torch.Tensor | None = None) -> PlanGrammar:
+        """Greedy grammar-constrained decoding of a plan after `prompt_ids`; returns the finished grammar. A model
+        with a plan adapter decodes with it on and needs the instruction's MiniLM vector `text_features` [1, 384]."""
+        if not self.config.plan_adapter_rank:
+            return self._decode_plan(prompt_ids, grammar, max_new_tokens, None)
+        if text_features is None:
+            raise ModelError("this model has a plan adapter; pass the instruction's MiniLM vector as text_features")
+        with self.plan_adapter.active():
+            return self._decode_plan(prompt_ids, grammar, max_new_tokens, text_features)
+
+    def _decode_plan(self, prompt_ids: list[int], grammar: PlanGrammar, max_new_tokens: int,
+                     text_features: torch.Tensor | None) -> PlanGrammar:
         device = self.camera_embed.device
-        out = self.lm(input_ids=torch.tensor([prompt_ids], device=device), use_cache=True, logits_to_keep=1)
+        ids = torch.tensor([prompt_ids], device=device)
+        if text_features is None:
+            out = self.lm(input_ids=ids, use_cache=True, logits_to_keep=1)
+        else:
+            embeds = self.plan_adapter.prompt_embeds(self.lm, ids, text_features.to(device))
+            out = self.lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
         for _ in range(max_new_tokens):
             allowed = grammar.allowed()
             logits = out.logits[0, -1].float()
@@ -335,7 +355,14 @@ class VLAModel(nn.Module):
         else:
             done_loss = done.sum() * 0.0  # keeps the head in the graph (DDP needs every parameter used)
         losses = {"action": action_loss, "done": done_loss}
-        if "plan_ids" in batch:
+        if "plan_ids" in batch and self.config.plan_adapter_rank:
+            from keystone_vla.vla.plan_adapter import plan_adapter_loss
+
+            if "plan_text_features" not in batch:
+                raise ModelError("this model has a plan adapter; plan batches need plan_text_features (fit it with "
+                                 "keystone train --init-from CKPT --fit-plan-adapter)")
+            losses["plan"] = plan_adapter_loss(self, batch)
+        elif "plan_ids" in batch:
             losses["plan"] = self.lm(input_ids=batch["plan_ids"], labels=batch["plan_labels"]).loss
         else:
             losses["plan"] = self.lm.get_output_embeddings().weight.sum() * 0.0

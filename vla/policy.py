@@ -45,6 +45,12 @@ class VLAPolicy:
             from keystone_vla.vla.text_encoder import MiniLMEncoder
 
             self.text_encoder = MiniLMEncoder()
+        #: the plan adapter's MiniLM (the action prefix's own when it has one, else loaded on first use)
+        self._plan_text_encoder = self.text_encoder
+        if warmup and self.config.plan_adapter_rank and self._plan_text_encoder is None:
+            from keystone_vla.vla.text_encoder import MiniLMEncoder
+
+            self._plan_text_encoder = MiniLMEncoder()  # a one-time cost, paid here rather than at the first plan
         if warmup:
             self._warmup()
 
@@ -153,7 +159,14 @@ class VLAPolicy:
             raise ModelError(f"objects must be non-empty object id strings, got {objs!r}")
         grammar = PlanGrammar(self.tokenizer, objs, self.config.max_plan_steps)
         prompt = self.tokenizer.plan_prompt(instruction, objs)
-        grammar = self.model.generate_plan(prompt, grammar, self.config.max_plan_tokens)
+        features = None
+        if self.config.plan_adapter_rank:
+            if self._plan_text_encoder is None:
+                from keystone_vla.vla.text_encoder import MiniLMEncoder
+
+                self._plan_text_encoder = MiniLMEncoder()
+            features = self._plan_text_encoder.encode([instruction])
+        grammar = self.model.generate_plan(prompt, grammar, self.config.max_plan_tokens, features)
         steps = tuple(PlanStep(s, a, render_step_text(s, a, self.config.step_templates)) for s, a in grammar.steps)
         return Plan(instruction, steps)
 

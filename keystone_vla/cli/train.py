@@ -56,6 +56,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --init-from: copy that chunk-head checkpoint to --out with a yaw head (object features "
                         "+ state -> the chunk's turn) fitted on --data; no images, minutes on a CPU; --steps "
                         "defaults to 6000 here")
+    p.add_argument("--fit-plan-adapter", action="store_true",
+                   help="with --init-from: copy that checkpoint to --out with a plan adapter (LoRA on the LM, on only "
+                        "while it writes a plan, plus a MiniLM sentence token) fitted on the plans in --data; text "
+                        "only, minutes on a CPU; actions are unchanged; --steps defaults to 1500 here")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
@@ -71,8 +75,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.fit_yaw_head and args.fit_plan_adapter:
+        raise ConfigError("--fit-yaw-head and --fit-plan-adapter are separate steps; run one, then the other on its "
+                          "output")
     if args.fit_yaw_head:
         return _fit_yaw_head(args)
+    if args.fit_plan_adapter:
+        return _fit_plan_adapter(args)
     cameras = tuple(split_list(args.cameras))
     overrides = {"action_head": args.action_head, "cameras": cameras, "text_encoder": args.text_encoder,
                  "object_token": not args.no_object_token, "object_frame": args.object_frame or "gripper"}
@@ -140,6 +149,25 @@ def _fit_yaw_head(args: argparse.Namespace) -> int:
                   "val_correlation": after["correlation"], "object_frame": s["object_frame"],
                   "wall_s": s["wall_s"]},
                  args.json, title="keystone train --fit-yaw-head: done")
+    return 0
+
+
+def _fit_plan_adapter(args: argparse.Namespace) -> int:
+    from keystone_vla.cli._common import emit_summary
+    from keystone_vla.errors import ConfigError
+    from keystone_vla.vla.plan_adapter import add_plan_adapter
+
+    if not args.init_from:
+        raise ConfigError("--fit-plan-adapter adds a plan adapter to a trained model; name it with --init-from CKPT")
+    if args.resume:
+        raise ConfigError("--fit-plan-adapter writes a new checkpoint; drop --resume")
+    if not os.path.isdir(args.data):
+        raise ConfigError(f"--data {args.data} is not a folder; collect demonstrations first: keystone data collect")
+    s = add_plan_adapter(args.init_from, args.data, args.out, steps=args.steps or 1500, seed=args.seed)
+    emit_summary({"out": args.out, "steps": s["steps"], "train_examples": s["train_examples"],
+                  "val_plan_loss_before": s["val_loss_before"], "val_plan_loss": s["val_loss_after"],
+                  "parameters": s["n_parameters"], "wall_s": s["wall_s"]},
+                 args.json, title="keystone train --fit-plan-adapter: done")
     return 0
 
 

@@ -1,0 +1,187 @@
+"""The plan adapter: actions untouched, plans decoded with it on, word dropout, the fit, checkpoints and the CLI."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from test_vla_helpers import observation, tiny_checkpoint
+
+from keystone_vla.errors import ConfigError, ModelError
+from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained
+from keystone_vla.vla.configuration import get_preset
+from keystone_vla.vla.data import Collator, plan_example
+from keystone_vla.vla.modeling import VLAModel
+from keystone_vla.vla.plan_adapter import fit_plan_adapter, keep_words, swap_words, word_dropout
+from keystone_vla.vla.plan_grammar import PlanGrammar
+from keystone_vla.vla.policy import VLAPolicy
+from keystone_vla.vla.text_encoder import MiniLMEncoder
+from keystone_vla.vla.tokenizer import UNK, WordTokenizer
+
+PALETTE = ("red", "blue", "green")
+
+
+def _examples():
+    out = []
+    for a in PALETTE:
+        for b in PALETTE:
+            if a == b:
+                continue
+            objs = (f"{a}_block", f"{b}_block", "grey_bowl")
+            out.append(plan_example(f"stack the {a} block on the {b} block",
+                                    _plan(("pick", f"{a}_block"), ("place_on", f"{a}_block", f"{b}_block")), objs))
+            out.append(plan_example(f"put the {a} block in the bowl",
+                                    _plan(("pick", f"{a}_block"), ("place_in", f"{a}_block", "grey_bowl")), objs))
+    return out
+
+
+def _plan(*calls):
+    import json
+
+    return json.dumps({"instruction": "", "steps": [{"call": f"{c[0]}({', '.join(c[1:])})", "text": c[0]}
+                                                    for c in calls]})
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    return MiniLMEncoder()
+
+
+@pytest.fixture(scope="module")
+def tok():
+    corpus = [e.instruction for e in _examples()] + ["grey bowl block"]
+    return WordTokenizer.build(corpus)
+
+
+def _model(tok, rank=4):
+    torch.manual_seed(0)
+    cfg = get_preset("tiny", vocab_size=tok.vocab_size, plan_adapter_rank=rank,
+                     known_objects=tuple(sorted({o for e in _examples() for o in e.objects})))
+    return VLAModel(cfg).eval()
+
+
+def test_config_rejects_a_negative_rank():
+    with pytest.raises(ConfigError, match="plan_adapter_rank must be >= 0"):
+        get_preset("tiny", plan_adapter_rank=-1)
+
+
+def test_the_adapter_changes_plans_only_and_never_the_chunk(tok):
+    model = _model(tok)
+    for p in model.plan_adapter.deltas.parameters():  # a non-zero adapter, as after a fit
+        torch.nn.init.normal_(p, std=0.5)
+    cfg = model.config
+    g = torch.Generator().manual_seed(1)
+    images = torch.randint(0, 255, (2, 1, cfg.image_size, cfg.image_size, 3), dtype=torch.uint8, generator=g)
+    ids = torch.randint(0, tok.vocab_size, (2, cfg.max_instruction_tokens), generator=g)
+    state, feats = torch.randn(2, cfg.state_dim, generator=g), torch.randn(2, 24, generator=g)
+    with torch.inference_mode():
+        prefix = model.action_prefix(images, ids, state, object_features=feats)
+        before, _ = model.chunk_forward(prefix, feats, state)
+        with model.plan_adapter.active():
+            during, _ = model.chunk_forward(model.action_prefix(images, ids, state, object_features=feats), feats,
+                                            state)
+        after, _ = model.chunk_forward(model.action_prefix(images, ids, state, object_features=feats), feats, state)
+        prompt = torch.tensor([tok.plan_prompt("stack the red block on the blue block", ["red_block"])])
+        plain = model.lm(input_ids=prompt).logits
+        with model.plan_adapter.active():
+            adapted = model.lm(input_ids=prompt).logits
+    assert torch.equal(before, after)  # switched off again after the block
+    assert not torch.allclose(before, during)  # the hooks really act while on
+    assert not torch.allclose(plain, adapted)
+
+
+def test_decoding_needs_the_minilm_vector(tok):
+    model = _model(tok)
+    objs = ["red_block", "blue_block"]
+    with pytest.raises(ModelError, match="plan adapter; pass the instruction's MiniLM vector"):
+        model.generate_plan(tok.plan_prompt("stack the red block", objs), PlanGrammar(tok, objs), 32)
+
+
+def test_word_dropout_keeps_colours_and_object_words(tok):
+    ex = _examples()
+    keep = keep_words(tok, ex, PALETTE)
+    assert {"red", "blue", "green", "block", "bowl", "grey"} <= keep
+    rng = random.Random(0)
+    outs = [word_dropout("stack the red block on the blue block", keep, ["zz"], rng) for _ in range(200)]
+    for o in outs:
+        words = o.split()
+        assert [w for w in words if w in keep] == ["red", "block", "blue", "block"]
+    assert any(UNK.lower() in o.lower() for o in outs) and any("zz" in o.split() for o in outs)
+    assert any(len(o.split()) < 8 and UNK.lower() not in o.lower() and "zz" not in o for o in outs)  # drops
+    assert "stack the red block on the blue block" in outs  # and often leaves the text alone
+
+
+def _pretrained_lm(tok, examples):
+    """A tiny model whose LM first learned the plans the plain way (a frozen random LM cannot be steered: its
+    final norm and tied output embeddings bound every logit near +-1)."""
+    model = _model(tok, rank=8)
+    coll = Collator(model.config, tok, examples, seed=0)
+    opt = torch.optim.AdamW(model.lm.parameters(), lr=1e-2)
+    rng = random.Random(0)
+    for _ in range(300):
+        b = coll.plan_batch([rng.choice(examples) for _ in range(16)])
+        loss = model.lm(input_ids=b["plan_ids"], labels=b["plan_labels"]).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+def test_fit_learns_the_plans_and_checkpoints_round_trip(tok, encoder, tmp_path):
+    examples = _examples()
+    model = _pretrained_lm(tok, examples)
+    frozen = {k: v.clone() for k, v in model.state_dict().items() if not k.startswith("plan_adapter.")}
+    s = fit_plan_adapter(model, tok, encoder, examples, examples, PALETTE, steps=300, batch_size=16, lr=5e-3,
+                         progress=False)
+    # the MiniLM token arrives as noise to a trunk that never saw it; the fit learns to use (or ignore) it
+    assert s["val_loss_after"] < 0.5 * s["val_loss_before"]
+    assert s["n_parameters"] == sum(p.numel() for p in model.plan_adapter.parameters())
+    for k, v in frozen.items():  # only the adapter moved
+        assert torch.equal(v, model.state_dict()[k]), k
+    from keystone_vla.vla.normalization import Normalizer
+
+    save_pretrained(tmp_path / "ck", model, tok, Normalizer.identity(8, 7), {"note": "test"})
+    policy = VLAPolicy(load_pretrained(tmp_path / "ck"), warmup=False, text_encoder=None)
+    policy._plan_text_encoder = encoder  # the same MiniLM the policy would load itself; saves a second load
+    right = 0
+    for ex in examples:
+        plan = policy.plan(ex.instruction, objects=list(ex.objects))
+        right += [(st.skill, tuple(st.args)) for st in plan.steps] == list(ex.calls)
+    assert right >= len(examples) - 1
+
+
+def test_cli_fit_plan_adapter_needs_init_from(tmp_path, capsys):
+    from keystone_vla.cli import main
+
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--fit-plan-adapter"]) == 2
+    assert "--fit-plan-adapter adds a plan adapter to a trained model" in capsys.readouterr().err
+    ck = tiny_checkpoint(tmp_path / "ck")
+    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--init-from", str(ck),
+                 "--fit-plan-adapter", "--fit-yaw-head"]) == 2
+    assert "separate steps" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_tiny_checkpoint_without_adapter_plans_as_before(tmp_path):
+    ck = tiny_checkpoint(tmp_path / "ck")
+    policy = VLAPolicy(load_pretrained(ck), warmup=False)
+    assert policy._plan_text_encoder is None
+    plan = policy.plan("put the red block in the bowl", observation(), objects=["red_block", "green_bowl"])
+    assert all(a in ("red_block", "green_bowl") for st in plan.steps for a in st.args)
+    assert policy._plan_text_encoder is None  # no MiniLM load for a model without an adapter
+
+
+def test_shape_swap_renames_parts_and_slots_together():
+    ex = plan_example("assemble the kit", _plan(("pick", "red_bar"), ("place_in", "red_bar", "bar_slot"),
+                                                ("pick", "blue_disc"), ("place_in", "blue_disc", "disc_slot")),
+                      ("red_bar", "blue_disc", "bar_slot", "disc_slot", "kit"))
+    rng = random.Random(3)
+    swapped = [swap_words(ex, ("bar", "disc", "ell", "tee"), rng) for _ in range(50)]
+    assert any(s.objects != ex.objects for s in swapped)
+    for s in swapped:
+        part_a, slot_a = s.calls[1][1]
+        part_b, slot_b = s.calls[3][1]
+        assert part_a.split("_")[1] + "_slot" == slot_a and part_b.split("_")[1] + "_slot" == slot_b
+        assert part_a != part_b and set(s.objects) == {part_a, part_b, slot_a, slot_b, "kit"}
+        assert s.instruction == "assemble the kit"

