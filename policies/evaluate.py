@@ -57,6 +57,7 @@ class EvalConfig:
     videos: bool = True
     scene_search: int = 16
     max_regrasps: int = 2  # VLA agents only (see policies.vla_agent)
+    order_pairs: bool = True  # VLA agents only: independent put-downs in the demonstrations' order
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -184,7 +185,7 @@ def _init_worker(config: EvalConfig, video_dir: str | None, threads: int | None)
     from keystone_vla.policies.registry import load_policy
     from keystone_vla.sim.rollout import make_world
 
-    policy = load_policy(config.policy, max_regrasps=config.max_regrasps)
+    policy = load_policy(config.policy, max_regrasps=config.max_regrasps, order_pairs=config.order_pairs)
     cameras = tuple(getattr(policy, "cameras", ())) if getattr(policy, "needs_images", True) else ()
     image_size = int(getattr(policy, "image_size", config.image_size))  # render what the model was trained on
     world = make_world(EpisodeSpec(config.tasks[0] if config.tasks else "pick_place", config.seed, "seen", config.arm),

@@ -25,6 +25,13 @@
    goes back to the pick step, at most `max_regrasps` times per put-down. Measured before this rule (stop 13,
    kit_assembly seeds 0-5): 4 of 6 failures were parts released 11-23 mm outside their slot's 10 mm tolerance,
    after which the arm hovered until the tick limit, because a put-down step has nothing left to put down.
+5. Order of independent put-downs (`order_pairs`, on by default): a plan made only of (pick X, place_in X, T)
+   pairs that do not depend on each other (no target is another pair's part: a kit, not a tower) runs its pairs
+   in the order the demonstrations used, the part with the largest y in the robot base frame first ("left to
+   right" for the operator facing the arm). The plan head is shown object ids, not positions, so its order is
+   arbitrary; the chunk head was trained on the demonstrations' order. Measured on keystone-base's kit_assembly
+   episodes (stop 15, seen split, 100 episodes over two runs): plans in the demonstrations' order succeeded in 7
+   of 13, in another order in 19 of 87. The steps are the model's; only their order changes.
 
 Default runtime: 2 of the H = 8 actions per chunk (`DEFAULT_ACTIONS_PER_CHUNK`): executing whole chunks open-loop
 overshot the pick position by ~2 cm on pick_place seed 0; replanning every 2 ticks landed within 1 mm (one
@@ -63,7 +70,7 @@ class VLAAgent:
 
     def __init__(self, vla: Any, runtime: RuntimeConfig | None = None, done_threshold: float = 0.5,
                  check_patience: int = 15, regrasp_patience: int = 10, max_regrasps: int = 2,
-                 require_release: bool = True) -> None:
+                 require_release: bool = True, order_pairs: bool = True) -> None:
         if not 0.0 < done_threshold < 1.0:
             raise ConfigError(f"done_threshold must be in (0, 1), got {done_threshold}")
         if check_patience < 1:
@@ -78,6 +85,7 @@ class VLAAgent:
         self.regrasp_patience = regrasp_patience
         self.max_regrasps = max_regrasps
         self.require_release = require_release
+        self.order_pairs = order_pairs
         chunk = int(vla.config.chunk_size)
         self.runtime_config = runtime or RuntimeConfig(n_action_steps=min(chunk, DEFAULT_ACTIONS_PER_CHUNK))
         self.runtime = ChunkRuntime(self._predict, self.runtime_config, on_chunk=self._on_chunk)
@@ -97,14 +105,15 @@ class VLAAgent:
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], *, bf16: bool = False, done_threshold: float = 0.5,
                         check_patience: int = 15, regrasp_patience: int = 10, max_regrasps: int = 2,
-                        require_release: bool = True, **runtime: Any) -> VLAAgent:
+                        require_release: bool = True, order_pairs: bool = True, **runtime: Any) -> VLAAgent:
         """Load a VLA checkpoint folder; `runtime` overrides `RuntimeConfig` fields (n_action_steps, ...)."""
         from keystone_vla.vla.policy import VLAPolicy
 
         vla = VLAPolicy.from_pretrained(folder, bf16=bf16)
         n = min(int(vla.config.chunk_size), DEFAULT_ACTIONS_PER_CHUNK)
         config = RuntimeConfig(**{"n_action_steps": n, **runtime}) if runtime else None
-        return cls(vla, config, done_threshold, check_patience, regrasp_patience, max_regrasps, require_release)
+        return cls(vla, config, done_threshold, check_patience, regrasp_patience, max_regrasps, require_release,
+                   order_pairs)
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -155,9 +164,9 @@ class VLAAgent:
         grounded = ground_plan(plan, objects, robot)
         if isinstance(grounded, Refusal):
             raise GroundingError(grounded.reason)
-        self.plan = grounded.plan
-        self._step_check = step_check
         by_id = {o.id: o for o in objects}
+        self.plan = order_independent_pairs(grounded.plan, by_id) if self.order_pairs else grounded.plan
+        self._step_check = step_check
         self._locate = locate or (lambda step: scene_step_objects(by_id, step))
         self.reset()
         return self.plan
@@ -246,6 +255,27 @@ class VLAAgent:
     def _on_chunk(self, chunk: ActionChunk) -> None:
         if chunk.step_done > self.done_threshold and self._done_at is None:
             self._done_at = self._tick + len(chunk.actions)
+
+
+def order_independent_pairs(plan: Plan, objects: dict[str, Any]) -> Plan:
+    """`plan` with its (pick X, place_in X, T) pairs sorted by X's y in the base frame, largest first, when the plan
+    is made only of such pairs and none depends on another (every part and target distinct, no target is a part);
+    any other plan, or one naming an object `objects` (id -> object with .position) lacks, comes back unchanged."""
+    steps = plan.steps
+    if len(steps) < 4 or len(steps) % 2:
+        return plan
+    pairs = [(steps[i], steps[i + 1]) for i in range(0, len(steps), 2)]
+    if not all(p.skill == "pick" and q.skill == "place_in" and len(q.args) == 2 and q.args[0] == p.args[0]
+               for p, q in pairs):
+        return plan
+    parts = [p.args[0] for p, _ in pairs]
+    targets = [q.args[1] for _, q in pairs]
+    if len(set(parts)) != len(parts) or len(set(targets)) != len(targets) or set(parts) & set(targets):
+        return plan
+    if any(x not in objects for x in parts):
+        return plan
+    ordered = sorted(pairs, key=lambda pq: -float(objects[pq[0].args[0]].position[1]))
+    return Plan(plan.instruction, tuple(s for pq in ordered for s in pq))
 
 
 def _opening(observation: Observation) -> float:

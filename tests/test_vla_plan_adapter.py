@@ -185,3 +185,26 @@ def test_shape_swap_renames_parts_and_slots_together():
         assert part_a.split("_")[1] + "_slot" == slot_a and part_b.split("_")[1] + "_slot" == slot_b
         assert part_a != part_b and set(s.objects) == {part_a, part_b, slot_a, slot_b, "kit"}
         assert s.instruction == "assemble the kit"
+
+
+def test_training_from_an_adapter_checkpoint_drops_the_adapter(tok, tmp_path):
+    """Training moves the trunk the deltas were fitted to, so the warm-started run has no adapter (and says so in
+    its config), while every other weight carries over."""
+    from keystone_vla.vla.normalization import Normalizer
+    from keystone_vla.vla.synthetic import SyntheticDataset
+    from keystone_vla.vla.train import TrainConfig, train
+
+    base = tiny_checkpoint(tmp_path / "base")
+    warm = load_pretrained(base)
+    adapted = VLAModel(warm.config.replace(plan_adapter_rank=4))
+    adapted.load_state_dict(warm.model.state_dict(), strict=False)
+    save_pretrained(tmp_path / "adapted", adapted, warm.tokenizer, warm.normalizer, {})
+    cfg = warm.config
+    ds = SyntheticDataset(n=16, image_size=cfg.image_size, chunk_size=cfg.chunk_size, seed=0)
+    train(cfg, TrainConfig(steps=1, batch_size=4, plan_batch_size=2, val_every=0, save_every=0, bf16="off",
+                           warmup_steps=1, lr=0.0),
+          ds, [], Normalizer.identity(8, 7).to_dict(), tmp_path / "run", progress=False,
+          init_from=tmp_path / "adapted")
+    out = load_pretrained(tmp_path / "run")
+    assert out.config.plan_adapter_rank == 0 and not hasattr(out.model, "plan_adapter")
+    torch.testing.assert_close(out.model.state_dict()["camera_embed"], warm.model.state_dict()["camera_embed"])

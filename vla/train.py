@@ -174,6 +174,13 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
         except ModelError as exc:
             raise ModelError(f"init_from {init_from} is not a checkpoint this run can start from: {exc}") from exc
         tok, config = warm.tokenizer, warm.model.config
+        if config.plan_adapter_rank:
+            # the adapter's low-rank deltas fit the trunk they were trained on; training the trunk voids them, so the
+            # new run starts without one (refit it afterwards: keystone train --init-from OUT --fit-plan-adapter)
+            config = config.replace(plan_adapter_rank=0)
+            plain = VLAModel(config)
+            plain.load_state_dict({k: v for k, v in warm.model.state_dict().items() if not k.startswith("plan_adapter.")})
+            warm.model = plain
         for key in ("cameras", "chunk_size"):
             if getattr(config, key) != getattr(model_config, key):
                 raise ConfigError(f"init_from {init_from} has {key}={getattr(config, key)!r} but this run asks for "

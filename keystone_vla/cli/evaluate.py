@@ -40,6 +40,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-regrasps", type=int, default=2,
                    help="VLA policies: times a put-down step whose part lies released short of its target may go "
                         "back to its pick (default 2; 0 turns regrasping off)")
+    p.add_argument("--keep-plan-order", action="store_true",
+                   help="VLA policies: run independent put-downs (a kit's parts) in the plan's own order instead "
+                        "of the demonstrations' (largest y first)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="eval_command", metavar="compare")
@@ -79,7 +82,7 @@ def run_eval(args: argparse.Namespace) -> int:
         policy=args.policy, tasks=tasks, splits=parse_splits(args.split), episodes=args.episodes,
         workers=args.workers, seed=args.seed, out=args.out or Path("reports") / name, instructions=instructions,
         arm=args.arm, max_steps=args.max_steps, videos=not args.no_videos,
-        max_regrasps=args.max_regrasps,
+        max_regrasps=args.max_regrasps, order_pairs=not args.keep_plan_order,
     )
     summary = evaluate(config, progress=True)
     out = {
