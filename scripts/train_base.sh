@@ -24,10 +24,12 @@
 #           dropout and colour/shape renaming while fitting) fitted on the plans of the MIX store onto h, every
 #           other weight unchanged (`keystone train --fit-plan-adapter`, 800 steps, ~8 min): h's plan head gave
 #           unseen-template instructions another task's plan (stop 15, runs/kb-plan2 = the shipped keystone-base)
+#        (A third DAgger round on insert, kit_assembly and build_tower only, 1,000 steps from i, then the adapter
+#        refitted, lost ground: 51.0 % vs 59.2 % on the same 500 episodes, stack 90 -> 58 %; reports/dev-stop15.)
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
 # 2 threads: stages a-e are 12,000 steps, ~3.5 h; stage f ~45 min (clean 5 min + DAgger 9.5 min collection,
-# 30 min training), stage g ~32 min (10 min + 21 min): ~4.8 h in all. That is over the 90-minute target; a single
+# 30 min training), stage g ~32 min (10 min + 21 min), stage h ~2 min, stage i ~7 min: ~4.9 h in all. That is over the 90-minute target; a single
 # from-scratch stage with the object token is the next thing to measure (STAGES=e trains only that stage).
 # Stage d of the shipped lineage ran with an earlier object-token layout (both objects relative to the current
 # gripper pose); this script trains every stage with the current layout, so it reproduces the recipe, not the bits.
