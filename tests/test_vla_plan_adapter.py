@@ -11,9 +11,9 @@ from test_vla_helpers import observation, tiny_checkpoint
 from keystone_vla.errors import ConfigError, ModelError
 from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained
 from keystone_vla.vla.configuration import get_preset
-from keystone_vla.vla.data import Collator, plan_example
+from keystone_vla.vla.data import Collator, plan_example, swap_words
 from keystone_vla.vla.modeling import VLAModel
-from keystone_vla.vla.plan_adapter import fit_plan_adapter, keep_words, swap_words, word_dropout
+from keystone_vla.vla.plan_adapter import fit_plan_adapter, keep_words, word_dropout
 from keystone_vla.vla.plan_grammar import PlanGrammar
 from keystone_vla.vla.policy import VLAPolicy
 from keystone_vla.vla.text_encoder import MiniLMEncoder
@@ -100,7 +100,7 @@ def test_decoding_needs_the_minilm_vector(tok):
 
 def test_word_dropout_keeps_colours_and_object_words(tok):
     ex = _examples()
-    keep = keep_words(tok, ex, PALETTE)
+    keep = keep_words(ex, PALETTE)
     assert {"red", "blue", "green", "block", "bowl", "grey"} <= keep
     rng = random.Random(0)
     outs = [word_dropout("stack the red block on the blue block", keep, ["zz"], rng) for _ in range(200)]

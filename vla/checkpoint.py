@@ -110,6 +110,20 @@ def load_pretrained(folder: str | os.PathLike[str], dtype: torch.dtype = torch.f
     return VLABundle(model, tokenizer, normalizer, train_info)
 
 
+def transfer_weights(state: dict[str, torch.Tensor], config: VLAConfig, source: str,
+                     fresh: tuple[str, ...] = (), dropped: tuple[str, ...] = ()) -> VLAModel:
+    """A new `VLAModel(config)` holding `state`'s weights: parts under the `fresh` key prefixes may be absent from
+    `state` (they keep their initialisation; present, they are loaded), parts under `dropped` are left out; any
+    other difference raises a ModelError naming `source`."""
+    model = VLAModel(config)
+    kept = {k: v for k, v in state.items() if not k.startswith(dropped)}
+    missing, unexpected = model.load_state_dict(kept, strict=False)
+    missing = [k for k in missing if not k.startswith(fresh)]
+    if missing or unexpected:
+        raise ModelError(f"{source}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
+
+
 def load_weights(model: VLAModel, path: Path) -> None:
     """Load `path` into `model` strictly; tied aliases are the only keys allowed to be absent."""
     try:

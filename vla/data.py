@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -166,23 +167,39 @@ class Collator:
             target = self.tok.plan_target(ex.calls)
             rows.append(prompt + target)
             labels.append([-100] * len(prompt) + target)
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tok.pad_id, dtype=torch.long)
-        lab = torch.full((len(rows), width), -100, dtype=torch.long)
-        for i, (r, lb) in enumerate(zip(rows, labels)):
-            ids[i, :len(r)] = torch.tensor(r)
-            lab[i, :len(lb)] = torch.tensor(lb)
-        return {"plan_ids": ids, "plan_labels": lab}
+        return {"plan_ids": pad_rows(rows, self.tok.pad_id), "plan_labels": pad_rows(labels, -100)}
+
+
+def pad_rows(rows: Sequence[Sequence[int]], fill: int) -> torch.Tensor:
+    """Token rows of any lengths -> int64 [len(rows), longest], right-filled with `fill`."""
+    out = torch.full((len(rows), max(len(r) for r in rows)), fill, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return out
 
 
 def swap_colours(ex: PlanExample, palette: Sequence[str], rng: random.Random) -> PlanExample:
     """The same example with its colour words consistently renamed to other colours of `palette` (in the
     instruction, the plan's object ids and the scene objects): a text-only augmentation that teaches the plan
-    head to copy a colour from the instruction instead of memorising colour names."""
-    import re
+    head to copy a colour from the instruction instead of memorising colour names. Only colours the instruction
+    names are renamed."""
+    return _rename(ex, palette, rng, set(_WORDS.findall(ex.instruction.lower())))
 
-    words = set(re.findall(r"[a-z]+", ex.instruction.lower()))
-    present = [c for c in palette if c in words]
+
+def swap_words(ex: PlanExample, palette: Sequence[str], rng: random.Random) -> PlanExample:
+    """As `swap_colours`, for palette words used anywhere (instruction, plan arguments, scene objects): for shapes
+    (a kit part ``red_bar`` belongs in ``bar_slot``), which, unlike colours, rarely appear in the instruction."""
+    used = set(_WORDS.findall(ex.instruction.lower()))
+    for o in list(ex.objects) + [a for _, args in ex.calls for a in args]:
+        used.update(o.split("_"))
+    return _rename(ex, palette, rng, used)
+
+
+_WORDS = re.compile(r"[a-z]+")
+
+
+def _rename(ex: PlanExample, palette: Sequence[str], rng: random.Random, used: set[str]) -> PlanExample:
+    present = [c for c in palette if c in used]
     if not present:
         return ex
     mapping = dict(zip(present, rng.sample(list(palette), len(present))))
@@ -190,7 +207,7 @@ def swap_colours(ex: PlanExample, palette: Sequence[str], rng: random.Random) ->
     def obj(o: str) -> str:
         return "_".join(mapping.get(p, p) for p in o.split("_"))
 
-    instruction = re.sub(r"[a-z]+", lambda m: mapping.get(m.group(0), m.group(0)), ex.instruction.lower())
+    instruction = _WORDS.sub(lambda m: mapping.get(m.group(0), m.group(0)), ex.instruction.lower())
     return PlanExample(instruction, tuple((s, tuple(obj(a) for a in args)) for s, args in ex.calls),
                        ex.texts, tuple(obj(o) for o in ex.objects), ex.task)
 

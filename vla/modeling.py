@@ -44,9 +44,8 @@ from torch import nn
 from keystone_vla.errors import ModelError
 from keystone_vla.vla.configuration import VLAConfig
 from keystone_vla.vla.object_token import N_FEATURES as N_OBJECT_FEATURES
+from keystone_vla.vla.plan_adapter import MINILM_DIM, PlanAdapter, plan_adapter_loss
 from keystone_vla.vla.plan_grammar import PlanGrammar
-
-MINILM_DIM = 384
 
 
 def _hf_dict(config: Any) -> dict[str, Any]:
@@ -161,8 +160,6 @@ class VLAModel(nn.Module):
         if cfg.yaw_head:
             self.yaw_out = yaw_head_module(cfg)
         if cfg.plan_adapter_rank:
-            from keystone_vla.vla.plan_adapter import PlanAdapter
-
             self.plan_adapter = PlanAdapter(self.lm, rank=cfg.plan_adapter_rank)
         self.augment_shift = 0  # pixels of random-shift augmentation while training (set by the trainer)
         #: per-dimension weights of the action loss (set by the trainer; None = every dimension alike)
@@ -356,8 +353,6 @@ class VLAModel(nn.Module):
             done_loss = done.sum() * 0.0  # keeps the head in the graph (DDP needs every parameter used)
         losses = {"action": action_loss, "done": done_loss}
         if "plan_ids" in batch and self.config.plan_adapter_rank:
-            from keystone_vla.vla.plan_adapter import plan_adapter_loss
-
             if "plan_text_features" not in batch:
                 raise ModelError("this model has a plan adapter; plan batches need plan_text_features (fit it with "
                                  "keystone train --init-from CKPT --fit-plan-adapter)")

@@ -36,10 +36,11 @@ import torch
 from torch import nn
 
 from keystone_vla.errors import ConfigError, DatasetError, ModelError
-from keystone_vla.vla.data import PlanExample, swap_colours
+from keystone_vla.vla.configuration import VLAConfig
+from keystone_vla.vla.data import Collator, PlanExample, pad_rows, swap_colours, swap_words
 from keystone_vla.vla.tokenizer import UNK, WordTokenizer, object_parts
 
-MINILM_DIM = 384
+MINILM_DIM = 384  # all-MiniLM-L6-v2's hidden size (modeling.MINILM_DIM imports this)
 TARGET_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
 
@@ -59,8 +60,8 @@ class LowRank(nn.Module):
 
 
 class PlanAdapter(nn.Module):
-    """LoRA deltas on the LM blocks' linear layers (forward hooks, so the LM's own modules and state-dict keys
-    stay as they are) and the MiniLM sentence-vector projection; see the module docstring."""
+    """LoRA deltas on the LM blocks' linear layers (forward hooks while `active`, so the LM's own modules and
+    state-dict keys stay as they are) and the MiniLM sentence-vector projection; see the module docstring."""
 
     def __init__(self, lm: nn.Module, rank: int = 8, alpha: float = 16.0) -> None:
         super().__init__()
@@ -76,26 +77,32 @@ class PlanAdapter(nn.Module):
             raise ModelError(f"the LM ({type(lm).__name__}) has no linear layers named {', '.join(TARGET_LAYERS)}; "
                              "the plan adapter supports Llama/Qwen2-style trunks")
         for name, mod in targets:
-            key = name.replace(".", "__")
-            self.deltas[key] = LowRank(mod.in_features, mod.out_features, rank, alpha)
-            mod.register_forward_hook(self._hook(key))
+            self.deltas[name.replace(".", "__")] = LowRank(mod.in_features, mod.out_features, rank, alpha)
+        # a plain list, not submodules: the LM's layers belong to the LM (and its state-dict keys stay as they are)
+        self._targets = [(name.replace(".", "__"), mod) for name, mod in targets]
 
     def _hook(self, key: str) -> Any:
+        delta = self.deltas[key]
+
         def hook(module: nn.Module, inputs: tuple[torch.Tensor, ...], output: torch.Tensor) -> torch.Tensor:
-            if not self._on:
-                return output
-            delta = self.deltas[key]
             return output + delta(inputs[0].to(delta.a.weight.dtype)).to(output.dtype)
         return hook
 
     @contextlib.contextmanager
     def active(self) -> Iterator[None]:
-        """The LM runs with the deltas inside this block (and without them outside)."""
-        prev, self._on = self._on, True
+        """The LM runs with the deltas inside this block; the hooks exist only here, so the action path outside
+        it runs the LM's layers untouched (not even a no-op hook call per layer)."""
+        if self._on:
+            yield
+            return
+        handles = [mod.register_forward_hook(self._hook(key)) for key, mod in self._targets]
+        self._on = True
         try:
             yield
         finally:
-            self._on = prev
+            self._on = False
+            for h in handles:
+                h.remove()
 
     def prompt_embeds(self, lm: nn.Module, ids: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """[BOS] [MiniLM] rest-of-prompt: ids int64 [B, T] -> embeddings [B, T + 1, D]."""
@@ -108,7 +115,7 @@ class PlanAdapter(nn.Module):
 _WORD = re.compile(r"[a-z0-9]+|[^a-z0-9\s]")
 
 
-def keep_words(tok: WordTokenizer, examples: Sequence[PlanExample], palette: Sequence[str]) -> set[str]:
+def keep_words(examples: Sequence[PlanExample], palette: Sequence[str]) -> set[str]:
     """Words word-dropout never touches: colours and the parts of object ids (the plan copies them)."""
     keep = set(palette)
     for ex in examples:
@@ -138,72 +145,33 @@ def word_dropout(text: str, keep: set[str], vocab: Sequence[str], rng: random.Ra
     return " ".join(out)
 
 
-def swap_words(ex: PlanExample, palette: Sequence[str], rng: random.Random) -> PlanExample:
-    """`ex` with the `palette` words it uses anywhere (instruction, plan arguments, scene objects) renamed
-    consistently to other palette words: for shapes (a kit part ``red_bar`` belongs in ``bar_slot``), which, unlike
-    colours, rarely appear in the instruction, so `data.swap_colours` would not find them."""
-    parts = set(_WORD.findall(ex.instruction.lower()))
-    for o in list(ex.objects) + [a for _, args in ex.calls for a in args]:
-        parts.update(object_parts(o))
-    present = [w for w in palette if w in parts]
-    if not present:
-        return ex
-    mapping = dict(zip(present, rng.sample(list(palette), len(present))))
-
-    def obj(o: str) -> str:
-        return "_".join(mapping.get(p, p) for p in o.split("_"))
-
-    instruction = re.sub(r"[a-z]+", lambda m: mapping.get(m.group(0), m.group(0)), ex.instruction.lower())
-    return PlanExample(instruction, tuple((sk, tuple(obj(a) for a in args)) for sk, args in ex.calls), ex.texts,
-                       tuple(obj(o) for o in ex.objects), ex.task)
-
-
-class PlanAdapterCollator:
+class PlanAdapterCollator(Collator):
     """Plan batches for the adapter: prompt ids with the instruction's words noised, labels shifted by the one
     MiniLM token, and the MiniLM vectors of the *original* instructions."""
 
-    def __init__(self, tok: WordTokenizer, text_encoder: Any, examples: Sequence[PlanExample],
-                 palette: Sequence[str], known_objects: Sequence[str], seed: int = 0, noise: bool = True,
-                 shapes: Sequence[str] = ()) -> None:
-        self.tok, self.enc, self.examples = tok, text_encoder, list(examples)
-        self.palette, self.known_objects, self.shapes = tuple(palette), tuple(known_objects), tuple(shapes)
-        self.rng = random.Random(seed)
-        self.noise = noise
-        self.keep = keep_words(tok, self.examples, palette) | set(self.shapes)
-        specials = {w for w in tok.tokenizer.get_vocab() if w.startswith("[")}
-        self.vocab = sorted(w for w in tok.tokenizer.get_vocab() if w not in specials and w not in self.keep
-                            and w.isalpha())
+    def __init__(self, config: VLAConfig, tok: WordTokenizer, text_encoder: Any, examples: Sequence[PlanExample],
+                 palette: Sequence[str], seed: int = 0, noise: bool = True, shapes: Sequence[str] = ()) -> None:
+        super().__init__(config, tok, examples, seed=seed, colour_palette=palette)
+        self.enc, self.noise, self.shapes = text_encoder, noise, tuple(shapes)
+        self.keep = keep_words(self.plan_examples, palette) | set(self.shapes)
+        vocab = tok.tokenizer.get_vocab()
+        self.vocab = sorted(w for w in vocab if not w.startswith("[") and w not in self.keep and w.isalpha())
 
-    def objects(self, ex: PlanExample) -> list[str]:
-        if ex.objects:
-            objs = list(ex.objects)
-        else:
-            used = list(dict.fromkeys(a for _, args in ex.calls for a in args))
-            pool = [o for o in self.known_objects if o not in used]
-            objs = used + self.rng.sample(pool, min(len(pool), self.rng.randint(0, 3)))
-        self.rng.shuffle(objs)
-        return objs
-
-    def batch(self, examples: Sequence[PlanExample]) -> dict[str, torch.Tensor]:
+    def plan_batch(self, examples: Sequence[PlanExample]) -> dict[str, torch.Tensor]:
         rows, labels, texts = [], [], []
         for ex in examples:
-            if self.palette and self.rng.random() < 0.5:
-                ex = swap_colours(ex, self.palette, self.rng)
+            if self.colour_palette and self.rng.random() < 0.5:
+                ex = swap_colours(ex, self.colour_palette, self.rng)
             if self.shapes and self.rng.random() < 0.5:
                 ex = swap_words(ex, self.shapes, self.rng)
             shown = word_dropout(ex.instruction, self.keep, self.vocab, self.rng) if self.noise else ex.instruction
-            prompt = self.tok.plan_prompt(shown, self.objects(ex))
+            prompt = self.tok.plan_prompt(shown, self.plan_objects(ex))
             target = self.tok.plan_target(ex.calls)
             rows.append(prompt + target)
             labels.append([-100] * (len(prompt) + 1) + target)  # +1: the MiniLM token after [BOS]
             texts.append(ex.instruction)
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), self.tok.pad_id, dtype=torch.long)
-        lab = torch.full((len(rows), width + 1), -100, dtype=torch.long)
-        for i, (r, lb) in enumerate(zip(rows, labels)):
-            ids[i, :len(r)] = torch.tensor(r)
-            lab[i, :len(lb)] = torch.tensor(lb)
-        return {"plan_ids": ids, "plan_labels": lab, "plan_text_features": self.enc.encode(texts)}
+        return {"plan_ids": pad_rows(rows, self.tok.pad_id), "plan_labels": pad_rows(labels, -100),
+                "plan_text_features": self.enc.encode(texts)}
 
 
 def plan_adapter_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -227,10 +195,9 @@ def fit_plan_adapter(model: Any, tok: WordTokenizer, text_encoder: Any, train: S
     if steps < 1:
         raise ConfigError(f"plan adapter steps must be >= 1, got {steps}")
     torch.manual_seed(seed)
-    known = model.config.known_objects
-    coll = PlanAdapterCollator(tok, text_encoder, train, palette, known, seed=seed, shapes=shapes)
-    vcoll = PlanAdapterCollator(tok, text_encoder, val or train, (), known, seed=seed + 1, noise=False)
-    vbatch = vcoll.batch(list(val or train)[:256])
+    coll = PlanAdapterCollator(model.config, tok, text_encoder, train, palette, seed=seed, shapes=shapes)
+    vcoll = PlanAdapterCollator(model.config, tok, text_encoder, val or train, (), seed=seed + 1, noise=False)
+    vbatch = vcoll.plan_batch(list(val or train)[:256])
 
     def val_loss() -> float:
         with torch.inference_mode():
@@ -253,7 +220,7 @@ def fit_plan_adapter(model: Any, tok: WordTokenizer, text_encoder: Any, train: S
     for step in range(steps):
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
-        batch = coll.batch([coll.rng.choice(coll.examples) for _ in range(batch_size)])
+        batch = coll.plan_batch([coll.rng.choice(coll.plan_examples) for _ in range(batch_size)])
         loss = plan_adapter_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -278,9 +245,8 @@ def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 150
     """Copy the checkpoint `init_from` to `out` with a plan adapter fitted on the plan examples of `store_path`
     (every other weight unchanged, so action results measured on `init_from` still hold; plans change).
     Returns the fit's summary, also stored under ``plan_adapter`` in out's train_info.json."""
-    from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained
+    from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained, transfer_weights
     from keystone_vla.vla.data import plan_examples_from_store
-    from keystone_vla.vla.modeling import VLAModel
     from keystone_vla.vla.text_encoder import MiniLMEncoder
     from keystone_vla.vocab import COLOURS, SEEN_SHAPES, UNSEEN_SHAPES
 
@@ -294,11 +260,8 @@ def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 150
     examples = plan_examples_from_store(EpisodeStore(store_path, mode="r"))
     if not examples:
         raise DatasetError(f"{store_path} has no episodes with a plan; collect with keystone data collect")
-    config = warm.config.replace(plan_adapter_rank=rank)
-    model = VLAModel(config)
-    missing, unexpected = model.load_state_dict(warm.model.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("plan_adapter.") for k in missing):
-        raise ModelError(f"{init_from}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    model = transfer_weights(warm.model.state_dict(), warm.config.replace(plan_adapter_rank=rank), init_from,
+                             fresh=("plan_adapter.",))
     rng = random.Random(seed)
     order = list(range(len(examples)))
     rng.shuffle(order)

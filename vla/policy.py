@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -29,6 +30,9 @@ from keystone_vla.vla.object_token import STEP_OBJECTS_DIM, object_features
 from keystone_vla.vla.plan_grammar import PlanGrammar, render_step_text
 
 MAX_INSTRUCTION_CHARS = 300
+
+if TYPE_CHECKING:
+    from keystone_vla.vla.text_encoder import MiniLMEncoder
 
 
 class VLAPolicy:
@@ -47,10 +51,8 @@ class VLAPolicy:
             self.text_encoder = MiniLMEncoder()
         #: the plan adapter's MiniLM (the action prefix's own when it has one, else loaded on first use)
         self._plan_text_encoder = self.text_encoder
-        if warmup and self.config.plan_adapter_rank and self._plan_text_encoder is None:
-            from keystone_vla.vla.text_encoder import MiniLMEncoder
-
-            self._plan_text_encoder = MiniLMEncoder()  # a one-time cost, paid here rather than at the first plan
+        if warmup and self.config.plan_adapter_rank:
+            self._plan_encoder()  # a one-time cost, paid here rather than at the first plan
         if warmup:
             self._warmup()
 
@@ -161,14 +163,18 @@ class VLAPolicy:
         prompt = self.tokenizer.plan_prompt(instruction, objs)
         features = None
         if self.config.plan_adapter_rank:
-            if self._plan_text_encoder is None:
-                from keystone_vla.vla.text_encoder import MiniLMEncoder
-
-                self._plan_text_encoder = MiniLMEncoder()
-            features = self._plan_text_encoder.encode([instruction])
+            features = self._plan_encoder().encode([instruction])
         grammar = self.model.generate_plan(prompt, grammar, self.config.max_plan_tokens, features)
         steps = tuple(PlanStep(s, a, render_step_text(s, a, self.config.step_templates)) for s, a in grammar.steps)
         return Plan(instruction, steps)
+
+    def _plan_encoder(self) -> MiniLMEncoder:
+        """The plan adapter's MiniLM, loaded on first use."""
+        if self._plan_text_encoder is None:
+            from keystone_vla.vla.text_encoder import MiniLMEncoder
+
+            self._plan_text_encoder = MiniLMEncoder()
+        return self._plan_text_encoder
 
     def _warmup(self) -> None:
         size = self.config.image_size

@@ -29,7 +29,13 @@ from safetensors.torch import load_file, save_file
 from torch.utils.data import DataLoader, DistributedSampler, RandomSampler, Subset
 
 from keystone_vla.errors import ConfigError, ModelError
-from keystone_vla.vla.checkpoint import WEIGHTS_FILE, load_pretrained, load_weights, save_pretrained
+from keystone_vla.vla.checkpoint import (
+    WEIGHTS_FILE,
+    load_pretrained,
+    load_weights,
+    save_pretrained,
+    transfer_weights,
+)
 from keystone_vla.vla.configuration import VLAConfig
 from keystone_vla.vla.data import Collator, PlanExample, known_objects, text_corpus
 from keystone_vla.vla.modeling import VLAModel, count_parameters
@@ -178,9 +184,8 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
             # the adapter's low-rank deltas fit the trunk they were trained on; training the trunk voids them, so the
             # new run starts without one (refit it afterwards: keystone train --init-from OUT --fit-plan-adapter)
             config = config.replace(plan_adapter_rank=0)
-            plain = VLAModel(config)
-            plain.load_state_dict({k: v for k, v in warm.model.state_dict().items() if not k.startswith("plan_adapter.")})
-            warm.model = plain
+            warm.model = transfer_weights(warm.model.state_dict(), config, f"init_from {init_from}",
+                                          dropped=("plan_adapter.",))
         for key in ("cameras", "chunk_size"):
             if getattr(config, key) != getattr(model_config, key):
                 raise ConfigError(f"init_from {init_from} has {key}={getattr(config, key)!r} but this run asks for "
@@ -195,15 +200,9 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
             # parts start fresh and the old head's weights are dropped
             config = config.replace(object_token=config.object_token or grow_object,
                                     action_head=model_config.action_head)
-            grown = VLAModel(config)
-            missing, unexpected = grown.load_state_dict(warm.model.state_dict(), strict=False)
             fresh = ("object_proj.", "action_out.", "action_queries")
-            new = [k for k in missing if not k.startswith(fresh)]
-            bad = [k for k in unexpected if not (new_head and k.startswith(fresh[1:]))]
-            if new or bad:
-                raise ModelError(f"init_from {init_from}: weights do not fit this model (missing {new[:3]}, "
-                                 f"unexpected {bad[:3]})")
-            warm.model = grown
+            warm.model = transfer_weights(warm.model.state_dict(), config, f"init_from {init_from}", fresh=fresh,
+                                          dropped=fresh[1:] if new_head else ())
         else:
             warm.model.config = config  # the object frame, if it changed
     else:

@@ -134,9 +134,8 @@ def add_yaw_head(init_from: str, store_path: str, out: str, steps: int = 6000, b
     import time
 
     from keystone_vla.errors import ModelError
-    from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained
+    from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained, transfer_weights
     from keystone_vla.vla.data import datasets_from_store
-    from keystone_vla.vla.modeling import VLAModel
 
     t0 = time.perf_counter()
     try:
@@ -149,13 +148,8 @@ def add_yaw_head(init_from: str, store_path: str, out: str, steps: int = 6000, b
     if not (config.object_token and config.action_head == "chunk"):
         raise ConfigError(f"{init_from} has object_token={config.object_token}, action_head={config.action_head!r}; "
                           "a yaw head needs a chunk-head model with the object token")
-    model = VLAModel(config.replace(yaw_head=True))
-    state = warm.model.state_dict()
-    missing, unexpected = model.load_state_dict(state, strict=False)
-    if unexpected or any(not k.startswith("yaw_out.") for k in missing):
-        raise ModelError(f"{init_from}: weights do not fit (missing {missing[:3]}, unexpected {unexpected[:3]})")
-    if config.yaw_head:  # refit an existing head from its current weights
-        model.yaw_out.load_state_dict({k[len("yaw_out."):]: v for k, v in state.items() if k.startswith("yaw_out.")})
+    # an existing head is refitted from its current weights; a new one starts fresh
+    model = transfer_weights(warm.model.state_dict(), config.replace(yaw_head=True), init_from, fresh=("yaw_out.",))
     train_ds, val_ds, _, _, data_info, _ = datasets_from_store(store_path, config, augment=False)
     train = yaw_table(train_ds, warm.normalizer, augment_copies=augment_copies, seed=seed)
     val = yaw_table(val_ds, warm.normalizer)

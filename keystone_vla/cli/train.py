@@ -130,17 +130,23 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _fit_yaw_head(args: argparse.Namespace) -> int:
-    from keystone_vla.cli._common import emit_summary
+def _check_fit_args(args: argparse.Namespace, flag: str, part: str) -> None:
+    """What every "copy a checkpoint with one part fitted" mode needs: --init-from, no --resume, a --data folder."""
     from keystone_vla.errors import ConfigError
-    from keystone_vla.vla.yaw_head import add_yaw_head
 
     if not args.init_from:
-        raise ConfigError("--fit-yaw-head adds a yaw head to a trained model; name it with --init-from CKPT")
+        raise ConfigError(f"{flag} adds {part} to a trained model; name it with --init-from CKPT")
     if args.resume:
-        raise ConfigError("--fit-yaw-head writes a new checkpoint; drop --resume")
+        raise ConfigError(f"{flag} writes a new checkpoint; drop --resume")
     if not os.path.isdir(args.data):
         raise ConfigError(f"--data {args.data} is not a folder; collect demonstrations first: keystone data collect")
+
+
+def _fit_yaw_head(args: argparse.Namespace) -> int:
+    from keystone_vla.cli._common import emit_summary
+    from keystone_vla.vla.yaw_head import add_yaw_head
+
+    _check_fit_args(args, "--fit-yaw-head", "a yaw head")
     s = add_yaw_head(args.init_from, args.data, args.out, steps=args.steps or 6000, seed=args.seed,
                      object_frame=args.object_frame)
     before, after = s["val_before"], s["val_after"]
@@ -154,15 +160,9 @@ def _fit_yaw_head(args: argparse.Namespace) -> int:
 
 def _fit_plan_adapter(args: argparse.Namespace) -> int:
     from keystone_vla.cli._common import emit_summary
-    from keystone_vla.errors import ConfigError
     from keystone_vla.vla.plan_adapter import add_plan_adapter
 
-    if not args.init_from:
-        raise ConfigError("--fit-plan-adapter adds a plan adapter to a trained model; name it with --init-from CKPT")
-    if args.resume:
-        raise ConfigError("--fit-plan-adapter writes a new checkpoint; drop --resume")
-    if not os.path.isdir(args.data):
-        raise ConfigError(f"--data {args.data} is not a folder; collect demonstrations first: keystone data collect")
+    _check_fit_args(args, "--fit-plan-adapter", "a plan adapter")
     s = add_plan_adapter(args.init_from, args.data, args.out, steps=args.steps or 1500, seed=args.seed)
     emit_summary({"out": args.out, "steps": s["steps"], "train_examples": s["train_examples"],
                   "val_plan_loss_before": s["val_loss_before"], "val_plan_loss": s["val_loss_after"],
