@@ -58,6 +58,7 @@ class EvalConfig:
     scene_search: int = 16
     max_regrasps: int = 2  # VLA agents only (see policies.vla_agent)
     order_pairs: bool = True  # VLA agents only: independent put-downs in the demonstrations' order
+    relocate_every: int = 0  # VLA agents only: ticks between locating a held part again during its put-down
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -66,6 +67,8 @@ class EvalConfig:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
         if self.max_regrasps < 0:
             raise ConfigError(f"--max-regrasps must be >= 0 (0 turns regrasping off), got {self.max_regrasps}")
+        if self.relocate_every < 0:
+            raise ConfigError(f"--relocate-every must be >= 0 ticks (0: once per step), got {self.relocate_every}")
         for split in self.splits:
             if split not in SPLITS:
                 raise unknown_choice("split", split, SPLITS)
@@ -185,7 +188,8 @@ def _init_worker(config: EvalConfig, video_dir: str | None, threads: int | None)
     from keystone_vla.policies.registry import load_policy
     from keystone_vla.sim.rollout import make_world
 
-    policy = load_policy(config.policy, max_regrasps=config.max_regrasps, order_pairs=config.order_pairs)
+    policy = load_policy(config.policy, max_regrasps=config.max_regrasps, order_pairs=config.order_pairs,
+                         relocate_every=config.relocate_every)
     cameras = tuple(getattr(policy, "cameras", ())) if getattr(policy, "needs_images", True) else ()
     image_size = int(getattr(policy, "image_size", config.image_size))  # render what the model was trained on
     world = make_world(EpisodeSpec(config.tasks[0] if config.tasks else "pick_place", config.seed, "seen", config.arm),

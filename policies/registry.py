@@ -61,10 +61,11 @@ def resolve_policy_name(spec: str) -> tuple[str, Path | None]:
     return checkpoint_kind(path), path
 
 
-def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | None = None, **runtime: Any) -> Any:
+def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | None = None,
+                relocate_every: int | None = None, **runtime: Any) -> Any:
     """Build the policy named by `spec` (see module docstring); `runtime` goes to the chunk runtime config,
-    `max_regrasps` and `order_pairs` to a VLA agent (None: its default; ignored by the other policies, which have
-    no plan)."""
+    `max_regrasps`, `order_pairs` and `relocate_every` to a VLA agent (None: its default; ignored by the other
+    policies, which have no plan)."""
     kind, folder = resolve_policy_name(spec)
     if kind == "oracle":
         from keystone_vla.policies.oracle import OraclePolicy
@@ -83,4 +84,6 @@ def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | 
     agent: dict[str, Any] = {} if max_regrasps is None else {"max_regrasps": max_regrasps}
     if order_pairs is not None:
         agent["order_pairs"] = order_pairs
+    if relocate_every is not None:
+        agent["relocate_every"] = relocate_every
     return VLAAgent.from_pretrained(folder, **agent, **runtime)

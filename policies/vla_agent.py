@@ -70,7 +70,8 @@ class VLAAgent:
 
     def __init__(self, vla: Any, runtime: RuntimeConfig | None = None, done_threshold: float = 0.5,
                  check_patience: int = 15, regrasp_patience: int = 10, max_regrasps: int = 2,
-                 require_release: bool = True, order_pairs: bool = True) -> None:
+                 require_release: bool = True, order_pairs: bool = True, relocate_every: int = 0,
+                 release_radius: float = 0.0) -> None:
         if not 0.0 < done_threshold < 1.0:
             raise ConfigError(f"done_threshold must be in (0, 1), got {done_threshold}")
         if check_patience < 1:
@@ -79,6 +80,8 @@ class VLAAgent:
             raise ConfigError(f"regrasp_patience must be >= 1 tick, got {regrasp_patience}")
         if max_regrasps < 0:
             raise ConfigError(f"max_regrasps must be >= 0 (0 turns regrasping off), got {max_regrasps}")
+        if relocate_every < 0:
+            raise ConfigError(f"relocate_every must be >= 0 ticks (0: locate once per step), got {relocate_every}")
         self.vla = vla
         self.done_threshold = done_threshold
         self.check_patience = check_patience
@@ -86,6 +89,11 @@ class VLAAgent:
         self.max_regrasps = max_regrasps
         self.require_release = require_release
         self.order_pairs = order_pairs
+        self.relocate_every = relocate_every
+        if release_radius < 0:
+            raise ConfigError(f"release_radius must be >= 0 metres (0: no release interlock), got {release_radius}")
+        self.release_radius = release_radius
+        self.held_releases = 0  # open commands held back this episode (the part was not over its target)
         chunk = int(vla.config.chunk_size)
         self.runtime_config = runtime or RuntimeConfig(n_action_steps=min(chunk, DEFAULT_ACTIONS_PER_CHUNK))
         self.runtime = ChunkRuntime(self._predict, self.runtime_config, on_chunk=self._on_chunk)
@@ -101,11 +109,13 @@ class VLAAgent:
         self.regrasps = 0  # put-down steps sent back to their pick (see module docstring, 4.)
         self._regrasps_at: dict[int, int] = {}  # put-down step index -> regrasps it caused
         self._empty_ticks = 0  # consecutive ticks the current put-down's part lay released and unplaced
+        self._located_at = 0  # tick at which the current step's objects were last located
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], *, bf16: bool = False, done_threshold: float = 0.5,
                         check_patience: int = 15, regrasp_patience: int = 10, max_regrasps: int = 2,
-                        require_release: bool = True, order_pairs: bool = True, **runtime: Any) -> VLAAgent:
+                        require_release: bool = True, order_pairs: bool = True, relocate_every: int = 0,
+                        release_radius: float = 0.0, **runtime: Any) -> VLAAgent:
         """Load a VLA checkpoint folder; `runtime` overrides `RuntimeConfig` fields (n_action_steps, ...)."""
         from keystone_vla.vla.policy import VLAPolicy
 
@@ -113,7 +123,7 @@ class VLAAgent:
         n = min(int(vla.config.chunk_size), DEFAULT_ACTIONS_PER_CHUNK)
         config = RuntimeConfig(**{"n_action_steps": n, **runtime}) if runtime else None
         return cls(vla, config, done_threshold, check_patience, regrasp_patience, max_regrasps, require_release,
-                   order_pairs)
+                   order_pairs, relocate_every, release_radius)
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -182,6 +192,7 @@ class VLAAgent:
         self._regrasps_at = {}
         self._empty_ticks = 0
         self._step_objects = None
+        self.held_releases = 0
         self.runtime.reset()
 
     def close(self) -> None:
@@ -214,12 +225,19 @@ class VLAAgent:
                 self.retries += 1
                 self._done_at = None
                 self._step_objects = None
+        if self._should_relocate(observation):
+            self._step_objects = None
         if self._step_objects is None and self._locate is not None and getattr(self.vla.config, "object_token", False):
             from keystone_vla.vla.object_token import with_step_start
 
             located = self._locate(self.plan.steps[self.plan_step])
             self._step_objects = with_step_start(located, observation.ee_pose)
+            self._located_at = self._tick
         action = self.runtime.act(observation)
+        if self._release_too_early(action, observation):
+            action = action.copy()
+            action[-1] = 1.0
+            self.held_releases += 1
         self._tick += 1
         return action
 
@@ -244,6 +262,31 @@ class VLAAgent:
                     and (opening > EMPTY_OPEN or opening < EMPTY_CLOSED) and not self._step_check(pick))
         self._empty_ticks = self._empty_ticks + 1 if released else 0
         return self._empty_ticks >= self.regrasp_patience
+
+    def _release_too_early(self, action: np.ndarray, observation: Observation) -> bool:
+        """Release interlock (`release_radius`): during a put-down whose part is in the hand, an open command is
+        held back while the part, located now, lies farther than `release_radius` (x/y) from its target."""
+        if not self.release_radius or self._locate is None or self.plan is None or float(action[-1]) >= 0.5:
+            return False
+        step = self.plan.steps[self.plan_step]
+        if step.skill == "pick" or len(step.args) < 2 or step.args[0] == step.args[-1]:
+            return False
+        if not EMPTY_CLOSED < _opening(observation) < EMPTY_OPEN:
+            return False
+        located = np.asarray(self._locate(step), np.float64)
+        return float(np.linalg.norm(located[0:2] - located[7:9])) > self.release_radius
+
+    def _should_relocate(self, observation: Observation) -> bool:
+        """Whether to locate the current put-down's objects again (`relocate_every`, module docstring 6.): only while
+        the hand holds something, every `relocate_every` ticks."""
+        if not self.relocate_every or self._step_objects is None or self.plan is None:
+            return False
+        step = self.plan.steps[self.plan_step]
+        if step.skill == "pick" or len(step.args) < 2 or step.args[0] == step.args[-1]:
+            return False
+        opening = _opening(observation)
+        holding = EMPTY_CLOSED < opening < EMPTY_OPEN
+        return holding and self._tick - self._located_at >= self.relocate_every
 
     def _predict(self, observation: Observation) -> ActionChunk:
         assert self.plan is not None

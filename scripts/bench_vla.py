@@ -114,6 +114,39 @@ def ablation(steps: int) -> dict[str, dict[str, float]]:
     return out
 
 
+def shipped_plan_latency(n: int) -> dict | None:
+    """Plan latency of the shipped keystone-base (a 6-step kit plan over 7 objects), side by side: the plan adapter
+    with merged weights (what VLAPolicy does), with per-layer hooks (how it is fitted), and with no adapter.
+    None when the package ships no checkpoint."""
+    from keystone_vla.vla.policy import VLAPolicy
+
+    folder = Path(__file__).resolve().parents[1] / "vla" / "pretrained" / "keystone-base"
+    if not (folder / "config.json").exists():
+        return None
+    policy = VLAPolicy.from_pretrained(folder)
+    objs = ["bar_slot", "blue_square", "disc_slot", "kit", "red_disc", "square_slot", "yellow_bar"]  # kit seed 0
+    instr = "assemble the kit"
+    out: dict = {"instruction": instr, "objects": objs}
+    adapter = getattr(policy.model, "plan_adapter", None)
+    if adapter is None:
+        return {**out, "no_adapter": percentiles(timed(lambda: policy.plan(instr, objects=objs), n))}
+    out["plan_steps"] = len(policy.plan(instr, objects=objs).steps)
+    out["adapter_merged"] = percentiles(timed(lambda: policy.plan(instr, objects=objs), n))
+    adapter.merge = False
+    out["adapter_hooks"] = percentiles(timed(lambda: policy.plan(instr, objects=objs), n))
+    adapter.merge = True
+    from keystone_vla.vla.plan_grammar import PlanGrammar
+
+    def trunk_only() -> None:  # the same decoding with the trunk alone (no adapter, no MiniLM token)
+        grammar = PlanGrammar(policy.tokenizer, objs, policy.config.max_plan_steps)
+        with torch.inference_mode():
+            policy.model._decode_plan(policy.tokenizer.plan_prompt(instr, objs), grammar,
+                                      policy.config.max_plan_tokens, None)
+    out["no_adapter"] = percentiles(timed(trunk_only, n))
+    out["merged_vs_hooks_speedup"] = out["adapter_hooks"]["p50_ms"] / out["adapter_merged"]["p50_ms"]
+    return out
+
+
 def sim_plan_examples(split: str, seeds: range, tasks: tuple[str, ...]) -> list:
     """(instruction, oracle plan, scene object ids) from the simulator's own task sampler."""
     from keystone_vla.sim.tasks import get_task
@@ -252,6 +285,9 @@ def main() -> None:
         lat["plan_fp32"] = percentiles(timed(lambda: chunk.plan(instr, objects=objs), max(5, n // 4)))
         plan = chunk.plan(instr, objects=objs)
         result["plan_steps_generated"] = len(plan.steps)
+    shipped = shipped_plan_latency(max(5, n // 4))
+    if shipped is not None:
+        result["shipped_plan"] = shipped
     h = 8
     best_chunk = min(lat["chunk_fp32"]["p50_ms"], lat["chunk_bf16"]["p50_ms"])
     best_tokens = min(lat["tokens_fp32"]["p50_ms"], lat["tokens_bf16"]["p50_ms"])

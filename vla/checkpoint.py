@@ -117,6 +117,12 @@ def transfer_weights(state: dict[str, torch.Tensor], config: VLAConfig, source: 
     other difference raises a ModelError naming `source`."""
     model = VLAModel(config)
     kept = {k: v for k, v in state.items() if not k.startswith(dropped)}
+    expected = model.state_dict()
+    wrong = [f"{k} {list(v.shape)} vs {list(expected[k].shape)}" for k, v in kept.items()
+             if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    if wrong:
+        raise ModelError(f"{source}: weights have other shapes than this model builds ({'; '.join(wrong[:3])}); "
+                         "the checkpoint's config differs from the one asked for")
     missing, unexpected = model.load_state_dict(kept, strict=False)
     missing = [k for k in missing if not k.startswith(fresh)]
     if missing or unexpected:

@@ -43,6 +43,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--keep-plan-order", action="store_true",
                    help="VLA policies: run independent put-downs (a kit's parts) in the plan's own order instead "
                         "of the demonstrations' (largest y first)")
+    p.add_argument("--relocate-every", type=int, default=0, metavar="TICKS",
+                   help="VLA policies: locate a held part again every TICKS ticks of its put-down (0, the default: "
+                        "once, when the step begins), so a part that slipped in the hand is placed where it is")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="eval_command", metavar="compare")
@@ -83,6 +86,7 @@ def run_eval(args: argparse.Namespace) -> int:
         workers=args.workers, seed=args.seed, out=args.out or Path("reports") / name, instructions=instructions,
         arm=args.arm, max_steps=args.max_steps, videos=not args.no_videos,
         max_regrasps=args.max_regrasps, order_pairs=not args.keep_plan_order,
+        relocate_every=args.relocate_every,
     )
     summary = evaluate(config, progress=True)
     out = {
