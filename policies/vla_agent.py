@@ -33,6 +33,19 @@
    episodes (stop 15, seen split, 100 episodes over two runs): plans in the demonstrations' order succeeded in 7
    of 13, in another order in 19 of 87. The steps are the model's; only their order changes.
 
+6. Held part located again (`relocate_every`, off by default; `keystone eval --relocate-every N`): the object token
+   measures a put-down's target from the part in the hand as it sat when the step began. A part that slips or
+   turns in the grip on the way is then placed where it no longer is: measured on insert (seen seeds 0-11, stop
+   16), the peg's offset in the gripper frame moved by 10-23 mm between the step's start and the hand's first
+   open command in 3 of the 6 failures. With N > 0 the put-down's objects are located again every N ticks while
+   the hand still holds something (opening strictly between empty-closed and empty-open); never during a pick,
+   never after the release.
+7. Release interlock (`release_radius`, metres, off by default): during a put-down with the part in the hand, an
+   open command is held back (gripper kept closed) while the part, located now, lies farther than the radius (x/y)
+   from its target. Measured on the same 12 insert episodes it did not help: held back, the policy did not go on
+   to align (one peg hovered 24 mm off for 37 ticks), so the failure is the approach, not the release. Kept as a
+   checkable interlock for deployments that want it; no result here depends on it.
+
 Default runtime: 2 of the H = 8 actions per chunk (`DEFAULT_ACTIONS_PER_CHUNK`): executing whole chunks open-loop
 overshot the pick position by ~2 cm on pick_place seed 0; replanning every 2 ticks landed within 1 mm (one
 25 ms forward pass per 200 ms of control).

@@ -4,7 +4,9 @@ Measured (the `base` preset, 1 camera at 128 px, random weights saved and reload
 - batch-1 latency p50/p99 of `VLAPolicy.predict_chunk` with the chunk head (fp32 and bf16) and with
   discrete-token decoding (H x 7 tokens, KV cache), and the resulting actions/s ratio (goal: chunk p50 <= 25 ms,
   >= 8x the actions/s of token decoding);
-- plan latency (grammar-constrained decoding of a 4-step build_tower plan);
+- plan latency (grammar-constrained decoding of a 4-step build_tower plan), and of the shipped keystone-base on a
+  6-step kit plan with its plan adapter merged into the weights (what VLAPolicy does), hooked per layer (how it is
+  fitted) and absent (the trunk alone) (`--only-shipped-plan` runs just that section);
 - training throughput (samples/s, batch 32, forward + backward + AdamW) in fp32 and under bf16 autocast;
 - the chunk-query ablation (H query tokens vs. pooled last state): latency and validation L1 after the same
   short training on the synthetic dataset;
@@ -245,8 +247,20 @@ def main() -> None:
                     help="torch threads; 1 by default: with other jobs on the 2 cores, 2 threads spin and run 10x slower")
     ap.add_argument("--out", default=str(OUT))
     ap.add_argument("--only-plan", action="store_true", help="run only the plan-generalisation section")
+    ap.add_argument("--only-shipped-plan", action="store_true",
+                    help="run only the shipped checkpoint's plan latency (adapter merged / hooks / none)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    if args.only_shipped_plan:
+        load_before = os.getloadavg()[0]
+        shipped = shipped_plan_latency(10 if args.quick else 30)
+        if shipped is None:
+            raise SystemExit("no shipped checkpoint under vla/pretrained/keystone-base")
+        shipped["load_avg_before_after"] = [load_before, os.getloadavg()[0]]
+        shipped["threads"] = args.threads
+        _merge(Path(args.out), {"shipped_plan": shipped})
+        print(json.dumps(shipped, indent=1))
+        return
     if args.only_plan:
         res = {("colour_swap" if k else "plain"): plan_generalisation(
             100 if args.quick else 600, 40 if args.quick else 200, 20 if args.quick else 40, k) for k in (False, True)}

@@ -275,6 +275,69 @@ def test_vla_agent_ends_a_put_down_by_patience_only_once_the_hand_opens(vla_ckpt
         assert agent.plan_step == 2
 
 
+def test_vla_agent_locates_a_held_part_again_only_while_it_is_held(vla_ckpt) -> None:
+    """relocate_every: during a put-down the step's objects are located again every N ticks while the hand holds
+    the part (opening between empty-closed and empty-open), never during a pick or after the release."""
+    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1 - 1e-9, check_patience=1,
+                                     relocate_every=3)
+    assert agent.vla.config.object_token  # the fixture's model takes the object token, so steps are located
+    size = agent.image_size
+    scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
+             DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
+    located: list[str] = []
+
+    def locate(step: PlanStep) -> np.ndarray:
+        located.append(step.call)
+        return np.zeros(14, np.float32)
+
+    holds = {"pick(red_block)": False}
+    agent.prepare("put the red block in the blue bowl", obs(size), scene, step_check=lambda s: holds.get(s.call, False),
+                  locate=locate)
+    agent.plan = Plan("x", (PlanStep.parse("pick(red_block)", "pick up the red block"),
+                            PlanStep.parse("place_in(red_block, blue_bowl)", "put it in the bowl")))
+    agent.reset()
+    for _ in range(7):  # a pick is located once, however long it runs
+        agent.act(obs(size, opening=0.5))
+    assert located == ["pick(red_block)"]
+    holds["pick(red_block)"] = True
+    agent.act(obs(size, opening=0.5))  # lifted: the put-down begins and is located
+    assert agent.plan_step == 1 and located.count("place_in(red_block, blue_bowl)") == 1
+    for _ in range(6):  # held: located again at ticks 3 and 6 of the step
+        agent.act(obs(size, opening=0.5))
+    assert located.count("place_in(red_block, blue_bowl)") == 3
+    for _ in range(6):  # released: the last pose stands
+        agent.act(obs(size, opening=1.0))
+    assert located.count("place_in(red_block, blue_bowl)") == 3
+    with pytest.raises(ConfigError, match="relocate_every"):
+        VLAAgent(agent.vla, relocate_every=-1)
+
+
+def test_vla_agent_release_interlock_holds_an_open_command_off_target(vla_ckpt) -> None:
+    agent = VLAAgent.from_pretrained(vla_ckpt, release_radius=0.008)
+    size = agent.image_size
+    scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
+             DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
+    part_at = {"xy": (0.5, 0.19)}
+
+    def locate(step: PlanStep) -> np.ndarray:
+        return np.array([*part_at["xy"], 0.05, 0, 0, 0, 0, 0.5, 0.2, 0.02, 0, 0, 0, 0], np.float32)
+
+    agent.prepare("put the red block in the blue bowl", obs(size), scene, locate=locate)
+    agent.plan = Plan("x", (PlanStep.parse("pick(red_block)", "pick up the red block"),
+                            PlanStep.parse("place_in(red_block, blue_bowl)", "put it in the bowl")))
+    agent.reset()
+    opening = np.zeros(7, np.float32)  # gripper 0 = open
+    assert not agent._release_too_early(opening, obs(size, opening=0.5))  # a pick may always open
+    agent.plan_step = 1
+    assert agent._release_too_early(opening, obs(size, opening=0.5))  # 10 mm off the target: held back
+    assert not agent._release_too_early(opening, obs(size, opening=1.0))  # nothing held: nothing to hold back
+    assert not agent._release_too_early(np.ones(7, np.float32), obs(size, opening=0.5))  # a close command passes
+    part_at["xy"] = (0.5, 0.195)
+    assert not agent._release_too_early(opening, obs(size, opening=0.5))  # 5 mm: within the radius
+    with pytest.raises(ConfigError, match="release_radius"):
+        VLAAgent(agent.vla, release_radius=-0.01)
+
+
 def test_vla_agent_in_the_harness_reports_its_plan(vla_ckpt) -> None:
     torch.manual_seed(0)
     policy = load_policy(str(vla_ckpt))
