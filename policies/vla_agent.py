@@ -36,7 +36,7 @@
 6. Held part located again (`relocate_every`, off by default; `keystone eval --relocate-every N`): the object token
    measures a put-down's target from the part in the hand as it sat when the step began. A part that slips or
    turns in the grip on the way is then placed where it no longer is: measured on insert (seen seeds 0-11, stop
-   16), the peg's offset in the gripper frame moved by 10-23 mm between the step's start and the hand's first
+   16), the peg's offset in the gripper frame moved by 9-26 mm between the step's start and the hand's first
    open command in 3 of the 6 failures. With N > 0 the put-down's objects are located again every N ticks while
    the hand still holds something (opening strictly between empty-closed and empty-open); never during a pick,
    never after the release.
