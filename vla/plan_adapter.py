@@ -95,10 +95,11 @@ class PlanAdapter(nn.Module):
         layers untouched (not even a no-op hook call per layer).
 
         With autograd on (fitting) the deltas are forward hooks, so gradients reach A and B. With autograd off
-        (inference) each target layer's weight is swapped for W + scale * B A, computed once on entry (28 small
-        products, well under a millisecond), and the original Parameter object is put back on exit, so the action
-        path sees the very same tensors. A plan then costs what it costs without an adapter instead of two extra
-        small matmuls per layer per decoded token (reports/dev-stop16: p50 183 -> ~130 ms)."""
+        (inference) each target layer's weight is swapped for W + scale * B A, computed once on entry (one small
+        product per target layer), and the original Parameter object is put back on exit, so the action
+        path sees the very same tensors. A plan then costs nearly what it costs without an adapter instead of two extra
+        small matmuls per layer per decoded token (reports/dev-stop16: a 6-step plan 1.38x faster than with hooks,
+        9 % over the trunk alone, side by side in one run)."""
         if self._on:
             yield
             return
