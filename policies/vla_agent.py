@@ -95,6 +95,8 @@ class VLAAgent:
             raise ConfigError(f"max_regrasps must be >= 0 (0 turns regrasping off), got {max_regrasps}")
         if relocate_every < 0:
             raise ConfigError(f"relocate_every must be >= 0 ticks (0: locate once per step), got {relocate_every}")
+        if release_radius < 0:
+            raise ConfigError(f"release_radius must be >= 0 metres (0: no release interlock), got {release_radius}")
         self.vla = vla
         self.done_threshold = done_threshold
         self.check_patience = check_patience
@@ -103,8 +105,6 @@ class VLAAgent:
         self.require_release = require_release
         self.order_pairs = order_pairs
         self.relocate_every = relocate_every
-        if release_radius < 0:
-            raise ConfigError(f"release_radius must be >= 0 metres (0: no release interlock), got {release_radius}")
         self.release_radius = release_radius
         self.held_releases = 0  # open commands held back this episode (the part was not over its target)
         chunk = int(vla.config.chunk_size)
@@ -276,15 +276,23 @@ class VLAAgent:
         self._empty_ticks = self._empty_ticks + 1 if released else 0
         return self._empty_ticks >= self.regrasp_patience
 
+    def _held_put_down(self, observation: Observation) -> PlanStep | None:
+        """The current step when it puts a part down onto another object and the hand still holds something
+        (opening strictly between empty-closed and empty-open); else None. Serves items 6 and 7 of the docstring."""
+        if self.plan is None:
+            return None
+        step = self.plan.steps[self.plan_step]
+        if step.skill == "pick" or len(step.args) < 2 or step.args[0] == step.args[-1]:
+            return None
+        return step if EMPTY_CLOSED < _opening(observation) < EMPTY_OPEN else None
+
     def _release_too_early(self, action: np.ndarray, observation: Observation) -> bool:
         """Release interlock (`release_radius`): during a put-down whose part is in the hand, an open command is
         held back while the part, located now, lies farther than `release_radius` (x/y) from its target."""
-        if not self.release_radius or self._locate is None or self.plan is None or float(action[-1]) >= 0.5:
+        if not self.release_radius or self._locate is None or float(action[-1]) >= 0.5:
             return False
-        step = self.plan.steps[self.plan_step]
-        if step.skill == "pick" or len(step.args) < 2 or step.args[0] == step.args[-1]:
-            return False
-        if not EMPTY_CLOSED < _opening(observation) < EMPTY_OPEN:
+        step = self._held_put_down(observation)
+        if step is None:
             return False
         located = np.asarray(self._locate(step), np.float64)
         return float(np.linalg.norm(located[0:2] - located[7:9])) > self.release_radius
@@ -292,14 +300,10 @@ class VLAAgent:
     def _should_relocate(self, observation: Observation) -> bool:
         """Whether to locate the current put-down's objects again (`relocate_every`, module docstring 6.): only while
         the hand holds something, every `relocate_every` ticks."""
-        if not self.relocate_every or self._step_objects is None or self.plan is None:
+        if not self.relocate_every or self._step_objects is None:
             return False
-        step = self.plan.steps[self.plan_step]
-        if step.skill == "pick" or len(step.args) < 2 or step.args[0] == step.args[-1]:
-            return False
-        opening = _opening(observation)
-        holding = EMPTY_CLOSED < opening < EMPTY_OPEN
-        return holding and self._tick - self._located_at >= self.relocate_every
+        return (self._held_put_down(observation) is not None
+                and self._tick - self._located_at >= self.relocate_every)
 
     def _predict(self, observation: Observation) -> ActionChunk:
         assert self.plan is not None

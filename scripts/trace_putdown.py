@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from keystone_vla.policies.episode import EpisodeAdapter
 from keystone_vla.policies.vla_agent import VLAAgent, _opening
 from keystone_vla.sim.geometry import yaw_error
 from keystone_vla.sim.rollout import EpisodeSpec, run_episode
@@ -33,29 +34,22 @@ def in_gripper_frame(d: np.ndarray, yaw: float) -> list[float]:
     return [round(1e3 * float(c * d[0] - s * d[1]), 1), round(1e3 * float(s * d[0] + c * d[1]), 1)]
 
 
-class Tracer:
-    """Wraps a VLAAgent for run_episode and logs every put-down tick (reads the world: a diagnostic, not a policy)."""
+class Tracer(EpisodeAdapter):
+    """The harness's episode wrapper, logging every put-down tick (reads the world: a diagnostic, not a policy)."""
 
     def __init__(self, agent: VLAAgent) -> None:
+        super().__init__(agent)
         self.agent = agent
         self.log: list[dict[str, Any]] = []
         self.world: Any = None
 
     def bind(self, world: Any, instance: Any) -> None:
         self.world = world
-        self.agent.bind(world, instance)
+        super().bind(world, instance)
 
     def reset(self) -> None:
-        self.agent.reset()
+        super().reset()
         self.log = []
-
-    @property
-    def plan_step(self) -> int:
-        return self.agent.plan_step
-
-    @property
-    def plan(self) -> Any:
-        return self.agent.plan
 
     def act(self, obs: Any) -> np.ndarray:
         a = self.agent

@@ -117,9 +117,7 @@ def transfer_weights(state: dict[str, torch.Tensor], config: VLAConfig, source: 
     other difference raises a ModelError naming `source`."""
     model = VLAModel(config)
     kept = {k: v for k, v in state.items() if not k.startswith(dropped)}
-    expected = model.state_dict()
-    wrong = [f"{k} {list(v.shape)} vs {list(expected[k].shape)}" for k, v in kept.items()
-             if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
+    wrong = [f"{k} {got} vs {want}" for k, got, want in shape_mismatches(kept, model.state_dict())]
     if wrong:
         raise ModelError(f"{source}: weights have other shapes than this model builds ({'; '.join(wrong[:3])}); "
                          "the checkpoint's config differs from the one asked for")
@@ -128,6 +126,13 @@ def transfer_weights(state: dict[str, torch.Tensor], config: VLAConfig, source: 
     if missing or unexpected:
         raise ModelError(f"{source}: weights do not fit this model (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model
+
+
+def shape_mismatches(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]
+                     ) -> list[tuple[str, list[int], list[int]]]:
+    """(key, shape in `state`, shape in `expected`) for every key both hold with different shapes."""
+    return [(k, list(v.shape), list(expected[k].shape)) for k, v in state.items()
+            if k in expected and tuple(v.shape) != tuple(expected[k].shape)]
 
 
 def load_weights(model: VLAModel, path: Path) -> None:
@@ -142,10 +147,11 @@ def load_weights(model: VLAModel, path: Path) -> None:
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
         raise ModelError(f"{path.name} does not match config.json: missing {missing[:5]}, unexpected {unexpected[:5]}")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(expected[k].shape):
-            raise ModelError(f"{path.name}: {k} has shape {list(v.shape)}, config.json builds "
-                             f"{list(expected[k].shape)}; the files come from different checkpoints")
+    wrong = shape_mismatches(state, expected)
+    if wrong:
+        k, got, want = wrong[0]
+        raise ModelError(f"{path.name}: {k} has shape {got}, config.json builds {want}; the files come from "
+                         "different checkpoints")
     model.load_state_dict(state, strict=False)
     for k, alts in aliases.items():  # re-tie explicitly in case only the alias was stored
         if k not in state:

@@ -104,22 +104,20 @@ class PlanAdapter(nn.Module):
             yield
             return
         self._on = True
-        if torch.is_grad_enabled() or not self.merge:
-            handles = [mod.register_forward_hook(self._hook(key)) for key, mod in self._targets]
-            try:
-                yield
-            finally:
-                self._on = False
-                for h in handles:
-                    h.remove()
-            return
-        originals = [(mod, mod.weight) for _, mod in self._targets]
+        handles: list[Any] = []
+        originals: list[tuple[nn.Module, nn.Parameter]] = []
         try:
-            for key, mod in self._targets:
-                mod.weight = nn.Parameter(self.merged_weight(key, mod.weight), requires_grad=False)
+            if torch.is_grad_enabled() or not self.merge:
+                handles = [mod.register_forward_hook(self._hook(key)) for key, mod in self._targets]
+            else:
+                originals = [(mod, mod.weight) for _, mod in self._targets]
+                for key, mod in self._targets:
+                    mod.weight = nn.Parameter(self.merged_weight(key, mod.weight), requires_grad=False)
             yield
         finally:
             self._on = False
+            for h in handles:
+                h.remove()
             for mod, weight in originals:
                 mod.weight = weight
 
@@ -286,9 +284,9 @@ def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 150
     if not examples:
         raise DatasetError(f"{store_path} has no episodes with a plan; collect with keystone data collect")
     # a refit of the same rank starts from the adapter already there; another rank starts a fresh one
-    previous = int(getattr(warm.config, "plan_adapter_rank", 0) or 0)
     model = transfer_weights(warm.model.state_dict(), warm.config.replace(plan_adapter_rank=rank), init_from,
-                             fresh=("plan_adapter.",), dropped=("plan_adapter.",) if previous != rank else ())
+                             fresh=("plan_adapter.",),
+                             dropped=("plan_adapter.",) if warm.config.plan_adapter_rank != rank else ())
     rng = random.Random(seed)
     order = list(range(len(examples)))
     rng.shuffle(order)
