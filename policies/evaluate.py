@@ -59,6 +59,7 @@ class EvalConfig:
     max_regrasps: int = 2  # VLA agents only (see policies.vla_agent)
     order_pairs: bool = True  # VLA agents only: independent put-downs in the demonstrations' order
     relocate_every: int = 0  # VLA agents only: ticks between locating a held part again during its put-down
+    align_radius: float = 0.0  # VLA agents only: metres within which a held part is servoed onto its target (0 off)
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -69,6 +70,8 @@ class EvalConfig:
             raise ConfigError(f"--max-regrasps must be >= 0 (0 turns regrasping off), got {self.max_regrasps}")
         if self.relocate_every < 0:
             raise ConfigError(f"--relocate-every must be >= 0 ticks (0: once per step), got {self.relocate_every}")
+        if self.align_radius < 0:
+            raise ConfigError(f"--align-radius must be >= 0 metres (0: no final alignment), got {self.align_radius}")
         for split in self.splits:
             if split not in SPLITS:
                 raise unknown_choice("split", split, SPLITS)
@@ -189,7 +192,7 @@ def _init_worker(config: EvalConfig, video_dir: str | None, threads: int | None)
     from keystone_vla.sim.rollout import make_world
 
     policy = load_policy(config.policy, max_regrasps=config.max_regrasps, order_pairs=config.order_pairs,
-                         relocate_every=config.relocate_every)
+                         relocate_every=config.relocate_every, align_radius=config.align_radius)
     cameras = tuple(getattr(policy, "cameras", ())) if getattr(policy, "needs_images", True) else ()
     image_size = int(getattr(policy, "image_size", config.image_size))  # render what the model was trained on
     world = make_world(EpisodeSpec(config.tasks[0] if config.tasks else "pick_place", config.seed, "seen", config.arm),

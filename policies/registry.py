@@ -62,9 +62,9 @@ def resolve_policy_name(spec: str) -> tuple[str, Path | None]:
 
 
 def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | None = None,
-                relocate_every: int | None = None, **runtime: Any) -> Any:
+                relocate_every: int | None = None, align_radius: float | None = None, **runtime: Any) -> Any:
     """Build the policy named by `spec` (see module docstring); `runtime` goes to the chunk runtime config,
-    `max_regrasps`, `order_pairs` and `relocate_every` to a VLA agent (None: its default; ignored by the other
+    `max_regrasps`, `order_pairs`, `relocate_every` and `align_radius` to a VLA agent (None: its default; ignored by the other
     policies, which have no plan)."""
     kind, folder = resolve_policy_name(spec)
     if kind == "oracle":
@@ -86,4 +86,6 @@ def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | 
         agent["order_pairs"] = order_pairs
     if relocate_every is not None:
         agent["relocate_every"] = relocate_every
+    if align_radius is not None:
+        agent["align_radius"] = align_radius
     return VLAAgent.from_pretrained(folder, **agent, **runtime)

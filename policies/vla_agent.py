@@ -45,6 +45,15 @@
    from its target. Measured on the same 12 insert episodes it did not help: held back, the policy did not go on
    to align (one peg hovered 24 mm off for 37 ticks), so the failure is the approach, not the release. Kept as a
    checkable interlock for deployments that want it; no result here depends on it.
+8. Final alignment (`align_radius`, metres, off by default; `keystone eval --align-radius M`): a bounded visual
+   servo on top of the model for the last centimetres of a put-down. While the hand holds the part and the part,
+   located every tick, lies within `align_radius` (x/y) of its target, the agent adds
+   `ALIGN_GAIN` x (target - part) to the model's x/y command, at most `ALIGN_MAX_STEP` per tick, and the same for
+   yaw modulo the part's symmetry (square footprint: quarter turns, else half turns), at most `ALIGN_MAX_YAW`; an
+   open command is held back while the part is farther than `ALIGN_RELEASE_TOL` from its target (the release
+   interlock, with the alignment now there to finish the approach). The model still decides where to go, when to
+   descend and when to let go; the servo only closes the residual the model leaves (item 7: it settles 20-28 mm
+   off the hole and opens on time). Every correction is bounded and counted (`aligned_ticks`).
 
 Default runtime: 2 of the H = 8 actions per chunk (`DEFAULT_ACTIONS_PER_CHUNK`): executing whole chunks open-loop
 overshot the pick position by ~2 cm on pick_place seed 0; replanning every 2 ticks landed within 1 mm (one
@@ -72,6 +81,10 @@ DEFAULT_ACTIONS_PER_CHUNK = 2  # actions executed per predicted chunk (see modul
 Locate = Callable[[PlanStep], np.ndarray]  # a step -> float [14]: its first and last object (x y z yaw size_xyz)
 # (the agent appends the end-effector pose at that moment: the model's 21-number step_objects)
 EMPTY_OPEN, EMPTY_CLOSED = 0.9, 0.05  # gripper opening (state[-1], 1 = open) that means nothing is held
+ALIGN_GAIN = 0.5  # fraction of the located x/y and yaw residual corrected per tick (docstring, 8.)
+ALIGN_MAX_STEP = 0.005  # metres of x/y correction per tick, at most
+ALIGN_MAX_YAW = 0.1  # radians of yaw correction per tick, at most
+ALIGN_RELEASE_TOL = 0.003  # metres: an open command waits until the part is this close to its target (x/y)
 
 
 class VLAAgent:
@@ -84,7 +97,7 @@ class VLAAgent:
     def __init__(self, vla: Any, runtime: RuntimeConfig | None = None, done_threshold: float = 0.5,
                  check_patience: int = 15, regrasp_patience: int = 10, max_regrasps: int = 2,
                  require_release: bool = True, order_pairs: bool = True, relocate_every: int = 0,
-                 release_radius: float = 0.0) -> None:
+                 release_radius: float = 0.0, align_radius: float = 0.0) -> None:
         if not 0.0 < done_threshold < 1.0:
             raise ConfigError(f"done_threshold must be in (0, 1), got {done_threshold}")
         if check_patience < 1:
@@ -97,6 +110,8 @@ class VLAAgent:
             raise ConfigError(f"relocate_every must be >= 0 ticks (0: locate once per step), got {relocate_every}")
         if release_radius < 0:
             raise ConfigError(f"release_radius must be >= 0 metres (0: no release interlock), got {release_radius}")
+        if align_radius < 0:
+            raise ConfigError(f"align_radius must be >= 0 metres (0: no final alignment), got {align_radius}")
         self.vla = vla
         self.done_threshold = done_threshold
         self.check_patience = check_patience
@@ -106,7 +121,9 @@ class VLAAgent:
         self.order_pairs = order_pairs
         self.relocate_every = relocate_every
         self.release_radius = release_radius
+        self.align_radius = align_radius
         self.held_releases = 0  # open commands held back this episode (the part was not over its target)
+        self.aligned_ticks = 0  # ticks whose command the final alignment corrected this episode
         chunk = int(vla.config.chunk_size)
         self.runtime_config = runtime or RuntimeConfig(n_action_steps=min(chunk, DEFAULT_ACTIONS_PER_CHUNK))
         self.runtime = ChunkRuntime(self._predict, self.runtime_config, on_chunk=self._on_chunk)
@@ -128,7 +145,7 @@ class VLAAgent:
     def from_pretrained(cls, folder: str | os.PathLike[str], *, bf16: bool = False, done_threshold: float = 0.5,
                         check_patience: int = 15, regrasp_patience: int = 10, max_regrasps: int = 2,
                         require_release: bool = True, order_pairs: bool = True, relocate_every: int = 0,
-                        release_radius: float = 0.0, **runtime: Any) -> VLAAgent:
+                        release_radius: float = 0.0, align_radius: float = 0.0, **runtime: Any) -> VLAAgent:
         """Load a VLA checkpoint folder; `runtime` overrides `RuntimeConfig` fields (n_action_steps, ...)."""
         from keystone_vla.vla.policy import VLAPolicy
 
@@ -136,7 +153,7 @@ class VLAAgent:
         n = min(int(vla.config.chunk_size), DEFAULT_ACTIONS_PER_CHUNK)
         config = RuntimeConfig(**{"n_action_steps": n, **runtime}) if runtime else None
         return cls(vla, config, done_threshold, check_patience, regrasp_patience, max_regrasps, require_release,
-                   order_pairs, relocate_every, release_radius)
+                   order_pairs, relocate_every, release_radius, align_radius)
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -206,6 +223,7 @@ class VLAAgent:
         self._empty_ticks = 0
         self._step_objects = None
         self.held_releases = 0
+        self.aligned_ticks = 0
         self.runtime.reset()
 
     def close(self) -> None:
@@ -247,7 +265,9 @@ class VLAAgent:
             self._step_objects = with_step_start(located, observation.ee_pose)
             self._located_at = self._tick
         action = self.runtime.act(observation)
-        if self._release_too_early(action, observation):
+        if self.align_radius:
+            action = self._align(action, observation)
+        elif self._release_too_early(action, observation):
             action = action.copy()
             action[-1] = 1.0
             self.held_releases += 1
@@ -296,6 +316,32 @@ class VLAAgent:
             return False
         located = np.asarray(self._locate(step), np.float64)
         return float(np.linalg.norm(located[0:2] - located[7:9])) > self.release_radius
+
+    def _align(self, action: np.ndarray, observation: Observation) -> np.ndarray:
+        """Final alignment (`align_radius`, module docstring 8.): `action` with a bounded x/y/yaw correction toward
+        the put-down's target and an early open held back; unchanged outside a held put-down or the capture radius."""
+        step = self._held_put_down(observation) if self._locate is not None else None
+        if step is None:
+            return action
+        located = np.asarray(self._locate(step), np.float64)
+        residual = located[7:9] - located[0:2]
+        distance = float(np.linalg.norm(residual))
+        if distance > self.align_radius:
+            return action
+        out = np.array(action, np.float32, copy=True)
+        correction = ALIGN_GAIN * residual
+        norm = float(np.linalg.norm(correction))
+        if norm > ALIGN_MAX_STEP:
+            correction *= ALIGN_MAX_STEP / norm
+        out[0:2] += correction
+        period = np.pi / 2 if abs(located[4] - located[5]) < 1e-3 else np.pi  # square footprint: quarter turns
+        turn = float(np.mod(located[10] - located[3] + period / 2, period) - period / 2)
+        out[5] += float(np.clip(ALIGN_GAIN * turn, -ALIGN_MAX_YAW, ALIGN_MAX_YAW))
+        if float(out[-1]) < 0.5 and distance > ALIGN_RELEASE_TOL:
+            out[-1] = 1.0
+            self.held_releases += 1
+        self.aligned_ticks += 1
+        return out
 
     def _should_relocate(self, observation: Observation) -> bool:
         """Whether to locate the current put-down's objects again (`relocate_every`, module docstring 6.): only while

@@ -8,7 +8,7 @@ it prints one JSON line: success, steps, regrasps, releases held back by the int
 command opens the hand (gripper < 0.5), which is where a premature release shows.
 
 Usage: ``python scripts/trace_putdown.py --task insert --seeds 0:12 [--split seen] [--policy PATH]
-[--relocate-every N] [--release-radius M] [--out trace.json]``. One process, one torch thread: the same per-episode
+[--relocate-every N] [--release-radius M] [--align-radius M] [--out trace.json]``. One process, one torch thread: the same per-episode
 outcomes as ``keystone eval`` on this machine (checked on insert seeds 0-11, stop 16).
 """
 
@@ -79,19 +79,20 @@ def main() -> None:
     ap.add_argument("--policy", default=str(Path(__file__).resolve().parents[1] / "vla/pretrained/keystone-base"))
     ap.add_argument("--relocate-every", type=int, default=0)
     ap.add_argument("--release-radius", type=float, default=0.0)
+    ap.add_argument("--align-radius", type=float, default=0.0)
     ap.add_argument("--out", default=None, help="write every episode's full trace here (JSON)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     first, last = (int(x) for x in args.seeds.split(":"))
     agent = VLAAgent.from_pretrained(args.policy, relocate_every=args.relocate_every,
-                                     release_radius=args.release_radius)
+                                     release_radius=args.release_radius, align_radius=args.align_radius)
     tracer = Tracer(agent)
     episodes = []
     for seed in range(first, last):
         rec = run_episode(EpisodeSpec(args.task, seed, args.split, "panda", None), policy=tracer, record=False)
         opens = [row for row in tracer.log if row["command"] < 0.5]
         summary = {"seed": seed, "success": bool(rec.success), "steps": rec.steps, "regrasps": agent.regrasps,
-                   "held_releases": agent.held_releases, "first_open": opens[0] if opens else None}
+                   "held_releases": agent.held_releases, "aligned_ticks": agent.aligned_ticks, "first_open": opens[0] if opens else None}
         print(json.dumps(summary), flush=True)
         episodes.append({**summary, "trace": tracer.log})
     if args.out:

@@ -338,6 +338,46 @@ def test_vla_agent_release_interlock_holds_an_open_command_off_target(vla_ckpt) 
         VLAAgent(agent.vla, release_radius=-0.01)
 
 
+def test_vla_agent_final_alignment_is_bounded_and_holds_the_release(vla_ckpt) -> None:
+    """align_radius: within the capture radius of its target a held part's x/y and yaw residuals are corrected by a
+    bounded step, an open command waits for the part to be aligned, and nothing changes outside a held put-down."""
+    from keystone_vla.policies.vla_agent import ALIGN_MAX_STEP, ALIGN_MAX_YAW, ALIGN_RELEASE_TOL
+
+    agent = VLAAgent.from_pretrained(vla_ckpt, align_radius=0.05)
+    size = agent.image_size
+    scene = [DetectedObject("peg", "red", "peg", (0.5, 0.0, 0.02)), DetectedObject("hole", "grey", "hole", (0.5, 0.2, 0.02))]
+    part = {"xy": (0.5, 0.18), "yaw": 0.0, "size": (0.02, 0.02, 0.06)}
+
+    def locate(step: PlanStep) -> np.ndarray:
+        return np.array([*part["xy"], 0.06, part["yaw"], *part["size"], 0.5, 0.2, 0.02, 0.3, 0.05, 0.05, 0.04],
+                        np.float32)
+
+    agent.prepare("insert the peg into the hole", obs(size), scene, locate=locate)
+    agent.plan = Plan("x", (PlanStep.parse("pick(peg)", "pick up the peg"),
+                            PlanStep.parse("insert(peg, hole)", "insert it into the hole")))
+    agent.reset()
+    release = np.zeros(7, np.float32)  # no motion, gripper 0 = open
+    held = obs(size, opening=0.5)
+    assert np.array_equal(agent._align(release, held), release)  # a pick is never corrected
+    agent.plan_step = 1
+    out = agent._align(release, held)  # 20 mm short in +y: a bounded step toward the hole, release held
+    assert out[1] == pytest.approx(ALIGN_MAX_STEP) and out[0] == pytest.approx(0.0, abs=1e-7)
+    assert out[5] == pytest.approx(min(0.5 * 0.3, ALIGN_MAX_YAW)) and out[-1] == 1.0
+    assert agent.held_releases == 1 and agent.aligned_ticks == 1
+    part["yaw"] = 0.3 + np.pi / 2  # a square peg a quarter turn round is aligned: no yaw correction
+    assert agent._align(release, held)[5] == pytest.approx(0.0, abs=1e-6)
+    part["size"] = (0.04, 0.02, 0.06)  # a bar a quarter turn round is not: half-turn symmetry only
+    assert abs(agent._align(release, held)[5]) == pytest.approx(ALIGN_MAX_YAW)
+    part["xy"] = (0.5, 0.2 - ALIGN_RELEASE_TOL / 2)  # aligned: the open command passes, the residual is small
+    out = agent._align(release, held)
+    assert out[-1] == 0.0 and abs(out[1]) < ALIGN_RELEASE_TOL
+    assert np.array_equal(agent._align(release, obs(size, opening=1.0)), release)  # nothing held
+    part["xy"] = (0.5, 0.1)  # 10 cm away: outside the capture radius, the model alone
+    assert np.array_equal(agent._align(release, held), release)
+    with pytest.raises(ConfigError, match="align_radius"):
+        VLAAgent(agent.vla, align_radius=-0.01)
+
+
 def test_vla_agent_in_the_harness_reports_its_plan(vla_ckpt) -> None:
     torch.manual_seed(0)
     policy = load_policy(str(vla_ckpt))
