@@ -43,6 +43,11 @@ OBJECT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "tee": ("tee",),
 }
 
+#: movable kind -> yaw symmetry order: the number of turns in a full revolution that look the same (4: a square
+#: footprint, 2: a bar, 1: no symmetry, 0: round, any yaw). Success checks and the agent's final alignment use it.
+YAW_SYMMETRY: dict[str, int] = {"block": 4, "cylinder": 0, "peg": 4, "square": 4, "disc": 0, "bar": 2, "ell": 1,
+                                "tee": 1}
+
 #: kinds a gripper can pick up and move; every other kind is a fixture (bowls, plates, the kit and its slots, the hole)
 MOVABLE_KINDS: frozenset[str] = frozenset({"block", "cylinder", "peg", "square", "disc", "bar", "ell", "tee"})
 #: which kinds may fill each argument of a skill (`keystone_vla.types.SKILLS` order). A plan step outside these is
@@ -60,6 +65,12 @@ def object_kind(object_id: str) -> str | None:
     None when its last word is no kind this vocabulary knows (such objects are not kind-checked)."""
     kind = object_id.rsplit("_", 1)[-1]
     return kind if kind in OBJECT_SYNONYMS or kind == "slot" else None
+
+
+def yaw_symmetry(object_id: str) -> int | None:
+    """`YAW_SYMMETRY` of the kind `object_id` names (``red_ell`` -> 1); None when the kind has no entry."""
+    kind = object_kind(object_id)
+    return YAW_SYMMETRY.get(kind) if kind is not None else None
 
 
 def kind_fits(skill: str, arg_index: int, object_id: str) -> bool:

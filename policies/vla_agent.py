@@ -49,7 +49,8 @@
    servo on top of the model for the last centimetres of a put-down. While the hand holds the part and the part,
    located every tick, lies within `align_radius` (x/y) of its target, the agent adds
    `ALIGN_GAIN` x (target - part) to the model's x/y command, at most `ALIGN_MAX_STEP` per tick, and the same for
-   yaw modulo the part's symmetry (square footprint: quarter turns, else half turns), at most `ALIGN_MAX_YAW`; an
+   yaw modulo the part's symmetry (`keystone_vla.vocab.YAW_SYMMETRY` of the kind its id names; none for round or
+   unknown kinds), at most `ALIGN_MAX_YAW`; an
    open command is held back while the part is farther than `ALIGN_RELEASE_TOL` from its target (the release
    interlock, with the alignment now there to finish the approach). The model still decides where to go, when to
    descend and when to let go; the servo only closes the residual the model leaves (item 7: it settles 20-28 mm
@@ -73,6 +74,7 @@ import numpy as np
 from keystone_vla.errors import ConfigError, GroundingError
 from keystone_vla.robots import RobotSpec
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
+from keystone_vla.vocab import yaw_symmetry
 
 from .runtime import ChunkRuntime, RuntimeConfig
 
@@ -334,9 +336,11 @@ class VLAAgent:
         if norm > ALIGN_MAX_STEP:
             correction *= ALIGN_MAX_STEP / norm
         out[0:2] += correction
-        period = np.pi / 2 if abs(located[4] - located[5]) < 1e-3 else np.pi  # square footprint: quarter turns
-        turn = float(np.mod(located[10] - located[3] + period / 2, period) - period / 2)
-        out[5] += float(np.clip(ALIGN_GAIN * turn, -ALIGN_MAX_YAW, ALIGN_MAX_YAW))
+        symmetry = yaw_symmetry(step.args[0])  # unknown kinds and round parts: no yaw correction
+        if symmetry:
+            period = 2 * np.pi / symmetry
+            turn = float(np.mod(located[10] - located[3] + period / 2, period) - period / 2)
+            out[5] += float(np.clip(ALIGN_GAIN * turn, -ALIGN_MAX_YAW, ALIGN_MAX_YAW))
         if float(out[-1]) < 0.5 and distance > ALIGN_RELEASE_TOL:
             out[-1] = 1.0
             self.held_releases += 1

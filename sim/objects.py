@@ -14,7 +14,7 @@ import numpy as np
 import pybullet as p
 
 from keystone_vla.types import PlanStep
-from keystone_vla.vocab import COLOURS
+from keystone_vla.vocab import COLOURS, SEEN_SHAPES, UNSEEN_SHAPES, YAW_SYMMETRY
 
 from .geometry import yaw_of
 
@@ -158,7 +158,7 @@ PART_BOXES: dict[str, list[tuple[tuple[float, float, float], tuple[float, float,
     "ell": [((0.03, 0.0125, PART_HEIGHT / 2), (0, 0, 0)), ((0.0125, 0.03, PART_HEIGHT / 2), (0.0425, 0.0175, 0))],
     "tee": [((0.03, 0.0125, PART_HEIGHT / 2), (0, 0, 0)), ((0.0125, 0.045, PART_HEIGHT / 2), (0.0425, 0, 0))],
 }
-PART_SYMMETRY = {"square": 4, "disc": 0, "bar": 2, "ell": 1, "tee": 1}
+PART_SYMMETRY = {shape: YAW_SYMMETRY[shape] for shape in (*SEEN_SHAPES, *UNSEEN_SHAPES)}
 KIT_THICKNESS = 0.01
 
 

@@ -366,8 +366,12 @@ def test_vla_agent_final_alignment_is_bounded_and_holds_the_release(vla_ckpt) ->
     assert agent.held_releases == 1 and agent.aligned_ticks == 1
     part["yaw"] = 0.3 + np.pi / 2  # a square peg a quarter turn round is aligned: no yaw correction
     assert agent._align(release, held)[5] == pytest.approx(0.0, abs=1e-6)
-    part["size"] = (0.04, 0.02, 0.06)  # a bar a quarter turn round is not: half-turn symmetry only
-    assert abs(agent._align(release, held)[5]) == pytest.approx(ALIGN_MAX_YAW)
+    agent.plan = Plan("x", (PlanStep.parse("pick(red_ell)", "pick up the red ell"),
+                            PlanStep.parse("place_in(red_ell, ell_slot)", "put it in the ell slot")))
+    assert abs(agent._align(release, held)[5]) == pytest.approx(ALIGN_MAX_YAW)  # an ell has no symmetry
+    agent.plan = Plan("x", (PlanStep.parse("pick(red_disc)", "pick up the red disc"),
+                            PlanStep.parse("place_in(red_disc, disc_slot)", "put it in the disc slot")))
+    assert agent._align(release, held)[5] == 0.0  # a disc is round: never turned
     part["xy"] = (0.5, 0.2 - ALIGN_RELEASE_TOL / 2)  # aligned: the open command passes, the residual is small
     out = agent._align(release, held)
     assert out[-1] == 0.0 and abs(out[1]) < ALIGN_RELEASE_TOL
