@@ -54,7 +54,9 @@
    open command is held back while the part is farther than `ALIGN_RELEASE_TOL` from its target (the release
    interlock, with the alignment now there to finish the approach). The model still decides where to go, when to
    descend and when to let go; the servo only closes the residual the model leaves (item 7: it settles 20-28 mm
-   off the hole and opens on time). Every correction is bounded and counted (`aligned_ticks`).
+   off the hole and opens on time). Every correction is bounded and counted (`aligned_ticks`). Items 7 and 8 need
+   a `locate` that looks again (simulation: the world's poses; a robot: a live scene graph); with the default one,
+   the scene as planned, they stay off.
 
 Default runtime: 2 of the H = 8 actions per chunk (`DEFAULT_ACTIONS_PER_CHUNK`): executing whole chunks open-loop
 overshot the pick position by ~2 cm on pick_place seed 0; replanning every 2 ticks landed within 1 mm (one
@@ -133,6 +135,7 @@ class VLAAgent:
         self.plan_step = 0
         self._step_check: StepCheck | None = None
         self._locate: Locate | None = None
+        self._locate_live = False  # `locate` reads the objects' poses now (not the scene as planned)
         self._step_objects: np.ndarray | None = None  # the current step's objects, located when it began
         self._tick = 0  # act() calls this episode
         self._done_at: int | None = None  # tick at which the first chunk that called the step done runs out
@@ -210,6 +213,9 @@ class VLAAgent:
         self.plan = order_independent_pairs(grounded.plan, by_id) if self.order_pairs else grounded.plan
         self._step_check = step_check
         self._locate = locate or (lambda step: scene_step_objects(by_id, step))
+        # the scene as planned says where a part lay, not where it is in the hand: the release interlock and the
+        # final alignment need a `locate` that looks again, so they stay off without one
+        self._locate_live = locate is not None
         self.reset()
         return self.plan
 
@@ -311,7 +317,7 @@ class VLAAgent:
     def _release_too_early(self, action: np.ndarray, observation: Observation) -> bool:
         """Release interlock (`release_radius`): during a put-down whose part is in the hand, an open command is
         held back while the part, located now, lies farther than `release_radius` (x/y) from its target."""
-        if not self.release_radius or self._locate is None or float(action[-1]) >= 0.5:
+        if not self.release_radius or not self._locate_live or float(action[-1]) >= 0.5:
             return False
         step = self._held_put_down(observation)
         if step is None:
@@ -322,7 +328,7 @@ class VLAAgent:
     def _align(self, action: np.ndarray, observation: Observation) -> np.ndarray:
         """Final alignment (`align_radius`, module docstring 8.): `action` with a bounded x/y/yaw correction toward
         the put-down's target and an early open held back; unchanged outside a held put-down or the capture radius."""
-        step = self._held_put_down(observation) if self._locate is not None else None
+        step = self._held_put_down(observation) if self._locate_live else None
         if step is None:
             return action
         located = np.asarray(self._locate(step), np.float64)

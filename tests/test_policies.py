@@ -378,6 +378,10 @@ def test_vla_agent_final_alignment_is_bounded_and_holds_the_release(vla_ckpt) ->
     assert np.array_equal(agent._align(release, obs(size, opening=1.0)), release)  # nothing held
     part["xy"] = (0.5, 0.1)  # 10 cm away: outside the capture radius, the model alone
     assert np.array_equal(agent._align(release, held), release)
+    agent.prepare("insert the peg into the hole", obs(size), scene)  # no live locate: the scene as planned only
+    agent.plan, agent.plan_step = Plan("x", (PlanStep.parse("pick(peg)", "pick up the peg"),
+                                             PlanStep.parse("insert(peg, hole)", "insert it"))), 1
+    assert np.array_equal(agent._align(release, held), release)
     with pytest.raises(ConfigError, match="align_radius"):
         VLAAgent(agent.vla, align_radius=-0.01)
 
