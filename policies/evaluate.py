@@ -60,6 +60,7 @@ class EvalConfig:
     order_pairs: bool = True  # VLA agents only: independent put-downs in the demonstrations' order
     relocate_every: int = 0  # VLA agents only: ticks between locating a held part again during its put-down
     align_radius: float = 0.0  # VLA agents only: metres within which a held part is servoed onto its target (0 off)
+    binary_gripper: bool = False  # VLA agents only: threshold the gripper command at 0.5
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -192,7 +193,8 @@ def _init_worker(config: EvalConfig, video_dir: str | None, threads: int | None)
     from keystone_vla.sim.rollout import make_world
 
     policy = load_policy(config.policy, max_regrasps=config.max_regrasps, order_pairs=config.order_pairs,
-                         relocate_every=config.relocate_every, align_radius=config.align_radius)
+                         relocate_every=config.relocate_every, align_radius=config.align_radius,
+                         binary_gripper=config.binary_gripper)
     cameras = tuple(getattr(policy, "cameras", ())) if getattr(policy, "needs_images", True) else ()
     image_size = int(getattr(policy, "image_size", config.image_size))  # render what the model was trained on
     world = make_world(EpisodeSpec(config.tasks[0] if config.tasks else "pick_place", config.seed, "seen", config.arm),

@@ -57,6 +57,11 @@
    off the hole and opens on time). Every correction is bounded and counted (`aligned_ticks`). Items 7 and 8 need
    a `locate` that looks again (simulation: the world's poses; a robot: a live scene graph); with the default one,
    the scene as planned, they stay off.
+9. Binary gripper (`binary_gripper`, off by default; `keystone eval --binary-gripper`): the model's gripper output
+   is a regression onto demonstrations that only ever command 0 (open) or 1 (closed); when it is unsure it
+   answers in between, and the fingers then half-close on the part. Measured on kit_assembly seed 1 (stop 17): the
+   bar sat in its slot 0.1 mm off for 350 ticks while the command swung between 0.46 and 0.69, never letting go.
+   With this on, the command is thresholded at 0.5 before it leaves the agent.
 
 Default runtime: 2 of the H = 8 actions per chunk (`DEFAULT_ACTIONS_PER_CHUNK`): executing whole chunks open-loop
 overshot the pick position by ~2 cm on pick_place seed 0; replanning every 2 ticks landed within 1 mm (one
@@ -101,7 +106,7 @@ class VLAAgent:
     def __init__(self, vla: Any, runtime: RuntimeConfig | None = None, done_threshold: float = 0.5,
                  check_patience: int = 15, regrasp_patience: int = 10, max_regrasps: int = 2,
                  require_release: bool = True, order_pairs: bool = True, relocate_every: int = 0,
-                 release_radius: float = 0.0, align_radius: float = 0.0) -> None:
+                 release_radius: float = 0.0, align_radius: float = 0.0, binary_gripper: bool = False) -> None:
         if not 0.0 < done_threshold < 1.0:
             raise ConfigError(f"done_threshold must be in (0, 1), got {done_threshold}")
         if check_patience < 1:
@@ -126,6 +131,7 @@ class VLAAgent:
         self.relocate_every = relocate_every
         self.release_radius = release_radius
         self.align_radius = align_radius
+        self.binary_gripper = binary_gripper
         self.held_releases = 0  # open commands held back this episode (the part was not over its target)
         self.aligned_ticks = 0  # ticks whose command the final alignment corrected this episode
         chunk = int(vla.config.chunk_size)
@@ -150,7 +156,8 @@ class VLAAgent:
     def from_pretrained(cls, folder: str | os.PathLike[str], *, bf16: bool = False, done_threshold: float = 0.5,
                         check_patience: int = 15, regrasp_patience: int = 10, max_regrasps: int = 2,
                         require_release: bool = True, order_pairs: bool = True, relocate_every: int = 0,
-                        release_radius: float = 0.0, align_radius: float = 0.0, **runtime: Any) -> VLAAgent:
+                        release_radius: float = 0.0, align_radius: float = 0.0, binary_gripper: bool = False,
+                        **runtime: Any) -> VLAAgent:
         """Load a VLA checkpoint folder; `runtime` overrides `RuntimeConfig` fields (n_action_steps, ...)."""
         from keystone_vla.vla.policy import VLAPolicy
 
@@ -158,7 +165,7 @@ class VLAAgent:
         n = min(int(vla.config.chunk_size), DEFAULT_ACTIONS_PER_CHUNK)
         config = RuntimeConfig(**{"n_action_steps": n, **runtime}) if runtime else None
         return cls(vla, config, done_threshold, check_patience, regrasp_patience, max_regrasps, require_release,
-                   order_pairs, relocate_every, release_radius, align_radius)
+                   order_pairs, relocate_every, release_radius, align_radius, binary_gripper)
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -279,6 +286,9 @@ class VLAAgent:
             action = action.copy()
             action[-1] = 1.0
             self.held_releases += 1
+        if self.binary_gripper:
+            action = action.copy()
+            action[-1] = 1.0 if float(action[-1]) >= 0.5 else 0.0
         self._tick += 1
         return action
 

@@ -80,12 +80,14 @@ def main() -> None:
     ap.add_argument("--relocate-every", type=int, default=0)
     ap.add_argument("--release-radius", type=float, default=0.0)
     ap.add_argument("--align-radius", type=float, default=0.0)
+    ap.add_argument("--binary-gripper", action="store_true")
     ap.add_argument("--out", default=None, help="write every episode's full trace here (JSON)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     first, last = (int(x) for x in args.seeds.split(":"))
     agent = VLAAgent.from_pretrained(args.policy, relocate_every=args.relocate_every,
-                                     release_radius=args.release_radius, align_radius=args.align_radius)
+                                     release_radius=args.release_radius, align_radius=args.align_radius,
+                                     binary_gripper=args.binary_gripper)
     tracer = Tracer(agent)
     episodes = []
     for seed in range(first, last):

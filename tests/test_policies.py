@@ -386,6 +386,22 @@ def test_vla_agent_final_alignment_is_bounded_and_holds_the_release(vla_ckpt) ->
         VLAAgent(agent.vla, align_radius=-0.01)
 
 
+def test_vla_agent_binary_gripper_thresholds_only_the_gripper(vla_ckpt) -> None:
+    """binary_gripper: the same model and observations give the same motion, with the gripper command snapped to
+    0 or 1 at 0.5 (demonstrations only command those two)."""
+    scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
+             DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
+    raw, snapped = (VLAAgent.from_pretrained(vla_ckpt, binary_gripper=b) for b in (False, True))
+    size = raw.image_size
+    for agent in (raw, snapped):
+        agent.prepare("put the red block in the blue bowl", obs(size), scene)
+    for k in range(4):
+        o = obs(size, opening=0.3 + 0.2 * k)
+        a, b = raw.act(o), snapped.act(o)
+        np.testing.assert_array_equal(a[:6], b[:6])
+        assert b[-1] == (1.0 if a[-1] >= 0.5 else 0.0)
+
+
 def test_vla_agent_in_the_harness_reports_its_plan(vla_ckpt) -> None:
     torch.manual_seed(0)
     policy = load_policy(str(vla_ckpt))

@@ -49,6 +49,8 @@ def register(subparsers: Any) -> None:
     p.add_argument("--align-radius", type=float, default=0.0, metavar="METRES",
                    help="VLA policies: within this x/y distance of its target a held part is servoed onto it (bounded "
                         "x/y/yaw correction of the model's command, release held until aligned); 0, the default: off")
+    p.add_argument("--binary-gripper", action="store_true",
+                   help="VLA policies: threshold the model's gripper command at 0.5 (demonstrations are 0 or 1)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="eval_command", metavar="compare")
@@ -89,7 +91,7 @@ def run_eval(args: argparse.Namespace) -> int:
         workers=args.workers, seed=args.seed, out=args.out or Path("reports") / name, instructions=instructions,
         arm=args.arm, max_steps=args.max_steps, videos=not args.no_videos,
         max_regrasps=args.max_regrasps, order_pairs=not args.keep_plan_order,
-        relocate_every=args.relocate_every, align_radius=args.align_radius,
+        relocate_every=args.relocate_every, align_radius=args.align_radius, binary_gripper=args.binary_gripper,
     )
     summary = evaluate(config, progress=True)
     out = {
