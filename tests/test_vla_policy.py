@@ -10,6 +10,7 @@ from test_vla_helpers import STEP_OBJECTS, observation, tiny_checkpoint
 from keystone_vla.errors import ModelError
 from keystone_vla.types import Observation, PlanStep
 from keystone_vla.vla.policy import VLAPolicy
+from keystone_vla.vocab import unnamed_parts
 
 NORM = {
     "mode": "mean_std",
@@ -128,6 +129,24 @@ def test_observation_contract_still_rejects_non_uint8_at_construction():
 
     with pytest.raises(ConfigError):
         Observation(images={"front": np.zeros((32, 32, 3), np.float32)}, state=np.zeros(8), ee_pose=np.zeros(7))
+
+
+def test_plan_moves_only_parts_the_instruction_names_by_colour(policy):
+    """Whatever the (here untrained) weights, a plan for an instruction that names colours never moves a part of
+    another colour; an instruction naming no colour is not constrained; no named part at all is refused."""
+    from keystone_vla.errors import GroundingError
+
+    objects = ["red_block", "blue_block", "green_block", "yellow_block", "orange_cylinder", "plate"]
+    for instruction in ("build a tower: red at the bottom, then blue, then green",
+                        "make a tower of green, blue and red"):
+        plan = policy.plan(instruction, observation(), objects=objects)
+        moved = {a for s in plan.steps for a in s.args[:1]}
+        assert plan.steps and moved <= {"red_block", "blue_block", "green_block"}, plan.calls()
+    assert unnamed_parts("stack the blocks", objects) == set()
+    assert unnamed_parts("put the red block on the plate", objects) == {"blue_block", "green_block", "yellow_block",
+                                                                        "orange_cylinder"}
+    with pytest.raises(GroundingError, match="no part of a named colour"):
+        policy.plan("put the purple block on the plate", observation(), objects=objects)
 
 
 def test_plan_rejects_bad_object_lists(policy):

@@ -23,11 +23,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from keystone_vla.errors import ModelError
+from keystone_vla.errors import GroundingError, ModelError
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
 from keystone_vla.vla.checkpoint import VLABundle, load_pretrained
 from keystone_vla.vla.object_token import STEP_OBJECTS_DIM, object_features
 from keystone_vla.vla.plan_grammar import PlanGrammar, render_step_text
+from keystone_vla.vocab import MOVABLE_KINDS, object_kind, unnamed_parts
 
 MAX_INSTRUCTION_CHARS = 300
 
@@ -152,14 +153,23 @@ class VLAPolicy:
 
     def plan(self, instruction: str, observation: Observation | None = None,
              objects: Sequence[str] | None = None) -> Plan:
-        """Grammar-constrained plan for `instruction` over `objects` (default: objects seen in training)."""
+        """Grammar-constrained plan for `instruction` over `objects` (default: objects seen in training). When the
+        instruction names colours, parts of other colours are not offered to the decoder
+        (`keystone_vla.vocab.unnamed_parts`): measured on keystone-base's unseen build_tower episodes (stop 17), 6 of
+        39 wrong plans moved a block the instruction never named."""
         self.check_instruction(instruction)
         if observation is not None:
             self.check_observation(observation)
         objs = list(objects) if objects is not None else list(self.config.known_objects)
         if objects is not None and any(not isinstance(o, str) or not o.strip() for o in objs):
             raise ModelError(f"objects must be non-empty object id strings, got {objs!r}")
-        grammar = PlanGrammar(self.tokenizer, objs, self.config.max_plan_steps)
+        # the plan may move only parts the instruction names, when it names parts by colour (the prompt still
+        # lists the whole scene, as in training)
+        unnamed = unnamed_parts(instruction, objs)
+        if unnamed and all(o in unnamed for o in objs if object_kind(o) in MOVABLE_KINDS):
+            raise GroundingError(f"{instruction!r} names parts by colour, but no part of a named colour is in the "
+                                 f"scene (parts seen: {', '.join(sorted(unnamed))}); name one of those")
+        grammar = PlanGrammar(self.tokenizer, [o for o in objs if o not in unnamed], self.config.max_plan_steps)
         prompt = self.tokenizer.plan_prompt(instruction, objs)
         features = None
         if self.config.plan_adapter_rank:
