@@ -58,9 +58,9 @@ class EvalConfig:
     scene_search: int = 16
     max_regrasps: int = 2  # VLA agents only (see policies.vla_agent)
     order_pairs: bool = True  # VLA agents only: independent put-downs in the demonstrations' order
-    relocate_every: int = 0  # VLA agents only: ticks between locating a held part again during its put-down
-    align_radius: float = 0.0  # VLA agents only: metres within which a held part is servoed onto its target (0 off)
-    binary_gripper: bool = False  # VLA agents only: threshold the gripper command at 0.5
+    relocate_every: int = 1  # VLA agents only: ticks between locating a held part again during its put-down (0: once)
+    align_radius: float = 0.05  # VLA agents only: final alignment's capture radius, metres (0: off)
+    binary_gripper: bool = True  # VLA agents only: threshold the gripper command at 0.5
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

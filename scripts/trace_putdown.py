@@ -8,7 +8,9 @@ it prints one JSON line: success, steps, regrasps, releases held back by the int
 command opens the hand (gripper < 0.5), which is where a premature release shows.
 
 Usage: ``python scripts/trace_putdown.py --task insert --seeds 0:12 [--split seen] [--policy PATH]
-[--relocate-every N] [--release-radius M] [--align-radius M] [--out trace.json]``. One process, one torch thread: the same per-episode
+[--relocate-every N] [--release-radius M] [--align-radius M] [--no-binary-gripper] [--out trace.json]`` (the agent's
+defaults unless given; ``--relocate-every 0 --align-radius 0 --no-binary-gripper`` is the model without the agent's
+servo rules). One process, one torch thread: the same per-episode
 outcomes as ``keystone eval`` on this machine (checked on insert seeds 0-11, stop 16).
 """
 
@@ -23,7 +25,7 @@ import numpy as np
 import torch
 
 from keystone_vla.policies.episode import EpisodeAdapter
-from keystone_vla.policies.vla_agent import VLAAgent, _opening
+from keystone_vla.policies.vla_agent import DEFAULT_ALIGN_RADIUS, DEFAULT_RELOCATE_EVERY, VLAAgent, _opening
 from keystone_vla.sim.geometry import yaw_error
 from keystone_vla.sim.rollout import EpisodeSpec, run_episode
 from keystone_vla.vla.object_token import gripper_yaw
@@ -77,10 +79,10 @@ def main() -> None:
     ap.add_argument("--seeds", default="0:12", help="first:last (exclusive)")
     ap.add_argument("--split", default="seen")
     ap.add_argument("--policy", default=str(Path(__file__).resolve().parents[1] / "vla/pretrained/keystone-base"))
-    ap.add_argument("--relocate-every", type=int, default=0)
+    ap.add_argument("--relocate-every", type=int, default=DEFAULT_RELOCATE_EVERY)
     ap.add_argument("--release-radius", type=float, default=0.0)
-    ap.add_argument("--align-radius", type=float, default=0.0)
-    ap.add_argument("--binary-gripper", action="store_true")
+    ap.add_argument("--align-radius", type=float, default=DEFAULT_ALIGN_RADIUS)
+    ap.add_argument("--binary-gripper", action=argparse.BooleanOptionalAction, default=True)
     ap.add_argument("--out", default=None, help="write every episode's full trace here (JSON)")
     args = ap.parse_args()
     torch.set_num_threads(1)

@@ -279,7 +279,7 @@ def test_vla_agent_locates_a_held_part_again_only_while_it_is_held(vla_ckpt) -> 
     """relocate_every: during a put-down the step's objects are located again every N ticks while the hand holds
     the part (opening between empty-closed and empty-open), never during a pick or after the release."""
     agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1 - 1e-9, check_patience=1,
-                                     relocate_every=3)
+                                     relocate_every=3, align_radius=0.0)  # alignment locates every tick on its own
     assert agent.vla.config.object_token  # the fixture's model takes the object token, so steps are located
     size = agent.image_size
     scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
@@ -358,12 +358,19 @@ def test_vla_agent_final_alignment_is_bounded_and_holds_the_release(vla_ckpt) ->
     agent.reset()
     release = np.zeros(7, np.float32)  # no motion, gripper 0 = open
     held = obs(size, opening=0.5)
-    assert np.array_equal(agent._align(release, held), release)  # a pick is never corrected
+    assert np.array_equal(agent._align(release, held), release)  # a pick with the hand closing: not corrected
+    over = Observation(images=held.images, state=obs(size, opening=1.0).state,
+                       ee_pose=np.array([0.5, 0.17, 0.1, 1, 0, 0, 0], np.float32))  # open hand, yaw 0, 10 mm short
+    part["yaw"] = 0.3 + np.pi  # a half turn is the same grasp for the two-finger hand
+    out = agent._align(np.ones(7, np.float32), over)
+    assert out[1] == pytest.approx(1 + ALIGN_MAX_STEP) and out[5] == pytest.approx(1 + ALIGN_MAX_YAW)
+    assert out[-1] == 1.0  # a pick's close command is the model's
+    part["yaw"] = 0.0
     agent.plan_step = 1
     out = agent._align(release, held)  # 20 mm short in +y: a bounded step toward the hole, release held
     assert out[1] == pytest.approx(ALIGN_MAX_STEP) and out[0] == pytest.approx(0.0, abs=1e-7)
     assert out[5] == pytest.approx(min(0.5 * 0.3, ALIGN_MAX_YAW)) and out[-1] == 1.0
-    assert agent.held_releases == 1 and agent.aligned_ticks == 1
+    assert agent.held_releases == 1 and agent.aligned_ticks == 2  # the pick above, this put-down
     part["yaw"] = 0.3 + np.pi / 2  # a square peg a quarter turn round is aligned: no yaw correction
     assert agent._align(release, held)[5] == pytest.approx(0.0, abs=1e-6)
     agent.plan = Plan("x", (PlanStep.parse("pick(red_ell)", "pick up the red ell"),

@@ -43,14 +43,16 @@ def register(subparsers: Any) -> None:
     p.add_argument("--keep-plan-order", action="store_true",
                    help="VLA policies: run independent put-downs (a kit's parts) in the plan's own order instead "
                         "of the demonstrations' (largest y first)")
-    p.add_argument("--relocate-every", type=int, default=0, metavar="TICKS",
-                   help="VLA policies: locate a held part again every TICKS ticks of its put-down (0, the default: "
-                        "once, when the step begins), so a part that slipped in the hand is placed where it is")
-    p.add_argument("--align-radius", type=float, default=0.0, metavar="METRES",
-                   help="VLA policies: within this x/y distance of its target a held part is servoed onto it (bounded "
-                        "x/y/yaw correction of the model's command, release held until aligned); 0, the default: off")
-    p.add_argument("--binary-gripper", action="store_true",
-                   help="VLA policies: threshold the model's gripper command at 0.5 (demonstrations are 0 or 1)")
+    p.add_argument("--relocate-every", type=int, default=1, metavar="TICKS",
+                   help="VLA policies: locate a held part again every TICKS ticks of its put-down (default 1; 0: once, "
+                        "when the step begins), so a part that slipped in the hand is placed where it is")
+    p.add_argument("--align-radius", type=float, default=0.05, metavar="METRES",
+                   help="VLA policies: final alignment's capture radius (default 0.05; 0: off): within it the open hand "
+                        "is servoed onto the part it picks and a held part onto its target (bounded x/y/yaw correction "
+                        "of the model's command; release held until aligned)")
+    p.add_argument("--binary-gripper", action=argparse.BooleanOptionalAction, default=True,
+                   help="VLA policies: threshold the model's gripper command at 0.5, as the demonstrations only "
+                        "command 0 or 1 (default on)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="eval_command", metavar="compare")
