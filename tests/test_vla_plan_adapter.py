@@ -18,6 +18,7 @@ from keystone_vla.vla.plan_grammar import PlanGrammar
 from keystone_vla.vla.policy import VLAPolicy
 from keystone_vla.vla.text_encoder import MiniLMEncoder
 from keystone_vla.vla.tokenizer import UNK, WordTokenizer
+from keystone_vla.vocab import unnamed_parts
 
 PALETTE = ("red", "blue", "green")
 
@@ -151,7 +152,8 @@ def test_fit_learns_the_plans_and_checkpoints_round_trip(tok, encoder, tmp_path)
     for ex in examples:
         objs = list(ex.objects)
         plan = policy.plan(ex.instruction, objects=objs)
-        grammar = model.generate_plan(tok.plan_prompt(ex.instruction, objs), PlanGrammar(tok, objs),
+        named = [o for o in objs if o not in unnamed_parts(ex.instruction, objs)]  # what VLAPolicy.plan decodes over
+        grammar = model.generate_plan(tok.plan_prompt(ex.instruction, objs), PlanGrammar(tok, named),
                                       model.config.max_plan_tokens, encoder.encode([ex.instruction]))
         assert [(st.skill, tuple(st.args)) for st in plan.steps] == list(grammar.steps)  # the checkpoint's plan
         assert [st.skill for st in plan.steps] == [c[0] for c in ex.calls], ex.instruction
