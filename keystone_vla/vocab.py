@@ -73,21 +73,6 @@ def yaw_symmetry(object_id: str) -> int | None:
     return YAW_SYMMETRY.get(kind) if kind is not None else None
 
 
-def unnamed_parts(instruction: str, object_ids: list[str] | tuple[str, ...]) -> set[str]:
-    """Movable parts of `object_ids` whose colour the instruction does not name, when it names any colour
-    (``build a tower of red, blue and green`` -> every yellow part): an operator who picks parts by colour has
-    not asked for the others to move. Empty when the instruction names no colour (``assemble the kit``)."""
-    named = {w for w in instruction.lower().replace(",", " ").split() if w in COLOURS}
-    if not named:
-        return set()
-    out = set()
-    for object_id in object_ids:
-        colour = object_id.split("_", 1)[0]
-        if colour in COLOURS and colour not in named and object_kind(object_id) in MOVABLE_KINDS:
-            out.add(object_id)
-    return out
-
-
 def kind_fits(skill: str, arg_index: int, object_id: str) -> bool:
     """Whether `object_id` may be argument `arg_index` of `skill` (unknown skills and kinds are not judged here)."""
     roles = SKILL_ARG_KINDS.get(skill)

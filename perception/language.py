@@ -16,7 +16,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from keystone_vla.vocab import COLOURS, OBJECT_SYNONYMS
+from keystone_vla.vocab import COLOURS, MOVABLE_KINDS, OBJECT_SYNONYMS, object_kind
 
 #: spoken qualifier -> canonical qualifier
 QUALIFIERS: dict[str, str] = {
@@ -71,6 +71,17 @@ def known_words(extra_words: Iterable[str] = ()) -> set[str]:
 def tokenize(text: str) -> list[str]:
     """Lower-case words; punctuation separates words (so 'red_block' and 'red-block' both give red, block)."""
     return re.findall(r"[a-z0-9]+", text.lower().replace("_", " "))
+
+
+def unnamed_parts(instruction: str, object_ids: Iterable[str]) -> set[str]:
+    """Movable parts of `object_ids` whose colour the instruction does not name, when it names any colour
+    (``build a tower of red, blue and green`` -> every yellow part): an operator who picks parts by colour has
+    not asked for the others to move. Empty when the instruction names no colour (``assemble the kit``)."""
+    named = {w for w in tokenize(instruction) if w in COLOURS}
+    if not named:
+        return set()
+    return {o for o in object_ids
+            if (c := o.split("_", 1)[0]) in COLOURS and c not in named and object_kind(o) in MOVABLE_KINDS}
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from keystone_vla.types import EpisodeSpec, Plan
 from keystone_vla.vocab import SPLITS
 
 from .episode import EpisodeAdapter, find_scene, plan_goal_holds
+from .vla_agent import DEFAULT_ALIGN_RADIUS, DEFAULT_RELOCATE_EVERY
 
 LATENCY_BINS_MS = [0, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
 
@@ -58,8 +59,8 @@ class EvalConfig:
     scene_search: int = 16
     max_regrasps: int = 2  # VLA agents only (see policies.vla_agent)
     order_pairs: bool = True  # VLA agents only: independent put-downs in the demonstrations' order
-    relocate_every: int = 1  # VLA agents only: ticks between locating a held part again during its put-down (0: once)
-    align_radius: float = 0.05  # VLA agents only: final alignment's capture radius, metres (0: off)
+    relocate_every: int = DEFAULT_RELOCATE_EVERY  # VLA agents only: ticks between locating a held part again (0: once)
+    align_radius: float = DEFAULT_ALIGN_RADIUS  # VLA agents only: final alignment's capture radius, metres (0: off)
     binary_gripper: bool = True  # VLA agents only: threshold the gripper command at 0.5
 
     def __post_init__(self) -> None:

@@ -53,8 +53,9 @@
    yaw taken modulo the part's symmetry (`keystone_vla.vocab.YAW_SYMMETRY` of the kind its id names; none for
    round or unknown kinds):
    - put-down, part in the hand: the part onto its target; an open command is held back while the part is
-     farther than `ALIGN_RELEASE_TOL` from it. Measured (stop 17, insert seen seeds 0-11): the model settled the
-     peg 20-28 mm off the hole and opened on time in 6 of 12 episodes; with the servo 12 of 12 went in;
+     farther than `ALIGN_RELEASE_TOL` (or `release_radius`, when given) from it. Measured (stop 17, insert seen
+     seeds 0-11): the model settled the peg 20-28 mm off the hole and opened on time in 6 of 12 episodes; with the
+     servo 12 of 12 went in;
    - pick, hand open: the gripper onto the part's grasp point and grasp yaw (modulo half turns at least: the
      two-finger hand looks the same after one). Measured (stop 17, unseen kit_assembly seeds 0-5): the model came
      down on the never-demonstrated tee shape turned 72 degrees from its grasp yaw, lost it on the lift and
@@ -355,17 +356,17 @@ class VLAAgent:
         if not self._locate_live or self.plan is None:
             return action
         step = self._held_put_down(observation)
-        pick = self.plan.steps[self.plan_step]
+        current = self.plan.steps[self.plan_step]
         if step is not None:
             located = np.asarray(self._locate(step), np.float64)
             residual, turn = located[7:9] - located[0:2], located[10] - located[3]
             symmetry = yaw_symmetry(step.args[0])  # unknown kinds and round parts: no yaw correction
-        elif pick.skill == "pick" and _opening(observation) > EMPTY_OPEN:
-            located = np.asarray(self._locate(pick), np.float64)
+        elif current.skill == "pick" and _opening(observation) > EMPTY_OPEN:
+            located = np.asarray(self._locate(current), np.float64)
             ee = np.asarray(observation.ee_pose, np.float64)
             residual, turn = located[0:2] - ee[0:2], located[3] - float(gripper_yaw(ee[3:7]))
             # the two-finger gripper looks the same after a half turn: it grasps any part modulo half turns
-            symmetry = yaw_symmetry(pick.args[0])
+            symmetry = yaw_symmetry(current.args[0])
             symmetry = symmetry and max(int(symmetry), 2)
         else:
             return action
@@ -382,7 +383,7 @@ class VLAAgent:
             period = 2 * np.pi / symmetry
             turn = float(np.mod(turn + period / 2, period) - period / 2)
             out[5] += float(np.clip(ALIGN_GAIN * turn, -ALIGN_MAX_YAW, ALIGN_MAX_YAW))
-        if step is not None and float(out[-1]) < 0.5 and distance > ALIGN_RELEASE_TOL:
+        if step is not None and float(out[-1]) < 0.5 and distance > (self.release_radius or ALIGN_RELEASE_TOL):
             out[-1] = 1.0
             self.held_releases += 1
         self.aligned_ticks += 1

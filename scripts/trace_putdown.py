@@ -68,7 +68,7 @@ class Tracer(EpisodeAdapter):
                 "command": round(float(out[-1]), 3),
                 "xy_error_mm": round(1e3 * float(np.linalg.norm(part.position()[:2] - target.position()[:2])), 1),
                 "z": round(float(part.position()[2]), 3),
-                "yaw_error_deg": round(float(np.degrees(yaw_error(part.yaw(), target.yaw(), 4))), 1),
+                "yaw_error_deg": round(float(np.degrees(yaw_error(part.yaw(), target.yaw(), part.symmetry))), 1),
                 "in_hand_now_mm": now, "in_hand_located_mm": start})
         return out
 

@@ -385,6 +385,11 @@ def test_vla_agent_final_alignment_is_bounded_and_holds_the_release(vla_ckpt) ->
     assert np.array_equal(agent._align(release, obs(size, opening=1.0)), release)  # nothing held
     part["xy"] = (0.5, 0.1)  # 10 cm away: outside the capture radius, the model alone
     assert np.array_equal(agent._align(release, held), release)
+    part["xy"] = (0.5, 0.195)  # 5 mm off: held back at the default tolerance, released within a given release_radius
+    assert agent._align(release, held)[-1] == 1.0
+    agent.release_radius = 0.008
+    assert agent._align(release, held)[-1] == 0.0
+    agent.release_radius = 0.0
     agent.prepare("insert the peg into the hole", obs(size), scene)  # no live locate: the scene as planned only
     agent.plan, agent.plan_step = Plan("x", (PlanStep.parse("pick(peg)", "pick up the peg"),
                                              PlanStep.parse("insert(peg, hole)", "insert it"))), 1

@@ -9,6 +9,7 @@ import torch
 from test_vla_helpers import observation, tiny_checkpoint
 
 from keystone_vla.errors import ConfigError, ModelError
+from keystone_vla.perception.language import unnamed_parts
 from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained
 from keystone_vla.vla.configuration import get_preset
 from keystone_vla.vla.data import Collator, plan_example, swap_words
@@ -18,7 +19,6 @@ from keystone_vla.vla.plan_grammar import PlanGrammar
 from keystone_vla.vla.policy import VLAPolicy
 from keystone_vla.vla.text_encoder import MiniLMEncoder
 from keystone_vla.vla.tokenizer import UNK, WordTokenizer
-from keystone_vla.vocab import unnamed_parts
 
 PALETTE = ("red", "blue", "green")
 

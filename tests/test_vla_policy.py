@@ -8,9 +8,9 @@ import torch
 from test_vla_helpers import STEP_OBJECTS, observation, tiny_checkpoint
 
 from keystone_vla.errors import ModelError
+from keystone_vla.perception.language import unnamed_parts
 from keystone_vla.types import Observation, PlanStep
 from keystone_vla.vla.policy import VLAPolicy
-from keystone_vla.vocab import unnamed_parts
 
 NORM = {
     "mode": "mean_std",
@@ -143,6 +143,7 @@ def test_plan_moves_only_parts_the_instruction_names_by_colour(policy):
         moved = {a for s in plan.steps for a in s.args[:1]}
         assert plan.steps and moved <= {"red_block", "blue_block", "green_block"}, plan.calls()
     assert unnamed_parts("stack the blocks", objects) == set()
+    assert unnamed_parts("Build a tower: red, then blue, then green.", objects) == {"yellow_block", "orange_cylinder"}
     assert unnamed_parts("put the red block on the plate", objects) == {"blue_block", "green_block", "yellow_block",
                                                                         "orange_cylinder"}
     with pytest.raises(GroundingError, match="no part of a named colour"):

@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from keystone_vla.errors import GroundingError, ModelError
+from keystone_vla.perception.language import unnamed_parts
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
 from keystone_vla.vla.checkpoint import VLABundle, load_pretrained
 from keystone_vla.vla.object_token import STEP_OBJECTS_DIM, object_features
 from keystone_vla.vla.plan_grammar import PlanGrammar, render_step_text
-from keystone_vla.vocab import MOVABLE_KINDS, object_kind, unnamed_parts
+from keystone_vla.vocab import MOVABLE_KINDS, object_kind
 
 MAX_INSTRUCTION_CHARS = 300
 
@@ -155,7 +156,7 @@ class VLAPolicy:
              objects: Sequence[str] | None = None) -> Plan:
         """Grammar-constrained plan for `instruction` over `objects` (default: objects seen in training). When the
         instruction names colours, parts of other colours are not offered to the decoder
-        (`keystone_vla.vocab.unnamed_parts`): measured on keystone-base's unseen build_tower episodes (stop 17), 6 of
+        (`keystone_vla.perception.language.unnamed_parts`): measured on keystone-base's unseen build_tower episodes (stop 17), 6 of
         39 wrong plans moved a block the instruction never named."""
         self.check_instruction(instruction)
         if observation is not None:

@@ -18,6 +18,8 @@ from keystone_vla.cli._common import emit_summary
 
 
 def register(subparsers: Any) -> None:
+    from keystone_vla.policies.vla_agent import DEFAULT_ALIGN_RADIUS, DEFAULT_RELOCATE_EVERY
+
     p = subparsers.add_parser(
         "eval",
         help="evaluate a policy on sim tasks and write a report (or: eval compare A B)",
@@ -43,12 +45,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--keep-plan-order", action="store_true",
                    help="VLA policies: run independent put-downs (a kit's parts) in the plan's own order instead "
                         "of the demonstrations' (largest y first)")
-    p.add_argument("--relocate-every", type=int, default=1, metavar="TICKS",
-                   help="VLA policies: locate a held part again every TICKS ticks of its put-down (default 1; 0: once, "
-                        "when the step begins), so a part that slipped in the hand is placed where it is")
-    p.add_argument("--align-radius", type=float, default=0.05, metavar="METRES",
-                   help="VLA policies: final alignment's capture radius (default 0.05; 0: off): within it the open hand "
-                        "is servoed onto the part it picks and a held part onto its target (bounded x/y/yaw correction "
+    p.add_argument("--relocate-every", type=int, default=DEFAULT_RELOCATE_EVERY, metavar="TICKS",
+                   help="VLA policies: locate a held part again every TICKS ticks of its put-down (default %(default)s; "
+                        "0: once, when the step begins), so a part that slipped in the hand is placed where it is")
+    p.add_argument("--align-radius", type=float, default=DEFAULT_ALIGN_RADIUS, metavar="METRES",
+                   help="VLA policies: final alignment's capture radius (default %(default)s; 0: off): within it the "
+                        "open hand is servoed onto the part it picks and a held part onto its target (bounded x/y/yaw correction "
                         "of the model's command; release held until aligned)")
     p.add_argument("--binary-gripper", action=argparse.BooleanOptionalAction, default=True,
                    help="VLA policies: threshold the model's gripper command at 0.5, as the demonstrations only "
