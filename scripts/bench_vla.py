@@ -167,13 +167,14 @@ def sim_plan_examples(split: str, seeds: range, tasks: tuple[str, ...]) -> list:
         world.close()
 
 
-def unseen_template_towers(examples: list) -> list:
-    """build_tower examples re-phrased with the task's unseen templates (colours stay from the seen split)."""
+def unseen_template_towers(examples: list, templates: tuple[str, ...] = ()) -> list:
+    """build_tower examples re-phrased with `templates` (default: the task's unseen templates; {a} bottom, {b}
+    middle, {c} top), colours staying from the examples' split."""
     import dataclasses
 
     from keystone_vla.sim.tasks import get_task
 
-    templates = [t.text for t in get_task("build_tower").templates if t.split == "unseen"]
+    templates = templates or tuple(t.text for t in get_task("build_tower").templates if t.split == "unseen")
     out = []
     for i, ex in enumerate(e for e in examples if e.task == "build_tower"):
         (_, (a_top, a_bottom)), (_, (b_top, _)) = ex.calls[1], ex.calls[3]

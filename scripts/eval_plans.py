@@ -3,7 +3,7 @@
 For each task, N instructions of the seen split (seeds 100000+) and of the unseen split (unseen templates,
 colours and shapes; seeds 200000+) come from the task samplers, with the scene's object ids in shuffled order;
 build_tower instructions of the seen split are also re-phrased with the task's two unseen templates (seen
-colours), the templates-only test. Two scores: ``exact`` (the oracle's steps in its order) and ``same_steps``
+colours), the templates-only test, and with `FRESH_TOWER_TEMPLATES` (eight phrasings used for nothing but this score). Two scores: ``exact`` (the oracle's steps in its order) and ``same_steps``
 (the same steps in any order: kit_assembly's oracle orders parts by their position, which the plan head is not
 shown). No closed loop: `keystone eval` measures that.
 
@@ -23,6 +23,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_vla import sim_plan_examples, unseen_template_towers  # noqa: E402
 
+# Tower phrasings written at stop 18 *before* the plan adapter's compositional augmentation was designed, and
+# never used to fit or tune anything: a second held-out check beside the simulator's two unseen templates (which
+# that augmentation was designed after looking at). {a} bottom, {b} middle, {c} top.
+FRESH_TOWER_TEMPLATES = (
+    "tower, bottom to top: {a}, {b}, {c}",
+    "put {a} down as the base, then {b} on it, then {c} on top",
+    "i want {c} at the top, {b} under it and {a} under that",
+    "the base is {a}, the middle is {b} and the top is {c}",
+    "make {c} the top block, {b} the middle one and {a} the base",
+    "from top to bottom the tower is {c}, {b}, {a}",
+    "a three block tower: {a} under {b} under {c}",
+    "build a tower where {b} sits on {a} and {c} sits on {b}",
+)
+
 
 def evaluate(checkpoint: str, n: int) -> dict:
     from keystone_vla.sim.tasks import TASKS
@@ -31,7 +45,8 @@ def evaluate(checkpoint: str, n: int) -> dict:
     policy = VLAPolicy.from_pretrained(checkpoint, warmup=False)
     seen = sim_plan_examples("seen", range(100_000, 100_000 + n), tuple(TASKS))
     sets = {"seen": seen, "unseen": sim_plan_examples("unseen", range(200_000, 200_000 + n), tuple(TASKS)),
-            "build_tower_unseen_templates_seen_colours": unseen_template_towers(seen)}
+            "build_tower_unseen_templates_seen_colours": unseen_template_towers(seen),
+            "build_tower_fresh_phrasings_seen_colours": unseen_template_towers(seen, FRESH_TOWER_TEMPLATES)}
     rng = random.Random(0)
     out: dict = {}
     t0 = time.perf_counter()
