@@ -41,6 +41,7 @@ FRESH_TOWER_TEMPLATES = (
 def evaluate(checkpoint: str, n: int) -> dict:
     from keystone_vla.sim.tasks import TASKS
     from keystone_vla.vla.policy import VLAPolicy
+    from keystone_vla.vocab import COLOURS
 
     policy = VLAPolicy.from_pretrained(checkpoint, warmup=False)
     seen = sim_plan_examples("seen", range(100_000, 100_000 + n), tuple(TASKS))
@@ -60,6 +61,11 @@ def evaluate(checkpoint: str, n: int) -> dict:
             cell["exact"] += calls == list(ex.calls)
             same = sorted(calls) == sorted(ex.calls)
             cell["same_steps"] += same
+            if ex.task == "build_tower":  # per phrasing: the instruction with its colour words blanked
+                key = " ".join("_" if w.strip(",.:") in COLOURS else w for w in ex.instruction.split())
+                phr = cell.setdefault("by_phrasing", {}).setdefault(key, [0, 0])
+                phr[0] += calls == list(ex.calls)
+                phr[1] += 1
             if not same and len(cell["wrong"]) < 3:
                 cell["wrong"].append({"instruction": ex.instruction,
                                       "plan": [f"{s}({', '.join(a)})" for s, a in calls]})
@@ -80,6 +86,8 @@ def main() -> None:
     for name, cells in res["results"].items():
         for task, c in cells.items():
             print(f"{name:42s} {task:13s} exact {c['exact']:3d}/{c['n']}  same steps {c['same_steps']:3d}/{c['n']}")
+            for key, (ok, n) in c.get("by_phrasing", {}).items():
+                print(f"{'':42s}   {ok:3d}/{n:<3d} {key}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")
