@@ -35,7 +35,7 @@ from keystone_vla.types import EpisodeSpec, Plan
 from keystone_vla.vocab import SPLITS
 
 from .episode import EpisodeAdapter, find_scene, plan_goal_holds
-from .vla_agent import DEFAULT_ALIGN_RADIUS, DEFAULT_RELOCATE_EVERY
+from .vla_agent import DEFAULT_ALIGN_RADIUS, DEFAULT_MIN_PLAN_CONFIDENCE, DEFAULT_RELOCATE_EVERY
 
 LATENCY_BINS_MS = [0, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
 
@@ -62,6 +62,7 @@ class EvalConfig:
     relocate_every: int = DEFAULT_RELOCATE_EVERY  # VLA agents only: ticks between locating a held part again (0: once)
     align_radius: float = DEFAULT_ALIGN_RADIUS  # VLA agents only: final alignment's capture radius, metres (0: off)
     binary_gripper: bool = True  # VLA agents only: threshold the gripper command at 0.5
+    min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE  # VLA agents only: refuse less sure plans (0: off)
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -74,6 +75,8 @@ class EvalConfig:
             raise ConfigError(f"--relocate-every must be >= 0 ticks (0: once per step), got {self.relocate_every}")
         if self.align_radius < 0:
             raise ConfigError(f"--align-radius must be >= 0 metres (0: no final alignment), got {self.align_radius}")
+        if not 0.0 <= self.min_plan_confidence < 1.0:
+            raise ConfigError(f"--min-plan-confidence must be in [0, 1) (0: off), got {self.min_plan_confidence}")
         for split in self.splits:
             if split not in SPLITS:
                 raise unknown_choice("split", split, SPLITS)
@@ -195,7 +198,7 @@ def _init_worker(config: EvalConfig, video_dir: str | None, threads: int | None)
 
     policy = load_policy(config.policy, max_regrasps=config.max_regrasps, order_pairs=config.order_pairs,
                          relocate_every=config.relocate_every, align_radius=config.align_radius,
-                         binary_gripper=config.binary_gripper)
+                         binary_gripper=config.binary_gripper, min_plan_confidence=config.min_plan_confidence)
     cameras = tuple(getattr(policy, "cameras", ())) if getattr(policy, "needs_images", True) else ()
     image_size = int(getattr(policy, "image_size", config.image_size))  # render what the model was trained on
     world = make_world(EpisodeSpec(config.tasks[0] if config.tasks else "pick_place", config.seed, "seen", config.arm),

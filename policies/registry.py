@@ -63,9 +63,11 @@ def resolve_policy_name(spec: str) -> tuple[str, Path | None]:
 
 def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | None = None,
                 relocate_every: int | None = None, align_radius: float | None = None,
-                binary_gripper: bool | None = None, **runtime: Any) -> Any:
+                binary_gripper: bool | None = None, min_plan_confidence: float | None = None,
+                **runtime: Any) -> Any:
     """Build the policy named by `spec` (see module docstring); `runtime` goes to the chunk runtime config,
-    `max_regrasps`, `order_pairs`, `relocate_every`, `align_radius` and `binary_gripper` to a VLA agent (None: its default; ignored by the other
+    `max_regrasps`, `order_pairs`, `relocate_every`, `align_radius`, `binary_gripper` and `min_plan_confidence` to
+    a VLA agent (None: its default; ignored by the other
     policies, which have no plan)."""
     kind, folder = resolve_policy_name(spec)
     if kind == "oracle":
@@ -91,4 +93,6 @@ def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | 
         agent["align_radius"] = align_radius
     if binary_gripper is not None:
         agent["binary_gripper"] = binary_gripper
+    if min_plan_confidence is not None:
+        agent["min_plan_confidence"] = min_plan_confidence
     return VLAAgent.from_pretrained(folder, **agent, **runtime)

@@ -68,6 +68,11 @@
    answers in between, and the fingers then half-close on the part. Measured on kit_assembly seed 1 (stop 17): the
    bar sat in its slot 0.1 mm off for 350 ticks while the command swung between 0.46 and 0.69, never letting go.
    The command is thresholded at 0.5 before it leaves the agent.
+10. Plan confidence (`min_plan_confidence`, default `DEFAULT_MIN_PLAN_CONFIDENCE` 0.9; `keystone eval
+   --min-plan-confidence P`, 0 = off): a plan whose decoder gave any chosen target token (where a part goes)
+   less probability than this is refused before motion (`VLAPolicy.plan(min_confidence=...)`), naming its best
+   guess: a wrong tower is a hallucinated motion. The threshold sits below the least confident of 410 right plans
+   (0.93, keystone-base, reports/dev-stop18), where it refused 42 of 70 wrong ones.
 
 Closed loop, keystone-base, 500 episodes (stop 17, reports/dev-stop17): 61.6 % with none of items 6, 8 and 9;
 78.0 % with 6 and 8 (put-down servo only); 81.2 % with 6, 8 and 9; the pick servo's full run is in the report.
@@ -106,6 +111,7 @@ ALIGN_GAIN = 0.5  # fraction of the located x/y and yaw residual corrected per t
 ALIGN_MAX_STEP = 0.005  # metres of x/y correction per tick, at most
 ALIGN_MAX_YAW = 0.1  # radians of yaw correction per tick, at most
 ALIGN_RELEASE_TOL = 0.003  # metres: an open command waits until the part is this close to its target (x/y)
+DEFAULT_MIN_PLAN_CONFIDENCE = 0.9  # plans less sure than this of where a part goes are refused (docstring, 10.)
 
 
 class VLAAgent:
@@ -119,7 +125,8 @@ class VLAAgent:
                  check_patience: int = 15, regrasp_patience: int = 10, max_regrasps: int = 2,
                  require_release: bool = True, order_pairs: bool = True,
                  relocate_every: int = DEFAULT_RELOCATE_EVERY, release_radius: float = 0.0,
-                 align_radius: float = DEFAULT_ALIGN_RADIUS, binary_gripper: bool = True) -> None:
+                 align_radius: float = DEFAULT_ALIGN_RADIUS, binary_gripper: bool = True,
+                 min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE) -> None:
         if not 0.0 < done_threshold < 1.0:
             raise ConfigError(f"done_threshold must be in (0, 1), got {done_threshold}")
         if check_patience < 1:
@@ -134,7 +141,11 @@ class VLAAgent:
             raise ConfigError(f"release_radius must be >= 0 metres (0: no release interlock), got {release_radius}")
         if align_radius < 0:
             raise ConfigError(f"align_radius must be >= 0 metres (0: no final alignment), got {align_radius}")
+        if not 0.0 <= min_plan_confidence < 1.0:
+            raise ConfigError(f"min_plan_confidence must be in [0, 1) (0: never refuse on confidence), got "
+                              f"{min_plan_confidence}")
         self.vla = vla
+        self.min_plan_confidence = min_plan_confidence
         self.done_threshold = done_threshold
         self.check_patience = check_patience
         self.regrasp_patience = regrasp_patience
@@ -171,7 +182,7 @@ class VLAAgent:
                         require_release: bool = True, order_pairs: bool = True,
                         relocate_every: int = DEFAULT_RELOCATE_EVERY, release_radius: float = 0.0,
                         align_radius: float = DEFAULT_ALIGN_RADIUS, binary_gripper: bool = True,
-                        **runtime: Any) -> VLAAgent:
+                        min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE, **runtime: Any) -> VLAAgent:
         """Load a VLA checkpoint folder; `runtime` overrides `RuntimeConfig` fields (n_action_steps, ...)."""
         from keystone_vla.vla.policy import VLAPolicy
 
@@ -179,7 +190,7 @@ class VLAAgent:
         n = min(int(vla.config.chunk_size), DEFAULT_ACTIONS_PER_CHUNK)
         config = RuntimeConfig(**{"n_action_steps": n, **runtime}) if runtime else None
         return cls(vla, config, done_threshold, check_patience, regrasp_patience, max_regrasps, require_release,
-                   order_pairs, relocate_every, release_radius, align_radius, binary_gripper)
+                   order_pairs, relocate_every, release_radius, align_radius, binary_gripper, min_plan_confidence)
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -223,7 +234,8 @@ class VLAAgent:
         objects = as_scene(scene)
         if not objects:
             raise GroundingError("I see no objects on the table, so there is nothing to act on")
-        plan = self.vla.plan(instruction, observation, objects=[o.id for o in objects])
+        plan = self.vla.plan(instruction, observation, objects=[o.id for o in objects],
+                             min_confidence=self.min_plan_confidence)
         if not plan.steps:
             raise GroundingError(f"the model found no executable step for {instruction!r}; rephrase it, e.g. "
                                  "'put the red block in the green bowl'")

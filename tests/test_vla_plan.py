@@ -218,3 +218,17 @@ def test_colour_swap_renames_consistently_across_instruction_plan_and_scene():
         top, bottom = words[2], words[6]
         assert out.calls == (("pick", (f"{top}_block",)), ("place_on", (f"{top}_block", f"{bottom}_block")))
         assert top != bottom and {f"{top}_block", f"{bottom}_block", "green_bowl"} == set(out.objects)
+
+
+def test_grammar_says_when_a_target_is_being_decoded(tok):
+    """`in_target` is true exactly while the decoder names where a part goes (the plan-confidence gate reads it)."""
+    calls = [("pick", ("red_block",)), ("place_on", ("red_block", "blue_block"))]
+    g = PlanGrammar(tok, ["blue_block", "red_block", "green_bowl"])
+    inside = []
+    for t in tok.plan_target(calls):
+        inside.append(g.in_target)
+        g.advance(t)
+    words = [tok.tokenizer.id_to_token(t) for t in tok.plan_target(calls)]
+    targets = [w for w, flag in zip(words, inside) if flag]
+    assert targets == ["blue", "block", ")"]  # place_on's second argument and the token that closes it
+    assert g.target_confidence == 1.0  # nothing decoded by a model yet

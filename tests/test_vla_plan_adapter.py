@@ -10,6 +10,7 @@ from test_vla_helpers import observation, tiny_checkpoint
 
 from keystone_vla.errors import ConfigError, ModelError
 from keystone_vla.perception.language import unnamed_parts
+from keystone_vla.policies.registry import shipped_checkpoint
 from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained
 from keystone_vla.vla.configuration import get_preset
 from keystone_vla.vla.data import Collator, plan_example, swap_words
@@ -247,3 +248,25 @@ def test_weights_of_another_adapter_rank_fail_with_a_model_error(tok):
         transfer_weights(state, cfg8, "ckpt-r4", fresh=("plan_adapter.",))
     model = transfer_weights(state, cfg8, "ckpt-r4", fresh=("plan_adapter.",), dropped=("plan_adapter.",))
     assert model.plan_adapter.deltas[next(iter(model.plan_adapter.deltas))].a.weight.shape[0] == 8
+
+
+@pytest.mark.skipif(shipped_checkpoint() is None, reason="keystone-base is not installed")
+def test_shipped_planner_refuses_a_tower_it_is_unsure_of_and_plans_the_seen_phrasings():
+    """keystone-base behind the agent's default gate: a top-down tower phrasing it never trained on (planned wrong,
+    target confidence ~0.8, reports/dev-stop18) is refused; the seen phrasings of every task are planned."""
+    from keystone_vla.errors import GroundingError
+    from keystone_vla.policies.vla_agent import DEFAULT_MIN_PLAN_CONFIDENCE
+
+    policy = VLAPolicy.from_pretrained(shipped_checkpoint(), warmup=False)
+    blocks = ["red_block", "green_block", "blue_block", "yellow_block"]
+    with pytest.raises(GroundingError, match="not sure where the parts go"):
+        policy.plan("build a tower with red on top of green on top of blue", objects=blocks,
+                    min_confidence=DEFAULT_MIN_PLAN_CONFIDENCE)
+    seen = {"build a tower: blue at the bottom, then green, then red":
+            ["pick(green_block)", "place_on(green_block, blue_block)", "pick(red_block)",
+             "place_on(red_block, green_block)"],
+            "stack the red block on the blue block": ["pick(red_block)", "place_on(red_block, blue_block)"],
+            "put the yellow block in the red bowl": ["pick(yellow_block)", "place_in(yellow_block, red_bowl)"]}
+    for instruction, calls in seen.items():
+        plan = policy.plan(instruction, objects=blocks + ["red_bowl"], min_confidence=DEFAULT_MIN_PLAN_CONFIDENCE)
+        assert plan.calls() == calls and policy.last_plan_confidence >= DEFAULT_MIN_PLAN_CONFIDENCE

@@ -163,3 +163,23 @@ def test_package_exports_are_lazy():
             "from keystone_vla.vla import VLAPolicy, get_preset; assert get_preset('tiny').preset == 'tiny'; "
             "assert 'torch' in sys.modules")
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_plan_confidence_gate_refuses_unsure_plans_naming_the_guess(policy):
+    """The least probability given to a chosen target token is kept; a plan below `min_confidence` is refused
+    with the value, the threshold and the model's best guess; 0 never refuses."""
+    from keystone_vla.errors import GroundingError
+
+    objects = ["red_block", "blue_block", "green_bowl"]
+    plan = policy.plan("stack the red block on the blue block", observation(), objects=objects)
+    conf = policy.last_plan_confidence
+    assert 0.0 < conf <= 1.0 and plan.steps
+    if conf < 1.0:  # an untrained tiny model is unsure; the gate turns that into a refusal, never into motion
+        with pytest.raises(GroundingError, match=rf"plan confidence {conf:.2f}.*best guess was pick\("):
+            policy.plan("stack the red block on the blue block", observation(), objects=objects,
+                        min_confidence=min(0.999, (conf + 1.0) / 2))
+    again = policy.plan("stack the red block on the blue block", observation(), objects=objects,
+                        min_confidence=conf / 2)
+    assert again.calls() == plan.calls()
+    with pytest.raises(ModelError, match="min_confidence"):
+        policy.plan("stack the red block on the blue block", objects=objects, min_confidence=1.0)

@@ -285,8 +285,10 @@ class VLAModel(nn.Module):
     @torch.inference_mode()
     def generate_plan(self, prompt_ids: list[int], grammar: PlanGrammar, max_new_tokens: int,
                       text_features: torch.Tensor | None = None) -> PlanGrammar:
-        """Greedy grammar-constrained decoding of a plan after `prompt_ids`; returns the finished grammar. A model
-        with a plan adapter decodes with it on and needs the instruction's MiniLM vector `text_features` [1, 384]."""
+        """Greedy grammar-constrained decoding of a plan after `prompt_ids`; returns the finished grammar, its
+        `target_confidence` set (the least probability, among the allowed tokens, of a chosen token naming where a
+        part goes). A model with a plan adapter decodes with it on and needs the instruction's MiniLM vector
+        `text_features` [1, 384]."""
         if not self.config.plan_adapter_rank:
             return self._decode_plan(prompt_ids, grammar, max_new_tokens, None)
         if text_features is None:
@@ -305,8 +307,12 @@ class VLAModel(nn.Module):
             out = self.lm(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
         for _ in range(max_new_tokens):
             allowed = grammar.allowed()
-            logits = out.logits[0, -1].float()
-            tok = allowed[int(torch.argmax(logits[allowed]))]
+            logits = out.logits[0, -1].float()[allowed]
+            best = int(torch.argmax(logits))
+            tok = allowed[best]
+            if len(allowed) > 1 and grammar.in_target:  # how sure it is where the part goes
+                p = float(torch.softmax(logits, -1)[best])
+                grammar.target_confidence = min(grammar.target_confidence, p)
             grammar.advance(tok)
             if grammar.done:
                 return grammar

@@ -86,6 +86,10 @@ class PlanGrammar:
             raise GroundingError(f"nothing in the scene can be manipulated ({', '.join(objs)}): no part can be "
                                  "picked, so there is no plan to make")
         self.done = False
+        #: set by the decoder: the lowest probability it gave a chosen token of a step's target (where a part
+        #: goes) among the tokens allowed there, 1.0 when no target was a choice (`VLAPolicy.plan` refuses below
+        #: its threshold)
+        self.target_confidence = 1.0
         self._state = "skill"
         self._skill = ""
         self._args: list[str] = []
@@ -142,6 +146,11 @@ class PlanGrammar:
                 node = node.children.setdefault(tid, _Trie())
             node.objects.append(obj)
         return root
+
+    @property
+    def in_target(self) -> bool:
+        """Whether the next token belongs to a step's second or later argument: where the part goes."""
+        return self._state == "obj" and len(self._args) >= 1
 
     def allowed(self) -> list[int]:
         """Token ids that keep the output a valid, grounded prefix (never empty until `done`)."""
