@@ -3,9 +3,11 @@
 For each task, N instructions of the seen split (seeds 100000+) and of the unseen split (unseen templates,
 colours and shapes; seeds 200000+) come from the task samplers, with the scene's object ids in shuffled order;
 build_tower instructions of the seen split are also re-phrased with the task's two unseen templates (seen
-colours), the templates-only test, and with `FRESH_TOWER_TEMPLATES` (eight phrasings used for nothing but this score). Two scores: ``exact`` (the oracle's steps in its order) and ``same_steps``
-(the same steps in any order: kit_assembly's oracle orders parts by their position, which the plan head is not
-shown). No closed loop: `keystone eval` measures that.
+colours), the templates-only test, and with `FRESH_TOWER_TEMPLATES` (eight phrasings used for nothing but this
+score; build_tower cells also count per phrasing). Two scores: ``exact`` (the oracle's steps in its order) and
+``same_steps`` (the same steps in any order: kit_assembly's oracle orders parts by their position, which the plan
+head is not shown). Each cell also counts the plans the agent's plan-confidence gate would refuse, wrong and right. No
+closed loop: `keystone eval` measures that.
 
     python scripts/eval_plans.py --checkpoint vla/pretrained/keystone-base --n 20 --out plans.json
 """
@@ -38,7 +40,7 @@ FRESH_TOWER_TEMPLATES = (
 )
 
 
-def evaluate(checkpoint: str, n: int) -> dict:
+def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
     from keystone_vla.sim.tasks import TASKS
     from keystone_vla.vla.policy import VLAPolicy
     from keystone_vla.vocab import COLOURS
@@ -56,11 +58,16 @@ def evaluate(checkpoint: str, n: int) -> dict:
             objs = list(ex.objects)
             rng.shuffle(objs)
             calls = [(s.skill, tuple(s.args)) for s in policy.plan(ex.instruction, objects=objs).steps]
-            cell = out.setdefault(name, {}).setdefault(ex.task, {"n": 0, "exact": 0, "same_steps": 0, "wrong": []})
+            cell = out.setdefault(name, {}).setdefault(ex.task, {"n": 0, "exact": 0, "same_steps": 0, "wrong": [],
+                                                                  "gate_refuses_right": 0, "gate_refuses_wrong": 0})
             cell["n"] += 1
             cell["exact"] += calls == list(ex.calls)
             same = sorted(calls) == sorted(ex.calls)
             cell["same_steps"] += same
+            # the agent's plan-confidence gate (VLAAgent.min_plan_confidence) on this plan; "right" = same steps
+            # (kit_assembly's order is the agent's to set)
+            if policy.last_plan_confidence < min_confidence:
+                cell["gate_refuses_right" if same else "gate_refuses_wrong"] += 1
             if ex.task == "build_tower":  # per phrasing: the instruction with its colour words blanked
                 key = " ".join("_" if w.strip(",.:") in COLOURS else w for w in ex.instruction.split())
                 phr = cell.setdefault("by_phrasing", {}).setdefault(key, [0, 0])
@@ -73,7 +80,8 @@ def evaluate(checkpoint: str, n: int) -> dict:
         for cell in cells.values():
             cell["exact_rate"] = cell["exact"] / cell["n"]
             cell["same_steps_rate"] = cell["same_steps"] / cell["n"]
-    return {"checkpoint": checkpoint, "per_task": n, "wall_s": round(time.perf_counter() - t0, 1), "results": out}
+    return {"checkpoint": checkpoint, "per_task": n, "min_plan_confidence": min_confidence,
+            "wall_s": round(time.perf_counter() - t0, 1), "results": out}
 
 
 def main() -> None:
@@ -81,11 +89,18 @@ def main() -> None:
     ap.add_argument("--checkpoint", default="vla/pretrained/keystone-base")
     ap.add_argument("--n", type=int, default=20, help="instructions per task and split")
     ap.add_argument("--out", default=None, help="JSON file to write (default: print only)")
+    ap.add_argument("--min-plan-confidence", type=float, default=None,
+                    help="the gate whose refusals are counted (default: the agent's, policies.vla_agent)")
     args = ap.parse_args()
-    res = evaluate(args.checkpoint, args.n)
+    if args.min_plan_confidence is None:
+        from keystone_vla.policies.vla_agent import DEFAULT_MIN_PLAN_CONFIDENCE
+
+        args.min_plan_confidence = DEFAULT_MIN_PLAN_CONFIDENCE
+    res = evaluate(args.checkpoint, args.n, args.min_plan_confidence)
     for name, cells in res["results"].items():
         for task, c in cells.items():
-            print(f"{name:42s} {task:13s} exact {c['exact']:3d}/{c['n']}  same steps {c['same_steps']:3d}/{c['n']}")
+            print(f"{name:42s} {task:13s} exact {c['exact']:3d}/{c['n']}  same steps {c['same_steps']:3d}/{c['n']}  "
+                  f"gate refuses {c['gate_refuses_wrong']} wrong, {c['gate_refuses_right']} right")
             for key, (ok, n) in c.get("by_phrasing", {}).items():
                 print(f"{'':42s}   {ok:3d}/{n:<3d} {key}")
     if args.out:
