@@ -72,7 +72,7 @@
    --min-plan-confidence P`, 0 = off): a plan whose decoder gave any chosen target token (where a part goes)
    less probability than this is refused before motion (`VLAPolicy.plan(min_confidence=...)`), naming its best
    guess: a wrong tower is a hallucinated motion. The threshold sits below the least confident of 410 right plans
-   (0.93, keystone-base, reports/dev-stop18), where it refused 42 of 70 wrong ones.
+   (0.93, keystone-base, reports/dev-stop18), where it refused 39 of 70 wrong ones.
 
 Closed loop, keystone-base, 500 episodes (stop 17, reports/dev-stop17): 61.6 % with none of items 6, 8 and 9;
 78.0 % with 6 and 8 (put-down servo only); 81.2 % with 6, 8 and 9; the pick servo's full run is in the report.

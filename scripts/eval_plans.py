@@ -6,7 +6,8 @@ build_tower instructions of the seen split are also re-phrased with the task's t
 colours), the templates-only test, and with `FRESH_TOWER_TEMPLATES` (eight phrasings used for nothing but this
 score; build_tower cells also count per phrasing). Two scores: ``exact`` (the oracle's steps in its order) and
 ``same_steps`` (the same steps in any order: kit_assembly's oracle orders parts by their position, which the plan
-head is not shown). Each cell also counts the plans the agent's plan-confidence gate would refuse, wrong and right. No
+head is not shown). Each cell also counts the plans the agent's plan-confidence gate would refuse, wrong and right, and
+``confidence`` gives the spread of target confidence over right and wrong plans. No
 closed loop: `keystone eval` measures that.
 
     python scripts/eval_plans.py --checkpoint vla/pretrained/keystone-base --n 20 --out plans.json
@@ -20,6 +21,8 @@ import random
 import sys
 import time
 from pathlib import Path
+
+import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -52,6 +55,7 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
             "build_tower_fresh_phrasings_seen_colours": unseen_template_towers(seen, FRESH_TOWER_TEMPLATES)}
     rng = random.Random(0)
     out: dict = {}
+    confidences: dict[str, list[float]] = {"right": [], "wrong": []}
     t0 = time.perf_counter()
     for name, examples in sets.items():
         for ex in examples:
@@ -66,6 +70,7 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
             cell["same_steps"] += same
             # the agent's plan-confidence gate (VLAAgent.min_plan_confidence) on this plan; "right" = same steps
             # (kit_assembly's order is the agent's to set)
+            confidences["right" if same else "wrong"].append(policy.last_plan_confidence)
             if policy.last_plan_confidence < min_confidence:
                 cell["gate_refuses_right" if same else "gate_refuses_wrong"] += 1
             if ex.task == "build_tower":  # per phrasing: the instruction with its colour words blanked
@@ -80,7 +85,10 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
         for cell in cells.values():
             cell["exact_rate"] = cell["exact"] / cell["n"]
             cell["same_steps_rate"] = cell["same_steps"] / cell["n"]
-    return {"checkpoint": checkpoint, "per_task": n, "min_plan_confidence": min_confidence,
+    quantiles = {k: {"n": len(v), **({q: float(np.quantile(v, x)) for q, x in
+                                      (("min", 0), ("p05", 0.05), ("median", 0.5), ("max", 1))} if v else {})}
+                 for k, v in confidences.items()}
+    return {"checkpoint": checkpoint, "per_task": n, "min_plan_confidence": min_confidence, "confidence": quantiles,
             "wall_s": round(time.perf_counter() - t0, 1), "results": out}
 
 
@@ -103,6 +111,8 @@ def main() -> None:
                   f"gate refuses {c['gate_refuses_wrong']} wrong, {c['gate_refuses_right']} right")
             for key, (ok, n) in c.get("by_phrasing", {}).items():
                 print(f"{'':42s}   {ok:3d}/{n:<3d} {key}")
+    for k, q in res["confidence"].items():
+        print(f"target confidence of {k} plans: " + ", ".join(f"{a} {b:.3f}" if a != "n" else f"n {b}" for a, b in q.items()))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

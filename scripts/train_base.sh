@@ -23,7 +23,11 @@
 #        i. a plan adapter (LoRA on the LM, on only while it writes a plan, plus a MiniLM sentence token; word
 #           dropout and colour/shape renaming while fitting) fitted on the plans of the MIX store onto h, every
 #           other weight unchanged (`keystone train --fit-plan-adapter`, 800 steps, ~8 min): h's plan head gave
-#           unseen-template instructions another task's plan (stop 15, runs/kb-plan2 = the shipped keystone-base)
+#           unseen-template instructions another task's plan (stop 15, runs/kb-plan2). The shipped adapter is the
+#           same stage refitted at stop 18 on data/mix16.zarr (stop 16's store: 60 clean oracle episodes per task +
+#           DAgger round 4 with keystone-base as learner, which this script does not collect): two fits of these
+#           settings planned "first A, next B, last C" with unseen colours right 8 and 22 times of 22, so expect
+#           that cell to vary from fit to fit (reports/dev-stop18)
 #        (A third DAgger round on insert, kit_assembly and build_tower only, 1,000 steps from i, then the adapter
 #        refitted, lost ground: 51.0 % vs 59.2 % on the same 500 episodes, stack 90 -> 58 %; reports/dev-stop15.)
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
