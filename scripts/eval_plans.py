@@ -6,9 +6,9 @@ build_tower instructions of the seen split are also re-phrased with the task's t
 colours), the templates-only test, and with `FRESH_TOWER_TEMPLATES` (eight phrasings used for nothing but this
 score; build_tower cells also count per phrasing). Two scores: ``exact`` (the oracle's steps in its order) and
 ``same_steps`` (the same steps in any order: kit_assembly's oracle orders parts by their position, which the plan
-head is not shown). Each cell also counts the plans the agent's plan-confidence gate would refuse, wrong and right, and
-``confidence`` gives the spread of target confidence over right and wrong plans. No
-closed loop: `keystone eval` measures that.
+head is not shown). Each cell also counts the plans the agent's plan-confidence gate would refuse, wrong and
+right, and ``confidence`` gives the spread of target confidence over right and wrong plans. No closed loop:
+`keystone eval` measures that.
 
     python scripts/eval_plans.py --checkpoint vla/pretrained/keystone-base --n 20 --out plans.json
 """
@@ -65,7 +65,8 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
             cell = out.setdefault(name, {}).setdefault(ex.task, {"n": 0, "exact": 0, "same_steps": 0, "wrong": [],
                                                                   "gate_refuses_right": 0, "gate_refuses_wrong": 0})
             cell["n"] += 1
-            cell["exact"] += calls == list(ex.calls)
+            exact = calls == list(ex.calls)
+            cell["exact"] += exact
             same = sorted(calls) == sorted(ex.calls)
             cell["same_steps"] += same
             # the agent's plan-confidence gate (VLAAgent.min_plan_confidence) on this plan; "right" = same steps
@@ -76,7 +77,7 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
             if ex.task == "build_tower":  # per phrasing: the instruction with its colour words blanked
                 key = " ".join("_" if w.strip(",.:") in COLOURS else w for w in ex.instruction.split())
                 phr = cell.setdefault("by_phrasing", {}).setdefault(key, [0, 0])
-                phr[0] += calls == list(ex.calls)
+                phr[0] += exact
                 phr[1] += 1
             if not same and len(cell["wrong"]) < 3:
                 cell["wrong"].append({"instruction": ex.instruction,
@@ -93,17 +94,15 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
 
 
 def main() -> None:
+    from keystone_vla.policies.vla_agent import DEFAULT_MIN_PLAN_CONFIDENCE
+
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="vla/pretrained/keystone-base")
     ap.add_argument("--n", type=int, default=20, help="instructions per task and split")
     ap.add_argument("--out", default=None, help="JSON file to write (default: print only)")
-    ap.add_argument("--min-plan-confidence", type=float, default=None,
-                    help="the gate whose refusals are counted (default: the agent's, policies.vla_agent)")
+    ap.add_argument("--min-plan-confidence", type=float, default=DEFAULT_MIN_PLAN_CONFIDENCE,
+                    help="the gate whose refusals are counted (default: the agent's, %(default)s)")
     args = ap.parse_args()
-    if args.min_plan_confidence is None:
-        from keystone_vla.policies.vla_agent import DEFAULT_MIN_PLAN_CONFIDENCE
-
-        args.min_plan_confidence = DEFAULT_MIN_PLAN_CONFIDENCE
     res = evaluate(args.checkpoint, args.n, args.min_plan_confidence)
     for name, cells in res["results"].items():
         for task, c in cells.items():
@@ -112,7 +111,8 @@ def main() -> None:
             for key, (ok, n) in c.get("by_phrasing", {}).items():
                 print(f"{'':42s}   {ok:3d}/{n:<3d} {key}")
     for k, q in res["confidence"].items():
-        print(f"target confidence of {k} plans: " + ", ".join(f"{a} {b:.3f}" if a != "n" else f"n {b}" for a, b in q.items()))
+        spread = ", ".join(f"{a} {b:.3f}" for a, b in q.items() if a != "n")
+        print(f"target confidence of {k} plans (n {q['n']}): {spread}")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

@@ -188,7 +188,7 @@ class VLAPolicy:
         steps = tuple(PlanStep(s, a, render_step_text(s, a, self.config.step_templates)) for s, a in grammar.steps)
         self.last_plan_confidence = grammar.target_confidence
         if grammar.target_confidence < min_confidence:
-            calls = "; ".join(f"{s.skill}({', '.join(s.args)})" for s in steps)
+            calls = "; ".join(s.call for s in steps)
             raise GroundingError(
                 f"I am not sure where the parts go for {instruction!r} (plan confidence "
                 f"{grammar.target_confidence:.2f}, below {min_confidence:.2f}; my best guess was {calls}), so I will "
