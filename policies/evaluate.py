@@ -385,6 +385,7 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
         "episodes": n,
         "refused": sum(r.refused for r in results),
         "plan_exact_rate": (sum(exact) / len(exact)) if exact else None,
+        "plan_exact_rate_all": _exact_rate_all(results),
         "plan_same_steps_rate": (sum(same) / len(same)) if same else None,
         "tasks": tasks,
         "latency_ms": {"p50": _percentile(all_latency, 50), "p99": _percentile(all_latency, 99),
@@ -406,6 +407,15 @@ def plan_agreement(policy_plan: list[str], plan: list[str]) -> tuple[bool, bool]
     return policy_plan == plan, sorted(policy_plan) == sorted(plan)
 
 
+def _exact_rate_all(results: list[EpisodeResult]) -> float | None:
+    """Exact plans among all episodes, a refused one counting as not exact (`plan_exact_rate` counts only the
+    episodes that ran, so a policy that refuses its doubtful plans reads high there). None: the policy does not plan."""
+    exact = [r.plan_exact for r in results if r.plan_exact is not None]
+    if not exact:
+        return None
+    return sum(exact) / (len(exact) + sum(r.refused for r in results))
+
+
 def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
     ran = [r for r in cell if not r.refused]
     lat = [x for r in cell for x in r.latency_ms]
@@ -420,6 +430,7 @@ def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
         "refused": len(cell) - len(ran),
         "mean_steps": float(np.mean([r.steps for r in ran])) if ran else None,
         "plan_exact_rate": (sum(exact) / len(exact)) if exact else None,
+        "plan_exact_rate_all": _exact_rate_all(cell),
         "plan_same_steps_rate": (sum(same) / len(same)) if same else None,
         "interventions_per_episode": float(np.mean([r.interventions for r in ran])) if ran else None,
         "stalls": int(sum(stalls)) if stalls else None,

@@ -96,7 +96,8 @@ def _header_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("policy", summary["policy"]),
         ("success (all episodes)", _pct(summary["success_rate"])),
         ("episodes", f"{summary['episodes']} ({summary['refused']} refused)"),
-        ("plan exactness", _pct(summary["plan_exact_rate"])),
+        ("plan exactness", f"{_pct(summary['plan_exact_rate'])} of the episodes that ran, "
+                           f"{_pct(summary.get('plan_exact_rate_all'))} of all (a refused episode counts as not exact)"),
         ("latency", f"p50 {_num(summary['latency_ms']['p50'], '.2f')} ms, p99 {_num(summary['latency_ms']['p99'], '.2f')} ms"),
         ("seeds", f"{summary['seeds']['rule']} (base {summary['seeds']['base']})"),
         ("arm / image size", f"{cfg['arm']} / {cfg['image_size']} px"),
@@ -212,5 +213,7 @@ def comparison_table(results: list[dict[str, Any]], names: list[str] | None = No
         lines.append(f"| {key} | " + " | ".join(vals) + " |")
     lines.append("| **all** | " + " | ".join(_pct(r["success_rate"]) for r in results) + " |")
     lines.append("| latency p50 (ms) | " + " | ".join(_num(r["latency_ms"]["p50"], ".2f") for r in results) + " |")
-    lines.append("| plan exact | " + " | ".join(_pct(r.get("plan_exact_rate")) for r in results) + " |")
+    lines.append("| plan exact (episodes run) | " + " | ".join(_pct(r.get("plan_exact_rate")) for r in results) + " |")
+    lines.append("| plan exact (all; refused = not) | " + " | ".join(_pct(r.get("plan_exact_rate_all")) for r in results)
+                 + " |")
     return "\n".join(lines)

@@ -130,8 +130,12 @@ def test_instructions_file_refuses_unknown_objects_without_running(tmp_path) -> 
     assert not peg["refused"] and peg["success"] and peg["instruction"] == "put the peg in the hole"
     assert summary["tasks"]["stack"]["seen"]["refused"] == 2
     assert summary["tasks"]["stack"]["seen"]["mean_steps"] is None
+    # plan exactness: 1 of the 1 episode that ran, 1 of all 3 when a refused episode counts as not exact
+    assert summary["plan_exact_rate"] == 1.0 and summary["plan_exact_rate_all"] == pytest.approx(1 / 3)
+    assert summary["tasks"]["stack"]["seen"]["plan_exact_rate_all"] is None  # nothing ran: no plan to judge
     md = (tmp_path / "rep" / "report.md").read_text()
     assert "Refused episodes" in md and "purple block" in md
+    assert "100.0 % of the episodes that ran, 33.3 % of all" in md
 
 
 def test_instructions_file_errors_name_the_line(tmp_path) -> None:
@@ -156,7 +160,7 @@ def test_cli_json_summary_keys(tmp_path, capsys) -> None:
                  "--workers", "1", "--max-steps", "5", "--no-videos", "--out", str(tmp_path / "r"), "--json"])
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert {"policy", "success_rate", "tasks", "latency_ms", "report"} <= set(out)
+    assert {"policy", "success_rate", "tasks", "latency_ms", "report", "plan_exact_rate_all"} <= set(out)
     assert set(out["tasks"]["insert"]["unseen"]) == {"success_rate", "episodes", "mean_steps", "refused"}
     assert out["tasks"]["insert"]["unseen"]["mean_steps"] == 5
     assert set(out["latency_ms"]) == {"p50", "p99"}

@@ -108,6 +108,7 @@ def run_eval(args: argparse.Namespace) -> int:
         "episodes": summary["episodes"],
         "refused": summary["refused"],
         "plan_exact_rate": summary["plan_exact_rate"],
+        "plan_exact_rate_all": summary["plan_exact_rate_all"],
         "tasks": {t: {s: {k: c[k] for k in ("success_rate", "episodes", "mean_steps", "refused")}
                       for s, c in splits.items()} for t, splits in summary["tasks"].items()},
         "latency_ms": {"p50": summary["latency_ms"]["p50"], "p99": summary["latency_ms"]["p99"]},
