@@ -375,6 +375,7 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
     n = len(results)
     exact = [r.plan_exact for r in results if r.plan_exact is not None]
     same = [r.plan_same_steps for r in results if r.plan_same_steps is not None]
+    n_refused = sum(r.refused for r in results)
     hist, _ = np.histogram(all_latency, bins=LATENCY_BINS_MS) if all_latency else (np.zeros(len(LATENCY_BINS_MS) - 1), None)
     cfg = asdict(config)
     cfg["out"] = str(config.out) if config.out else None
@@ -383,10 +384,10 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
         "policy": config.policy,
         "success_rate": sum(r.success for r in results) / n if n else 0.0,
         "episodes": n,
-        "refused": sum(r.refused for r in results),
-        "plan_exact_rate": (sum(exact) / len(exact)) if exact else None,
-        "plan_exact_rate_all": _exact_rate_all(results),
-        "plan_same_steps_rate": (sum(same) / len(same)) if same else None,
+        "refused": n_refused,
+        "plan_exact_rate": _rate(exact),
+        "plan_exact_rate_all": _rate(exact, n_refused),
+        "plan_same_steps_rate": _rate(same),
         "tasks": tasks,
         "latency_ms": {"p50": _percentile(all_latency, 50), "p99": _percentile(all_latency, 99),
                        "max": max(all_latency) if all_latency else None, "calls": len(all_latency),
@@ -407,17 +408,16 @@ def plan_agreement(policy_plan: list[str], plan: list[str]) -> tuple[bool, bool]
     return policy_plan == plan, sorted(policy_plan) == sorted(plan)
 
 
-def _exact_rate_all(results: list[EpisodeResult]) -> float | None:
-    """Exact plans among all episodes, a refused one counting as not exact (`plan_exact_rate` counts only the
-    episodes that ran, so a policy that refuses its doubtful plans reads high there). None: the policy does not plan."""
-    exact = [r.plan_exact for r in results if r.plan_exact is not None]
-    if not exact:
-        return None
-    return sum(exact) / (len(exact) + sum(r.refused for r in results))
+def _rate(hits: list[bool], refused: int = 0) -> float | None:
+    """Share of `hits` that are true, with `refused` episodes (no plan ran) counted as misses: `plan_exact_rate`
+    passes none, so a policy that refuses its doubtful plans reads high there; `plan_exact_rate_all` passes them.
+    None when there is nothing to judge (the policy does not plan)."""
+    return sum(hits) / (len(hits) + refused) if hits else None
 
 
 def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
     ran = [r for r in cell if not r.refused]
+    refused = len(cell) - len(ran)
     lat = [x for r in cell for x in r.latency_ms]
     exact = [r.plan_exact for r in cell if r.plan_exact is not None]
     same = [r.plan_same_steps for r in cell if r.plan_same_steps is not None]
@@ -427,11 +427,11 @@ def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
         "success_rate": sum(r.success for r in cell) / len(cell),
         "episodes": len(cell),
         "successes": sum(r.success for r in cell),
-        "refused": len(cell) - len(ran),
+        "refused": refused,
         "mean_steps": float(np.mean([r.steps for r in ran])) if ran else None,
-        "plan_exact_rate": (sum(exact) / len(exact)) if exact else None,
-        "plan_exact_rate_all": _exact_rate_all(cell),
-        "plan_same_steps_rate": (sum(same) / len(same)) if same else None,
+        "plan_exact_rate": _rate(exact),
+        "plan_exact_rate_all": _rate(exact, refused),
+        "plan_same_steps_rate": _rate(same),
         "interventions_per_episode": float(np.mean([r.interventions for r in ran])) if ran else None,
         "stalls": int(sum(stalls)) if stalls else None,
         "regrasps": int(sum(regrasps)) if regrasps else None,
