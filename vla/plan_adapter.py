@@ -38,6 +38,7 @@ from torch import nn
 from keystone_vla.errors import ConfigError, DatasetError, ModelError
 from keystone_vla.vla.configuration import VLAConfig
 from keystone_vla.vla.data import Collator, PlanExample, pad_rows, swap_colours, swap_words
+from keystone_vla.vla.plan_phrasing import held_out_patterns, redescribe
 from keystone_vla.vla.tokenizer import UNK, WordTokenizer, object_parts
 
 MINILM_DIM = 384  # all-MiniLM-L6-v2's hidden size (modeling.MINILM_DIM imports this)
@@ -173,9 +174,13 @@ class PlanAdapterCollator(Collator):
     MiniLM token, and the MiniLM vectors of the *original* instructions."""
 
     def __init__(self, config: VLAConfig, tok: WordTokenizer, text_encoder: Any, examples: Sequence[PlanExample],
-                 palette: Sequence[str], seed: int = 0, noise: bool = True, shapes: Sequence[str] = ()) -> None:
+                 palette: Sequence[str], seed: int = 0, noise: bool = True, shapes: Sequence[str] = (),
+                 relation_phrasing: float = 0.0, held_out: Sequence[str] = ()) -> None:
         super().__init__(config, tok, examples, seed=seed, colour_palette=palette)
+        if not 0.0 <= relation_phrasing <= 1.0:
+            raise ConfigError(f"relation_phrasing is a probability in [0, 1], got {relation_phrasing}")
         self.enc, self.noise, self.shapes = text_encoder, noise, tuple(shapes)
+        self.relation_phrasing, self.held_out = relation_phrasing, held_out_patterns(held_out)
         self.keep = keep_words(self.plan_examples, palette) | set(self.shapes)
         vocab = tok.tokenizer.get_vocab()
         self.vocab = sorted(w for w in vocab if not w.startswith("[") and w not in self.keep and w.isalpha())
@@ -183,6 +188,8 @@ class PlanAdapterCollator(Collator):
     def plan_batch(self, examples: Sequence[PlanExample]) -> dict[str, torch.Tensor]:
         rows, labels, texts = [], [], []
         for ex in examples:
+            if self.relation_phrasing and self.rng.random() < self.relation_phrasing:
+                ex = redescribe(ex, self.rng, self.held_out)  # stacking plans only; others come back as they are
             if self.colour_palette and self.rng.random() < 0.5:
                 ex = swap_colours(ex, self.colour_palette, self.rng)
             if self.shapes and self.rng.random() < 0.5:
@@ -207,10 +214,12 @@ def plan_adapter_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tenso
 # ---- fitting -------------------------------------------------------------------------------------------------
 def fit_plan_adapter(model: Any, tok: WordTokenizer, text_encoder: Any, train: Sequence[PlanExample],
                      val: Sequence[PlanExample], palette: Sequence[str], steps: int = 1500, batch_size: int = 32,
-                     lr: float = 2e-3, seed: int = 0, progress: bool = True, shapes: Sequence[str] = ()
-                     ) -> dict[str, Any]:
+                     lr: float = 2e-3, seed: int = 0, progress: bool = True, shapes: Sequence[str] = (),
+                     relation_phrasing: float = 0.0, held_out: Sequence[str] = ()) -> dict[str, Any]:
     """Train only ``model.plan_adapter`` (every other weight frozen) on plan examples, colour words renamed over
-    `palette` and shape words over `shapes` (text only, as `data.swap_colours`); returns the step count, final
+    `palette` and shape words over `shapes` (text only, as `data.swap_colours`), and with probability
+    `relation_phrasing` a stacking plan's instruction re-described (`plan_phrasing.redescribe`, never matching a
+    `held_out` template); returns the step count, final
     training loss and the validation loss (clean prompts) before and after. "Before" is the zero-delta adapter
     with an untrained MiniLM token in the prompt, so it is higher than the checkpoint's own plan loss."""
     if not train:
@@ -218,7 +227,8 @@ def fit_plan_adapter(model: Any, tok: WordTokenizer, text_encoder: Any, train: S
     if steps < 1:
         raise ConfigError(f"plan adapter steps must be >= 1, got {steps}")
     torch.manual_seed(seed)
-    coll = PlanAdapterCollator(model.config, tok, text_encoder, train, palette, seed=seed, shapes=shapes)
+    coll = PlanAdapterCollator(model.config, tok, text_encoder, train, palette, seed=seed, shapes=shapes,
+                               relation_phrasing=relation_phrasing, held_out=held_out)
     vcoll = PlanAdapterCollator(model.config, tok, text_encoder, val or train, (), seed=seed + 1, noise=False)
     vbatch = vcoll.plan_batch(list(val or train)[:256])
 
@@ -260,11 +270,13 @@ def fit_plan_adapter(model: Any, tok: WordTokenizer, text_encoder: Any, train: S
     return {"steps": steps, "train_examples": len(train), "val_examples": len(vbatch["plan_ids"]),
             "final_train_loss": float(loss.detach()), "val_loss_before": before, "val_loss_after": val_loss(),
             "n_parameters": sum(p.numel() for p in params), "lr": lr, "batch_size": batch_size, "seed": seed,
-            "colour_palette": list(palette), "shape_palette": list(shapes)}
+            "colour_palette": list(palette), "shape_palette": list(shapes), "relation_phrasing": relation_phrasing,
+            "held_out_templates": list(held_out)}
 
 
 def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 1500, batch_size: int = 32,
-                     lr: float = 2e-3, rank: int = 8, seed: int = 0, progress: bool = True) -> dict[str, Any]:
+                     lr: float = 2e-3, rank: int = 8, seed: int = 0, progress: bool = True,
+                     relation_phrasing: float = 0.0, held_out: Sequence[str] = ()) -> dict[str, Any]:
     """Copy the checkpoint `init_from` to `out` with a plan adapter fitted on the plan examples of `store_path`
     (every other weight unchanged, so action results measured on `init_from` still hold; plans change).
     Returns the fit's summary, also stored under ``plan_adapter`` in out's train_info.json."""
@@ -295,7 +307,8 @@ def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 150
     train = [examples[i] for i in order[n_val:]] or val
     summary = fit_plan_adapter(model, warm.tokenizer, MiniLMEncoder(), train, val, tuple(COLOURS), steps=steps,
                                batch_size=batch_size, lr=lr, seed=seed, progress=progress,
-                               shapes=SEEN_SHAPES + UNSEEN_SHAPES)
+                               shapes=SEEN_SHAPES + UNSEEN_SHAPES, relation_phrasing=relation_phrasing,
+                               held_out=held_out)
     summary.update(store=str(store_path), init_from=str(init_from), rank=rank,
                    wall_s=round(time.perf_counter() - t0, 1))
     info = {k: v for k, v in warm.train_info.items() if k not in ("git_revision",)}

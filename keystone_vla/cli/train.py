@@ -60,6 +60,11 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --init-from: copy that checkpoint to --out with a plan adapter (LoRA on the LM, on only "
                         "while it writes a plan, plus a MiniLM sentence token) fitted on the plans in --data; text "
                         "only, minutes on a CPU; actions are unchanged; --steps defaults to 1500 here")
+    p.add_argument("--relation-phrasing", type=float, default=0.0,
+                   help="with --fit-plan-adapter: the fraction of stacking plans (stack, build_tower) whose "
+                        "instruction is replaced by a fresh relational description (bottom-up or top-down lists, "
+                        "roles, pairwise relations, chains, build sequences; never one of the simulator's unseen "
+                        "templates); 0 = off")
     p.add_argument("--json", action="store_true", help="print the summary as JSON on the last stdout line")
     p.set_defaults(func=cmd_train)
 
@@ -160,10 +165,19 @@ def _fit_yaw_head(args: argparse.Namespace) -> int:
 
 def _fit_plan_adapter(args: argparse.Namespace) -> int:
     from keystone_vla.cli._common import emit_summary
+    from keystone_vla.errors import ConfigError
     from keystone_vla.vla.plan_adapter import add_plan_adapter
 
     _check_fit_args(args, "--fit-plan-adapter", "a plan adapter")
-    s = add_plan_adapter(args.init_from, args.data, args.out, steps=args.steps or 1500, seed=args.seed)
+    if not 0.0 <= args.relation_phrasing <= 1.0:
+        raise ConfigError(f"--relation-phrasing {args.relation_phrasing}: give a fraction in [0, 1] (0 = off)")
+    held_out: tuple[str, ...] = ()
+    if args.relation_phrasing:
+        from keystone_vla.sim.tasks import TASKS
+
+        held_out = tuple(t.text for task in TASKS.values() for t in task.templates if t.split == "unseen")
+    s = add_plan_adapter(args.init_from, args.data, args.out, steps=args.steps or 1500, seed=args.seed,
+                         relation_phrasing=args.relation_phrasing, held_out=held_out)
     emit_summary({"out": args.out, "steps": s["steps"], "train_examples": s["train_examples"],
                   "val_plan_loss_before": s["val_loss_before"], "val_plan_loss": s["val_loss_after"],
                   "parameters": s["n_parameters"], "wall_s": s["wall_s"]},
