@@ -57,7 +57,12 @@ def blind_tower_templates() -> tuple[str, ...]:
     return lines
 
 
+def _blank_colours(text: str, colours) -> str:
+    return " ".join("_" if w.strip(",.:") in colours else w for w in text.split())
+
+
 def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
+    from keystone_vla.errors import ModelError
     from keystone_vla.sim.tasks import TASKS
     from keystone_vla.vla.policy import VLAPolicy
     from keystone_vla.vocab import COLOURS
@@ -78,10 +83,18 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
         for ex in examples:
             objs = list(ex.objects)
             rng.shuffle(objs)
-            calls = [(s.skill, tuple(s.args)) for s in policy.plan(ex.instruction, objects=objs).steps]
             cell = out.setdefault(name, {}).setdefault(ex.task, {"n": 0, "exact": 0, "same_steps": 0, "wrong": [],
-                                                                  "gate_refuses_right": 0, "gate_refuses_wrong": 0})
+                                                                  "gate_refuses_right": 0, "gate_refuses_wrong": 0,
+                                                                  "rejected": 0})
             cell["n"] += 1
+            try:
+                calls = [(s.skill, tuple(s.args)) for s in policy.plan(ex.instruction, objects=objs).steps]
+            except ModelError as exc:  # e.g. longer than the model's prompt: the agent refuses it, not exact
+                cell["rejected"] += 1
+                cell["wrong"].append({"instruction": ex.instruction, "rejected": str(exc)})
+                if ex.task == "build_tower":
+                    cell.setdefault("by_phrasing", {}).setdefault(_blank_colours(ex.instruction, COLOURS), [0, 0])[1] += 1
+                continue
             exact = calls == list(ex.calls)
             cell["exact"] += exact
             same = sorted(calls) == sorted(ex.calls)
@@ -92,8 +105,7 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
             if policy.last_plan_confidence < min_confidence:
                 cell["gate_refuses_right" if same else "gate_refuses_wrong"] += 1
             if ex.task == "build_tower":  # per phrasing: the instruction with its colour words blanked
-                key = " ".join("_" if w.strip(",.:") in COLOURS else w for w in ex.instruction.split())
-                phr = cell.setdefault("by_phrasing", {}).setdefault(key, [0, 0])
+                phr = cell.setdefault("by_phrasing", {}).setdefault(_blank_colours(ex.instruction, COLOURS), [0, 0])
                 phr[0] += exact
                 phr[1] += 1
             if not same and len(cell["wrong"]) < 3:
@@ -124,7 +136,8 @@ def main() -> None:
     for name, cells in res["results"].items():
         for task, c in cells.items():
             print(f"{name:42s} {task:13s} exact {c['exact']:3d}/{c['n']}  same steps {c['same_steps']:3d}/{c['n']}  "
-                  f"gate refuses {c['gate_refuses_wrong']} wrong, {c['gate_refuses_right']} right")
+                  f"gate refuses {c['gate_refuses_wrong']} wrong, {c['gate_refuses_right']} right"
+                  + (f", {c['rejected']} rejected (input)" if c["rejected"] else ""))
             for key, (ok, n) in c.get("by_phrasing", {}).items():
                 print(f"{'':42s}   {ok:3d}/{n:<3d} {key}")
     for k, q in res["confidence"].items():

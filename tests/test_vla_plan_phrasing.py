@@ -105,3 +105,18 @@ def test_collator_applies_relation_phrasing_to_stacking_plans_only():
     enc.texts.clear()
     PlanAdapterCollator(cfg, tok, enc, examples, (), noise=False).plan_batch(examples)
     assert enc.texts == [e.instruction for e in examples]
+
+
+def test_forms_can_be_chosen_and_descriptions_filtered_by_length():
+    from keystone_vla.vla.plan_phrasing import FORMS
+
+    rng = random.Random(3)
+    chain = ["red_block", "blue_block", "green_block"]
+    seq = describe_chain(chain, rng, "sequence")
+    assert seq.index("red") < seq.index("blue") < seq.index("green")  # the build order, bottom first
+    assert all(describe_chain(chain, rng, f) for f in FORMS)
+    with pytest.raises(ValueError, match="roles"):
+        describe_chain(chain[:2], rng, "roles")
+    short = [redescribe(TOWER, rng, fits=lambda t: len(t.split()) <= 6).instruction for _ in range(50)]
+    assert all(len(t.split()) <= 6 or t == TOWER.instruction for t in short)
+    assert redescribe(TOWER, rng, fits=lambda t: False) is TOWER

@@ -38,7 +38,7 @@ from torch import nn
 from keystone_vla.errors import ConfigError, DatasetError, ModelError
 from keystone_vla.vla.configuration import VLAConfig
 from keystone_vla.vla.data import Collator, PlanExample, pad_rows, swap_colours, swap_words
-from keystone_vla.vla.plan_phrasing import held_out_patterns, redescribe
+from keystone_vla.vla.plan_phrasing import ORDER_WORDS, held_out_patterns, redescribe
 from keystone_vla.vla.tokenizer import UNK, WordTokenizer, object_parts
 
 MINILM_DIM = 384  # all-MiniLM-L6-v2's hidden size (modeling.MINILM_DIM imports this)
@@ -182,14 +182,20 @@ class PlanAdapterCollator(Collator):
         self.enc, self.noise, self.shapes = text_encoder, noise, tuple(shapes)
         self.relation_phrasing, self.held_out = relation_phrasing, held_out_patterns(held_out)
         self.keep = keep_words(self.plan_examples, palette) | set(self.shapes)
+        if relation_phrasing:
+            self.keep |= ORDER_WORDS
         vocab = tok.tokenizer.get_vocab()
         self.vocab = sorted(w for w in vocab if not w.startswith("[") and w not in self.keep and w.isalpha())
+
+    def _fits(self, text: str) -> bool:
+        return len(self.tok.encode(text)) < self.config.max_instruction_tokens  # VLAPolicy.check_instruction's limit
 
     def plan_batch(self, examples: Sequence[PlanExample]) -> dict[str, torch.Tensor]:
         rows, labels, texts = [], [], []
         for ex in examples:
             if self.relation_phrasing and self.rng.random() < self.relation_phrasing:
-                ex = redescribe(ex, self.rng, self.held_out)  # stacking plans only; others come back as they are
+                # stacking plans only (others come back as they are), no longer than the policy accepts
+                ex = redescribe(ex, self.rng, self.held_out, fits=self._fits)
             if self.colour_palette and self.rng.random() < 0.5:
                 ex = swap_colours(ex, self.colour_palette, self.rng)
             if self.shapes and self.rng.random() < 0.5:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from keystone_vla.vla.data import PlanExample
 
@@ -42,6 +42,13 @@ _PREFIX = ("", "build a tower: ", "build a tower with ", "make a tower: ", "stac
            "i want a tower with ", "tower: ", "stack them so that ", "build a stack where ", "please build a tower, ",
            "pile the blocks: ")
 _JOIN = (", ", " and ", ", then ", "; ", ", and ")
+
+#: words that carry a stack's order; word dropout leaves them alone while relation phrasing is on (a description
+#: whose "under" or "top" was blanked no longer says which block goes where)
+ORDER_WORDS = frozenset(
+    w for group in (_BOTTOM_UP, _TOP_DOWN, _UP_REL, _DOWN_REL, *_ROLE.values(), *_ROLE_NOUN.values(),
+                    ("first", "next", "then", "last", "finally", "start", "begin", "after"))
+    for phrase in group for w in phrase.split() if w not in ("the", "at", "as", "in", "to", "from", "a", "block"))
 
 
 def stack_chain(ex: PlanExample) -> list[str] | None:
@@ -74,13 +81,21 @@ def _roles(n: int) -> list[str]:
     return ["bottom"] + ["middle"] * (n - 2) + ["top"]
 
 
-def describe_chain(chain: Sequence[str], rng: random.Random) -> str:
-    """One description of the stack `chain` (object ids, bottom first, 2 or more) from the grammar above."""
+#: the grammar's forms; roles and sequence describe three-block stacks only
+FORMS = ("list", "roles", "relations", "chain", "sequence")
+
+
+def describe_chain(chain: Sequence[str], rng: random.Random, form: str | None = None) -> str:
+    """One description of the stack `chain` (object ids, bottom first, 2 or more) from the grammar above, in
+    `form` (one of `FORMS`; default: drawn)."""
     if len(chain) < 2:
         raise ValueError(f"a stack needs at least 2 objects, got {list(chain)}")
-    nouns = [_noun(o, rng) for o in chain]
     n = len(chain)
-    form = rng.choice(("list", "roles", "relations", "chain", "sequence") if n == 3 else ("relations", "chain", "list"))
+    forms = FORMS if n == 3 else ("relations", "chain", "list")
+    if form is not None and form not in forms:
+        raise ValueError(f"form {form!r} does not describe a {n}-block stack; use one of {', '.join(forms)}")
+    nouns = [_noun(o, rng) for o in chain]
+    form = form or rng.choice(forms)
     if form == "list":
         top_down = rng.random() < 0.5
         items = nouns[::-1] if top_down else nouns
@@ -136,14 +151,15 @@ def held_out_patterns(templates: Sequence[str]) -> list[re.Pattern[str]]:
 
 
 def redescribe(ex: PlanExample, rng: random.Random, held_out: Sequence[re.Pattern[str]] = (),
-               tries: int = 20) -> PlanExample:
+               fits: Callable[[str], bool] | None = None, tries: int = 20) -> PlanExample:
     """`ex` with its instruction replaced by a fresh description of the same stack (plan, objects and step texts
-    unchanged); `ex` itself when its plan is not one pick/place_on chain or every draw matched `held_out`."""
+    unchanged); `ex` itself when its plan is not one pick/place_on chain or every draw matched `held_out` or
+    failed `fits` (e.g. longer than the model's instruction limit)."""
     chain = stack_chain(ex)
     if chain is None:
         return ex
     for _ in range(tries):
         text = describe_chain(chain, rng)
-        if not any(p.match(text) for p in held_out):
+        if not any(p.match(text) for p in held_out) and (fits is None or fits(text)):
             return PlanExample(text, ex.calls, ex.texts, ex.objects, ex.task)
     return ex
