@@ -270,3 +270,44 @@ def test_shipped_planner_refuses_a_tower_it_is_unsure_of_and_plans_the_seen_phra
     for instruction, calls in seen.items():
         plan = policy.plan(instruction, objects=blocks + ["red_bowl"], min_confidence=DEFAULT_MIN_PLAN_CONFIDENCE)
         assert plan.calls() == calls and policy.last_plan_confidence >= DEFAULT_MIN_PLAN_CONFIDENCE
+
+
+def test_adapter_words_get_their_own_embeddings_in_plan_prompts_only(tok, encoder, tmp_path):
+    """Order words the tokenizer calls [UNK] ("under", "above") reach the plan prompt as the adapter's own ids,
+    each with its own embedding; known words keep their ids; the config round-trips through a checkpoint."""
+    from keystone_vla.vla.normalization import Normalizer
+    from keystone_vla.vla.plan_adapter import lm_vocab_size, plan_prompt_ids
+
+    with pytest.raises(ConfigError, match="needs a plan adapter"):
+        get_preset("tiny", vocab_size=tok.vocab_size, plan_adapter_words=("under",))
+    with pytest.raises(ConfigError, match="distinct lower-case"):
+        get_preset("tiny", vocab_size=tok.vocab_size, plan_adapter_rank=4, plan_adapter_words=("under", "under"))
+    assert tok.token_id("under") == tok.token_id("above") == tok.unk_id  # not in this corpus
+    torch.manual_seed(0)
+    cfg = get_preset("tiny", vocab_size=tok.vocab_size, plan_adapter_rank=4, plan_adapter_words=("above", "under"),
+                     known_objects=("blue_block", "red_block"))
+    model = VLAModel(cfg).eval()
+    v = lm_vocab_size(cfg)
+    assert v == model.lm.get_input_embeddings().num_embeddings
+    text, objs = "the red block under the blue block, above", ["red_block", "blue_block"]
+    plain = tok.plan_prompt(text, objs)
+    ids = plan_prompt_ids(tok, text, objs, cfg.plan_adapter_words, v)
+    assert plain.count(tok.unk_id) == 2 and tok.unk_id not in ids
+    assert [i for i in ids if i >= v] == [v + 1, v + 0]  # under, then above
+    assert [a for a, b in zip(ids, plain) if a == b] == [i for i in plain if i != tok.unk_id]
+    with torch.inference_mode():
+        emb = model.plan_adapter.prompt_embeds(model.lm, torch.tensor([ids]), torch.zeros(1, 384))
+    pos = ids.index(v + 1) + 1  # +1: the MiniLM token after [BOS]
+    assert torch.equal(emb[0, pos], model.plan_adapter.word_embed.weight[1])
+    assert not torch.equal(emb[0, ids.index(v) + 1], emb[0, pos])
+    no_words = _model(tok)
+    with pytest.raises(ModelError, match="no words of its own"):
+        no_words.plan_adapter.prompt_embeds(no_words.lm, torch.tensor([ids]), torch.zeros(1, 384))
+    save_pretrained(tmp_path / "ck", model, tok, Normalizer.identity(8, 7), {"note": "test"})
+    loaded = load_pretrained(tmp_path / "ck")
+    assert loaded.config.plan_adapter_words == ("above", "under")
+    assert torch.equal(loaded.model.plan_adapter.word_embed.weight, model.plan_adapter.word_embed.weight)
+    policy = VLAPolicy(loaded, warmup=False, text_encoder=None)
+    policy._plan_text_encoder = encoder
+    plan = policy.plan(text, objects=objs)  # decodes through the adapter's words (ids past the LM's table)
+    assert plan.steps and all(st.skill in ("pick", "place_on", "place_in", "insert") for st in plan.steps)

@@ -96,6 +96,9 @@ class VLAConfig:
     #: rank of the plan adapter (`keystone_vla.vla.plan_adapter`: LoRA deltas on the LM, active only while it
     #: writes a plan, plus a MiniLM sentence token in the plan prompt); 0 = none, the plan head reads words only
     plan_adapter_rank: int = 0
+    #: words the plan adapter embeds itself because the tokenizer maps them to [UNK] ("under", "above": order
+    #: words of its relation phrasing, `keystone_vla.vla.plan_phrasing`); plan prompts only, ids after the LM's
+    plan_adapter_words: tuple[str, ...] = ()
     #: word-level vocabulary size (set from the tokenizer when the model is built; bins come after it)
     vocab_size: int = 0
     #: skill -> step text template learned from data, e.g. {"pick": "pick up the {0}"}
@@ -117,6 +120,11 @@ class VLAConfig:
                               "features and replaces the chunk head's yaw)")
         if self.plan_adapter_rank < 0:
             raise ConfigError(f"plan_adapter_rank must be >= 0 (0 = no plan adapter), got {self.plan_adapter_rank}")
+        if self.plan_adapter_words and not self.plan_adapter_rank:
+            raise ConfigError("plan_adapter_words needs a plan adapter (plan_adapter_rank >= 1)")
+        if len(set(self.plan_adapter_words)) != len(self.plan_adapter_words) or not all(
+                isinstance(w, str) and w.isalnum() and w == w.lower() for w in self.plan_adapter_words):
+            raise ConfigError(f"plan_adapter_words must be distinct lower-case words, got {self.plan_adapter_words}")
         if not self.cameras:
             raise ConfigError("cameras must name at least one camera, e.g. ('front',)")
         if not 1 <= self.chunk_size <= 64:
@@ -152,6 +160,7 @@ class VLAConfig:
         d = dataclasses.asdict(self)
         d["cameras"] = list(self.cameras)
         d["known_objects"] = list(self.known_objects)
+        d["plan_adapter_words"] = list(self.plan_adapter_words)
         return d
 
     def to_json(self) -> str:
@@ -167,7 +176,7 @@ class VLAConfig:
         if "lm" in d:
             _check_keys(LMConfig, d["lm"], f"{source}.lm")
             d["lm"] = LMConfig(**d["lm"])
-        for key in ("cameras", "known_objects"):
+        for key in ("cameras", "known_objects", "plan_adapter_words"):
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)

@@ -64,12 +64,18 @@ class PlanAdapter(nn.Module):
     """LoRA deltas on the LM blocks' linear layers (forward hooks while `active`, so the LM's own modules and
     state-dict keys stay as they are) and the MiniLM sentence-vector projection; see the module docstring."""
 
-    def __init__(self, lm: nn.Module, rank: int = 8, alpha: float = 16.0) -> None:
+    def __init__(self, lm: nn.Module, rank: int = 8, alpha: float = 16.0, words: Sequence[str] = ()) -> None:
         super().__init__()
         if rank < 1:
             raise ConfigError(f"plan adapter rank must be >= 1, got {rank}")
         d = lm.config.hidden_size
         self.text_proj = nn.Sequential(nn.Linear(MINILM_DIM, d), nn.GELU(), nn.Linear(d, d))
+        # its own embeddings for words the tokenizer calls [UNK] (ids from the LM's vocabulary size on; see
+        # `plan_prompt_ids`), initialised like the LM's own rows
+        self.words = tuple(words)
+        self.word_embed = nn.Embedding(len(self.words), d) if self.words else None
+        if self.word_embed is not None:
+            nn.init.normal_(self.word_embed.weight, std=float(lm.get_input_embeddings().weight.detach().std()))
         self.deltas = nn.ModuleDict()
         self._on = False
         self.merge = True  # inference: swap in merged weights (False: hooks, as while fitting; bench_vla compares)
@@ -129,10 +135,39 @@ class PlanAdapter(nn.Module):
         return (weight.float() + product * delta.scale).to(weight.dtype)
 
     def prompt_embeds(self, lm: nn.Module, ids: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """[BOS] [MiniLM] rest-of-prompt: ids int64 [B, T] -> embeddings [B, T + 1, D]."""
-        emb = lm.get_input_embeddings()(ids)
+        """[BOS] [MiniLM] rest-of-prompt: ids int64 [B, T] -> embeddings [B, T + 1, D]. Ids from the LM's
+        vocabulary size on are the adapter's own words (`plan_prompt_ids`)."""
+        table = lm.get_input_embeddings()
+        own = ids >= table.num_embeddings
+        emb = table(ids.masked_fill(own, 0))
+        if self.word_embed is not None and bool(own.any()):
+            mine = self.word_embed((ids - table.num_embeddings).clamp(0, len(self.words) - 1))
+            emb = torch.where(own[..., None], mine.to(emb.dtype), emb)
+        elif bool(own.any()):
+            raise ModelError(f"plan prompt ids reach {int(ids.max())}, past the LM's {table.num_embeddings} "
+                             "embeddings, and this adapter has no words of its own")
         tok = self.text_proj(text_features.to(emb.dtype))[:, None]
         return torch.cat([emb[:, :1], tok, emb[:, 1:]], dim=1)
+
+
+def plan_prompt_ids(tok: WordTokenizer, instruction: str, objects: Sequence[str], words: Sequence[str],
+                    lm_vocab_size: int) -> list[int]:
+    """`WordTokenizer.plan_prompt`, with each instruction word the tokenizer maps to [UNK] but the adapter knows
+    (`words`) given the adapter's id for it: lm_vocab_size + its index in `words`."""
+    ids = tok.plan_prompt(instruction, objects)
+    if not words:
+        return ids
+    index = {w: i for i, w in enumerate(words)}
+    enc = tok.tokenizer.encode(instruction, add_special_tokens=False)
+    for j, (tid, (start, end)) in enumerate(zip(enc.ids, enc.offsets)):
+        if tid == tok.unk_id and instruction[start:end].lower() in index:
+            ids[1 + j] = lm_vocab_size + index[instruction[start:end].lower()]  # 1 + j: after [BOS]
+    return ids
+
+
+def lm_vocab_size(config: VLAConfig) -> int:
+    """Rows of the LM's embedding table: the words, then the action bins (see `modeling`)."""
+    return config.vocab_size + config.n_action_bins
 
 
 # ---- training data -------------------------------------------------------------------------------------------
@@ -182,7 +217,7 @@ class PlanAdapterCollator(Collator):
         self.enc, self.noise, self.shapes = text_encoder, noise, tuple(shapes)
         self.relation_phrasing, self.held_out = relation_phrasing, held_out_patterns(held_out)
         self.keep = keep_words(self.plan_examples, palette) | set(self.shapes)
-        if relation_phrasing:
+        if relation_phrasing:  # and never swapped in for another word either: a stray "top" would change the order
             self.keep |= ORDER_WORDS
         vocab = tok.tokenizer.get_vocab()
         self.vocab = sorted(w for w in vocab if not w.startswith("[") and w not in self.keep and w.isalpha())
@@ -201,7 +236,8 @@ class PlanAdapterCollator(Collator):
             if self.shapes and self.rng.random() < 0.5:
                 ex = swap_words(ex, self.shapes, self.rng)
             shown = word_dropout(ex.instruction, self.keep, self.vocab, self.rng) if self.noise else ex.instruction
-            prompt = self.tok.plan_prompt(shown, self.plan_objects(ex))
+            prompt = plan_prompt_ids(self.tok, shown, self.plan_objects(ex), self.config.plan_adapter_words,
+                                     lm_vocab_size(self.config))
             target = self.tok.plan_target(ex.calls)
             rows.append(prompt + target)
             labels.append([-100] * (len(prompt) + 1) + target)  # +1: the MiniLM token after [BOS]
@@ -302,9 +338,14 @@ def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 150
     if not examples:
         raise DatasetError(f"{store_path} has no episodes with a plan; collect with keystone data collect")
     # a refit of the same rank starts from the adapter already there; another rank starts a fresh one
-    model = transfer_weights(warm.model.state_dict(), warm.config.replace(plan_adapter_rank=rank), init_from,
+    # relation phrasing's order words the tokenizer does not know ("under", "above") get the adapter's own ids
+    words = tuple(sorted(w for w in ORDER_WORDS if warm.tokenizer.token_id(w) == warm.tokenizer.unk_id)
+                  ) if relation_phrasing else ()
+    config = warm.config.replace(plan_adapter_rank=rank, plan_adapter_words=words)
+    model = transfer_weights(warm.model.state_dict(), config, init_from,
                              fresh=("plan_adapter.",),
-                             dropped=("plan_adapter.",) if warm.config.plan_adapter_rank != rank else ())
+                             dropped=("plan_adapter.",) if (warm.config.plan_adapter_rank, warm.config.plan_adapter_words)
+                             != (rank, words) else ())
     rng = random.Random(seed)
     order = list(range(len(examples)))
     rng.shuffle(order)

@@ -28,6 +28,7 @@ from keystone_vla.perception.language import unnamed_parts
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
 from keystone_vla.vla.checkpoint import VLABundle, load_pretrained
 from keystone_vla.vla.object_token import STEP_OBJECTS_DIM, object_features
+from keystone_vla.vla.plan_adapter import lm_vocab_size, plan_prompt_ids
 from keystone_vla.vla.plan_grammar import PlanGrammar, render_step_text
 from keystone_vla.vocab import MOVABLE_KINDS, object_kind
 
@@ -180,7 +181,8 @@ class VLAPolicy:
             raise GroundingError(f"{instruction!r} names parts by colour, but no part of a named colour is in the "
                                  f"scene (parts seen: {', '.join(sorted(unnamed))}); name one of those")
         grammar = PlanGrammar(self.tokenizer, [o for o in objs if o not in unnamed], self.config.max_plan_steps)
-        prompt = self.tokenizer.plan_prompt(instruction, objs)
+        prompt = plan_prompt_ids(self.tokenizer, instruction, objs, self.config.plan_adapter_words,
+                                 lm_vocab_size(self.config))
         features = None
         if self.config.plan_adapter_rank:
             features = self._plan_encoder().encode([instruction])

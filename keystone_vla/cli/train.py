@@ -60,6 +60,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --init-from: copy that checkpoint to --out with a plan adapter (LoRA on the LM, on only "
                         "while it writes a plan, plus a MiniLM sentence token) fitted on the plans in --data; text "
                         "only, minutes on a CPU; actions are unchanged; --steps defaults to 1500 here")
+    p.add_argument("--plan-adapter-rank", type=int, default=8,
+                   help="with --fit-plan-adapter: the LoRA rank of the adapter (default 8)")
     p.add_argument("--relation-phrasing", type=float, default=0.0,
                    help="with --fit-plan-adapter: the fraction of stacking plans (stack, build_tower) whose "
                         "instruction is replaced by a fresh relational description (bottom-up or top-down lists, "
@@ -177,7 +179,7 @@ def _fit_plan_adapter(args: argparse.Namespace) -> int:
 
         held_out = tuple(t.text for task in TASKS.values() for t in task.templates if t.split == "unseen")
     s = add_plan_adapter(args.init_from, args.data, args.out, steps=args.steps or 1500, seed=args.seed,
-                         relation_phrasing=args.relation_phrasing, held_out=held_out)
+                         relation_phrasing=args.relation_phrasing, held_out=held_out, rank=args.plan_adapter_rank)
     emit_summary({"out": args.out, "steps": s["steps"], "train_examples": s["train_examples"],
                   "val_plan_loss_before": s["val_loss_before"], "val_plan_loss": s["val_loss_after"],
                   "parameters": s["n_parameters"], "wall_s": s["wall_s"]},
