@@ -68,16 +68,14 @@ def test_redescribe_keeps_the_plan_and_leaves_other_plans_alone():
 
 
 class RecordingEncoder:
-    """Stands in for MiniLM here only to record which instruction texts a batch was built from."""
+    """The real MiniLM encoder, also recording which instruction texts each batch was built from."""
 
-    def __init__(self) -> None:
-        self.texts: list[str] = []
+    def __init__(self, encoder) -> None:
+        self.encoder, self.texts = encoder, []
 
     def encode(self, texts):
-        import torch
-
         self.texts.extend(texts)
-        return torch.zeros(len(texts), 384)
+        return self.encoder.encode(texts)
 
 
 def test_collator_applies_relation_phrasing_to_stacking_plans_only():
@@ -85,14 +83,15 @@ def test_collator_applies_relation_phrasing_to_stacking_plans_only():
 
     from keystone_vla.vla.configuration import get_preset
     from keystone_vla.vla.plan_adapter import PlanAdapterCollator
+    from keystone_vla.vla.text_encoder import MiniLMEncoder
     from keystone_vla.vla.tokenizer import WordTokenizer
 
     examples = _examples()
     tok = WordTokenizer.build([e.instruction for e in examples] + ["grey bowl block"])
     cfg = get_preset("tiny", vocab_size=tok.vocab_size)
     with pytest.raises(ConfigError, match="relation_phrasing"):
-        PlanAdapterCollator(cfg, tok, RecordingEncoder(), examples, (), relation_phrasing=1.5)
-    enc = RecordingEncoder()
+        PlanAdapterCollator(cfg, tok, RecordingEncoder(None), examples, (), relation_phrasing=1.5)
+    enc = RecordingEncoder(MiniLMEncoder())
     coll = PlanAdapterCollator(cfg, tok, enc, examples, (), noise=False, relation_phrasing=1.0,
                                held_out=("{a} on {b}",))
     coll.plan_batch(examples * 5)

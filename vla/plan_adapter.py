@@ -337,15 +337,14 @@ def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 150
     examples = plan_examples_from_store(EpisodeStore(store_path, mode="r"))
     if not examples:
         raise DatasetError(f"{store_path} has no episodes with a plan; collect with keystone data collect")
-    # a refit of the same rank starts from the adapter already there; another rank starts a fresh one
-    # relation phrasing's order words the tokenizer does not know ("under", "above") get the adapter's own ids
+    # a refit of the same rank (and words) starts from the adapter already there; another starts a fresh one.
+    # Relation phrasing's order words the tokenizer does not know ("under", "above") get the adapter's own ids
     words = tuple(sorted(w for w in ORDER_WORDS if warm.tokenizer.token_id(w) == warm.tokenizer.unk_id)
                   ) if relation_phrasing else ()
     config = warm.config.replace(plan_adapter_rank=rank, plan_adapter_words=words)
-    model = transfer_weights(warm.model.state_dict(), config, init_from,
-                             fresh=("plan_adapter.",),
-                             dropped=("plan_adapter.",) if (warm.config.plan_adapter_rank, warm.config.plan_adapter_words)
-                             != (rank, words) else ())
+    same_shape = (warm.config.plan_adapter_rank, warm.config.plan_adapter_words) == (rank, words)
+    model = transfer_weights(warm.model.state_dict(), config, init_from, fresh=("plan_adapter.",),
+                             dropped=() if same_shape else ("plan_adapter.",))
     rng = random.Random(seed)
     order = list(range(len(examples)))
     rng.shuffle(order)

@@ -171,6 +171,8 @@ def _fit_plan_adapter(args: argparse.Namespace) -> int:
     from keystone_vla.vla.plan_adapter import add_plan_adapter
 
     _check_fit_args(args, "--fit-plan-adapter", "a plan adapter")
+    if args.plan_adapter_rank < 1:
+        raise ConfigError(f"--plan-adapter-rank {args.plan_adapter_rank}: the adapter's rank must be >= 1 (default 8)")
     if not 0.0 <= args.relation_phrasing <= 1.0:
         raise ConfigError(f"--relation-phrasing {args.relation_phrasing}: give a fraction in [0, 1] (0 = off)")
     held_out: tuple[str, ...] = ()
