@@ -311,3 +311,49 @@ def test_adapter_words_get_their_own_embeddings_in_plan_prompts_only(tok, encode
     policy._plan_text_encoder = encoder
     plan = policy.plan(text, objects=objs)  # decodes through the adapter's words (ids past the LM's table)
     assert plan.steps and all(st.skill in ("pick", "place_on", "place_in", "insert") for st in plan.steps)
+
+
+def test_word_features_align_minilm_vectors_to_the_plan_words(tok, encoder, tmp_path):
+    """With plan_word_features the adapter adds MiniLM's vector of each instruction word at that word's prompt
+    position and nowhere else; the collator keeps every word (noise on ids only); the checkpoint plans."""
+    from keystone_vla.vla.normalization import Normalizer
+    from keystone_vla.vla.plan_adapter import PlanAdapterCollator, plan_text_features
+
+    texts = ["stack the red block on the blue block", "put the red block in the bowl"]
+    feats = plan_text_features(encoder, tok, texts, word_features=True)
+    assert feats.shape == (2, 1 + 8, 384)
+    assert torch.equal(feats[:, 0], encoder.encode(texts))
+    assert torch.count_nonzero(feats[1, 1 + 7:]) == 0  # the shorter text is zero-padded
+    # a word's vector depends on the whole sentence (MiniLM reads both ways): "red" before "on" vs before "in"
+    assert not torch.allclose(feats[0, 1 + 2], feats[1, 1 + 2])
+    with pytest.raises(ConfigError, match="needs a plan adapter"):
+        get_preset("tiny", vocab_size=tok.vocab_size, plan_word_features=True)
+    torch.manual_seed(0)
+    cfg = get_preset("tiny", vocab_size=tok.vocab_size, plan_adapter_rank=4, plan_word_features=True,
+                     known_objects=("blue_block", "red_block", "grey_bowl"))
+    model = VLAModel(cfg).eval()
+    torch.nn.init.normal_(model.plan_adapter.word_proj.weight, std=0.5)  # as after a fit
+    ids = torch.tensor([tok.plan_prompt(texts[0], ["red_block", "blue_block"])])
+    with torch.inference_mode():
+        with_words = model.plan_adapter.prompt_embeds(model.lm, ids, feats[:1])
+        sentence_only = model.plan_adapter.prompt_embeds(model.lm, ids, torch.cat(
+            [feats[:1, :1], torch.zeros(1, 8, 384)], dim=1))
+    changed = (with_words - sentence_only).abs().sum(-1)[0] > 0
+    assert changed.tolist() == [False, False] + [True] * 8 + [False] * (ids.shape[1] - 9)  # [BOS] [MiniLM] words
+    with pytest.raises(ModelError, match="reads MiniLM's per-word vectors"):
+        model.plan_adapter.prompt_embeds(model.lm, ids, feats[:1, 0])
+    with pytest.raises(ModelError, match="no word features"):
+        _model(tok).plan_adapter.prompt_embeds(model.lm, ids, feats[:1])
+    examples = _examples()
+    coll = PlanAdapterCollator(cfg, tok, encoder, examples, PALETTE, seed=0)
+    batch = coll.plan_batch(examples[:4])
+    assert batch["plan_text_features"].shape[:2] == (4, 1 + max(len(tok.encode(e.instruction)) for e in examples[:4]))
+    for row, ex in zip(batch["plan_ids"], examples[:4]):  # no word dropped: [SEP] right after all the words
+        assert row.tolist().index(tok.sep_id) == 1 + len(tok.encode(ex.instruction))
+    save_pretrained(tmp_path / "ck", model, tok, Normalizer.identity(8, 7), {"note": "test"})
+    loaded = load_pretrained(tmp_path / "ck")
+    assert loaded.config.plan_word_features
+    policy = VLAPolicy(loaded, warmup=False, text_encoder=None)
+    policy._plan_text_encoder = encoder
+    plan = policy.plan(texts[0], objects=["red_block", "blue_block", "grey_bowl"])
+    assert plan.steps

@@ -99,6 +99,9 @@ class VLAConfig:
     #: words the plan adapter embeds itself because the tokenizer maps them to [UNK] ("under", "above": order
     #: words of its relation phrasing, `keystone_vla.vla.plan_phrasing`); plan prompts only, ids after the LM's
     plan_adapter_words: tuple[str, ...] = ()
+    #: the plan adapter adds a projection of MiniLM's contextual vector of each instruction word to that word's
+    #: embedding in the plan prompt (MiniLM reads both ways, the causal LM only leftwards; reports/dev-stop20)
+    plan_word_features: bool = False
     #: word-level vocabulary size (set from the tokenizer when the model is built; bins come after it)
     vocab_size: int = 0
     #: skill -> step text template learned from data, e.g. {"pick": "pick up the {0}"}
@@ -120,6 +123,8 @@ class VLAConfig:
                               "features and replaces the chunk head's yaw)")
         if self.plan_adapter_rank < 0:
             raise ConfigError(f"plan_adapter_rank must be >= 0 (0 = no plan adapter), got {self.plan_adapter_rank}")
+        if self.plan_word_features and not self.plan_adapter_rank:
+            raise ConfigError("plan_word_features needs a plan adapter (plan_adapter_rank >= 1)")
         if self.plan_adapter_words and not self.plan_adapter_rank:
             raise ConfigError("plan_adapter_words needs a plan adapter (plan_adapter_rank >= 1)")
         if len(set(self.plan_adapter_words)) != len(self.plan_adapter_words) or not all(

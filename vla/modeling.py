@@ -160,7 +160,8 @@ class VLAModel(nn.Module):
         if cfg.yaw_head:
             self.yaw_out = yaw_head_module(cfg)
         if cfg.plan_adapter_rank:
-            self.plan_adapter = PlanAdapter(self.lm, rank=cfg.plan_adapter_rank, words=cfg.plan_adapter_words)
+            self.plan_adapter = PlanAdapter(self.lm, rank=cfg.plan_adapter_rank, words=cfg.plan_adapter_words,
+                                            word_features=cfg.plan_word_features)
         self.augment_shift = 0  # pixels of random-shift augmentation while training (set by the trainer)
         #: per-dimension weights of the action loss (set by the trainer; None = every dimension alike)
         self.action_loss_weights: tuple[float, ...] | None = None

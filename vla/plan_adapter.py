@@ -64,7 +64,8 @@ class PlanAdapter(nn.Module):
     """LoRA deltas on the LM blocks' linear layers (forward hooks while `active`, so the LM's own modules and
     state-dict keys stay as they are) and the MiniLM sentence-vector projection; see the module docstring."""
 
-    def __init__(self, lm: nn.Module, rank: int = 8, alpha: float = 16.0, words: Sequence[str] = ()) -> None:
+    def __init__(self, lm: nn.Module, rank: int = 8, alpha: float = 16.0, words: Sequence[str] = (),
+                 word_features: bool = False) -> None:
         super().__init__()
         if rank < 1:
             raise ConfigError(f"plan adapter rank must be >= 1, got {rank}")
@@ -76,6 +77,11 @@ class PlanAdapter(nn.Module):
         self.word_embed = nn.Embedding(len(self.words), d) if self.words else None
         if self.word_embed is not None:
             nn.init.normal_(self.word_embed.weight, std=float(lm.get_input_embeddings().weight.detach().std()))
+        # MiniLM's per-word vectors -> added to the instruction words' embeddings (zero-initialised: starts as a
+        # no-op; no bias, so the zero padding of shorter instructions adds nothing)
+        self.word_proj = nn.Linear(MINILM_DIM, d, bias=False) if word_features else None
+        if self.word_proj is not None:
+            nn.init.zeros_(self.word_proj.weight)
         self.deltas = nn.ModuleDict()
         self._on = False
         self.merge = True  # inference: swap in merged weights (False: hooks, as while fitting; bench_vla compares)
@@ -136,7 +142,14 @@ class PlanAdapter(nn.Module):
 
     def prompt_embeds(self, lm: nn.Module, ids: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """[BOS] [MiniLM] rest-of-prompt: ids int64 [B, T] -> embeddings [B, T + 1, D]. Ids from the LM's
-        vocabulary size on are the adapter's own words (`plan_prompt_ids`)."""
+        vocabulary size on are the adapter's own words (`plan_prompt_ids`). `text_features` is the MiniLM
+        sentence vector [B, 384], or with word features [B, 1 + W, 384]: the sentence vector, then MiniLM's vector
+        of each instruction word (`plan_text_features`), added at the words' positions after [BOS]."""
+        words = None
+        if text_features.dim() == 3:
+            if self.word_proj is None:
+                raise ModelError("per-word MiniLM vectors were given but this plan adapter has no word features")
+            text_features, words = text_features[:, 0], text_features[:, 1:]
         table = lm.get_input_embeddings()
         own = ids >= table.num_embeddings
         emb = table(ids.masked_fill(own, 0))
@@ -146,6 +159,13 @@ class PlanAdapter(nn.Module):
         elif bool(own.any()):
             raise ModelError(f"plan prompt ids reach {int(ids.max())}, past the LM's {table.num_embeddings} "
                              "embeddings, and this adapter has no words of its own")
+        if words is not None and words.shape[1]:
+            n = words.shape[1]
+            if n >= emb.shape[1]:
+                raise ModelError(f"{n} word vectors for a plan prompt of {emb.shape[1]} tokens")
+            emb = torch.cat([emb[:, :1], emb[:, 1:1 + n] + self.word_proj(words.to(emb.dtype)), emb[:, 1 + n:]], 1)
+        elif self.word_proj is not None:
+            raise ModelError("this plan adapter reads MiniLM's per-word vectors; pass plan_text_features(...)")
         tok = self.text_proj(text_features.to(emb.dtype))[:, None]
         return torch.cat([emb[:, :1], tok, emb[:, 1:]], dim=1)
 
@@ -163,6 +183,17 @@ def plan_prompt_ids(tok: WordTokenizer, instruction: str, objects: Sequence[str]
         if tid == tok.unk_id and instruction[start:end].lower() in index:
             ids[1 + j] = lm_vocab_size + index[instruction[start:end].lower()]  # 1 + j: after [BOS]
     return ids
+
+
+def plan_text_features(encoder: Any, tok: WordTokenizer, texts: Sequence[str], word_features: bool
+                       ) -> torch.Tensor:
+    """What the plan adapter reads from MiniLM: the sentence vectors [B, 384], or with `word_features` those
+    followed by each word's vector, aligned to `tok`'s words of each text [B, 1 + W, 384]."""
+    sentence = encoder.encode(list(texts))
+    if not word_features:
+        return sentence
+    spans = [tok.tokenizer.encode(t, add_special_tokens=False).offsets for t in texts]
+    return torch.cat([sentence[:, None], encoder.encode_words(list(texts), spans)], dim=1)
 
 
 def lm_vocab_size(config: VLAConfig) -> int:
@@ -235,15 +266,36 @@ class PlanAdapterCollator(Collator):
                 ex = swap_colours(ex, self.colour_palette, self.rng)
             if self.shapes and self.rng.random() < 0.5:
                 ex = swap_words(ex, self.shapes, self.rng)
-            shown = word_dropout(ex.instruction, self.keep, self.vocab, self.rng) if self.noise else ex.instruction
-            prompt = plan_prompt_ids(self.tok, shown, self.plan_objects(ex), self.config.plan_adapter_words,
-                                     lm_vocab_size(self.config))
+            if self.config.plan_word_features:  # noise on ids, no word dropped: MiniLM's words stay aligned
+                prompt = plan_prompt_ids(self.tok, ex.instruction, self.plan_objects(ex),
+                                         self.config.plan_adapter_words, lm_vocab_size(self.config))
+                if self.noise:
+                    prompt = self._noise_ids(prompt, ex.instruction)
+            else:
+                shown = word_dropout(ex.instruction, self.keep, self.vocab, self.rng) if self.noise else ex.instruction
+                prompt = plan_prompt_ids(self.tok, shown, self.plan_objects(ex), self.config.plan_adapter_words,
+                                         lm_vocab_size(self.config))
             target = self.tok.plan_target(ex.calls)
             rows.append(prompt + target)
             labels.append([-100] * (len(prompt) + 1) + target)  # +1: the MiniLM token after [BOS]
             texts.append(ex.instruction)
         return {"plan_ids": pad_rows(rows, self.tok.pad_id), "plan_labels": pad_rows(labels, -100),
-                "plan_text_features": self.enc.encode(texts)}
+                "plan_text_features": plan_text_features(self.enc, self.tok, texts, self.config.plan_word_features)}
+
+    def _noise_ids(self, prompt: list[int], text: str, p_unk: float = 0.25, p_swap: float = 0.15) -> list[int]:
+        """`word_dropout` on the instruction's ids in `prompt` (after [BOS]) without dropping any."""
+        out = list(prompt)
+        enc = self.tok.tokenizer.encode(text, add_special_tokens=False)
+        for j, (start, end) in enumerate(enc.offsets):
+            word = text[start:end].lower()
+            if word in self.keep or not word.isalnum():
+                continue
+            r = self.rng.random()
+            if r < p_unk:
+                out[1 + j] = self.tok.unk_id
+            elif r < p_unk + p_swap and self.vocab:
+                out[1 + j] = self.tok.token_id(self.rng.choice(self.vocab))
+        return out
 
 
 def plan_adapter_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -318,7 +370,8 @@ def fit_plan_adapter(model: Any, tok: WordTokenizer, text_encoder: Any, train: S
 
 def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 1500, batch_size: int = 32,
                      lr: float = 2e-3, rank: int = 8, seed: int = 0, progress: bool = True,
-                     relation_phrasing: float = 0.0, held_out: Sequence[str] = ()) -> dict[str, Any]:
+                     relation_phrasing: float = 0.0, held_out: Sequence[str] = (), word_features: bool = False
+                     ) -> dict[str, Any]:
     """Copy the checkpoint `init_from` to `out` with a plan adapter fitted on the plan examples of `store_path`
     (every other weight unchanged, so action results measured on `init_from` still hold; plans change).
     Returns the fit's summary, also stored under ``plan_adapter`` in out's train_info.json."""
@@ -341,8 +394,9 @@ def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 150
     # Relation phrasing's order words the tokenizer does not know ("under", "above") get the adapter's own ids
     words = tuple(sorted(w for w in ORDER_WORDS if warm.tokenizer.token_id(w) == warm.tokenizer.unk_id)
                   ) if relation_phrasing else ()
-    config = warm.config.replace(plan_adapter_rank=rank, plan_adapter_words=words)
-    same_shape = (warm.config.plan_adapter_rank, warm.config.plan_adapter_words) == (rank, words)
+    config = warm.config.replace(plan_adapter_rank=rank, plan_adapter_words=words, plan_word_features=word_features)
+    same_shape = ((warm.config.plan_adapter_rank, warm.config.plan_adapter_words, warm.config.plan_word_features)
+                  == (rank, words, word_features))
     model = transfer_weights(warm.model.state_dict(), config, init_from, fresh=("plan_adapter.",),
                              dropped=() if same_shape else ("plan_adapter.",))
     rng = random.Random(seed)
@@ -355,7 +409,7 @@ def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 150
                                batch_size=batch_size, lr=lr, seed=seed, progress=progress,
                                shapes=SEEN_SHAPES + UNSEEN_SHAPES, relation_phrasing=relation_phrasing,
                                held_out=held_out)
-    summary.update(store=str(store_path), init_from=str(init_from), rank=rank,
+    summary.update(store=str(store_path), init_from=str(init_from), rank=rank, word_features=word_features,
                    wall_s=round(time.perf_counter() - t0, 1))
     info = {k: v for k, v in warm.train_info.items() if k not in ("git_revision",)}
     info["plan_adapter"] = summary

@@ -28,7 +28,7 @@ from keystone_vla.perception.language import unnamed_parts
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
 from keystone_vla.vla.checkpoint import VLABundle, load_pretrained
 from keystone_vla.vla.object_token import STEP_OBJECTS_DIM, object_features
-from keystone_vla.vla.plan_adapter import lm_vocab_size, plan_prompt_ids
+from keystone_vla.vla.plan_adapter import lm_vocab_size, plan_prompt_ids, plan_text_features
 from keystone_vla.vla.plan_grammar import PlanGrammar, render_step_text
 from keystone_vla.vocab import MOVABLE_KINDS, object_kind
 
@@ -185,7 +185,8 @@ class VLAPolicy:
                                  lm_vocab_size(self.config))
         features = None
         if self.config.plan_adapter_rank:
-            features = self._plan_encoder().encode([instruction])
+            features = plan_text_features(self._plan_encoder(), self.tokenizer, [instruction],
+                                          self.config.plan_word_features)
         grammar = self.model.generate_plan(prompt, grammar, self.config.max_plan_tokens, features)
         steps = tuple(PlanStep(s, a, render_step_text(s, a, self.config.step_templates)) for s, a in grammar.steps)
         self.last_plan_confidence = grammar.target_confidence

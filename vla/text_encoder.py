@@ -40,6 +40,25 @@ class MiniLMEncoder:
         mask = enc["attention_mask"].unsqueeze(-1).float()
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
 
+    @torch.inference_mode()
+    def encode_words(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
+        """Contextual vectors per word, float32 [B, max words, 384], zero-padded: for text b, row j is the mean
+        of MiniLM's last hidden state over the word pieces overlapping character span ``spans[b][j]`` (another
+        tokenizer's words, e.g. the plan LM's), zero when none does. MiniLM reads the whole sentence."""
+        if len(texts) != len(spans):
+            raise ModelError(f"encode_words got {len(texts)} texts but {len(spans)} span lists")
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="pt",
+                             return_offsets_mapping=True)
+        offsets = enc.pop("offset_mapping").tolist()
+        hidden = self.model(**enc).last_hidden_state.float()
+        out = torch.zeros(len(texts), max((len(s) for s in spans), default=0), hidden.shape[-1])
+        for b, word_spans in enumerate(spans):
+            for j, (start, end) in enumerate(word_spans):
+                hit = [k for k, (s, e) in enumerate(offsets[b]) if e > s and s < end and e > start]
+                if hit:
+                    out[b, j] = hidden[b, hit].mean(0)
+        return out
+
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
         missing = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if missing:

@@ -62,6 +62,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "only, minutes on a CPU; actions are unchanged; --steps defaults to 1500 here")
     p.add_argument("--plan-adapter-rank", type=int, default=8,
                    help="with --fit-plan-adapter: the LoRA rank of the adapter (default 8)")
+    p.add_argument("--plan-word-features", action="store_true",
+                   help="with --fit-plan-adapter: the adapter also reads MiniLM's vector of each instruction word "
+                        "(experimental, reports/dev-stop20)")
     p.add_argument("--relation-phrasing", type=float, default=0.0,
                    help="with --fit-plan-adapter: the fraction of stacking plans (stack, build_tower) whose "
                         "instruction is replaced by a fresh relational description (bottom-up or top-down lists, "
@@ -181,7 +184,8 @@ def _fit_plan_adapter(args: argparse.Namespace) -> int:
 
         held_out = tuple(t.text for task in TASKS.values() for t in task.templates if t.split == "unseen")
     s = add_plan_adapter(args.init_from, args.data, args.out, steps=args.steps or 1500, seed=args.seed,
-                         relation_phrasing=args.relation_phrasing, held_out=held_out, rank=args.plan_adapter_rank)
+                         relation_phrasing=args.relation_phrasing, held_out=held_out, rank=args.plan_adapter_rank,
+                         word_features=args.plan_word_features)
     emit_summary({"out": args.out, "steps": s["steps"], "train_examples": s["train_examples"],
                   "val_plan_loss_before": s["val_loss_before"], "val_plan_loss": s["val_loss_after"],
                   "parameters": s["n_parameters"], "wall_s": s["wall_s"]},
