@@ -48,23 +48,9 @@ class WordFeatures(torch.nn.Module):
         torch.nn.init.zeros_(self.proj.bias)
         self.current: torch.Tensor | None = None  # [B, n_words, 384] for the batch being embedded
 
-    @torch.no_grad()
     def vectors(self, texts: list[str]) -> torch.Tensor:
-        m = self.enc.tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt",
-                               return_offsets_mapping=True)
-        offsets = m.pop("offset_mapping")
-        hidden = self.enc.model(**m).last_hidden_state
-        rows = []
-        for b, text in enumerate(texts):
-            words = self.tok.tokenizer.encode(text, add_special_tokens=False).offsets
-            vec = torch.zeros(len(words), 384)
-            for j, (s0, e0) in enumerate(words):
-                hit = [k for k, (s1, e1) in enumerate(offsets[b].tolist()) if e1 > s1 and s1 < e0 and e1 > s0]
-                if hit:
-                    vec[j] = hidden[b, hit].mean(0)
-            rows.append(vec)
-        n = max(len(r) for r in rows)
-        return torch.stack([torch.cat([r, torch.zeros(n - len(r), 384)]) for r in rows])
+        spans = [self.tok.tokenizer.encode(t, add_special_tokens=False).offsets for t in texts]
+        return self.enc.encode_words(texts, spans).clone()  # a normal tensor: the projection trains on it
 
     def add(self, embeds: torch.Tensor) -> torch.Tensor:
         if self.current is None:
@@ -83,6 +69,18 @@ def install(model, wf: WordFeatures) -> None:
     model.plan_adapter.prompt_embeds = prompt_embeds
 
 
+def tower_right(model, tok, enc, wf: WordFeatures | None, text: str, chain: list[str], objs: list[str]) -> bool:
+    """Whether the model plans `text` as the tower `chain` (bottom first) among `objs`."""
+    prompt = plan_prompt_ids(tok, text, objs, model.config.plan_adapter_words, lm_vocab_size(model.config))
+    if wf is not None:
+        wf.current = wf.vectors([text])
+    g = model.generate_plan(prompt, PlanGrammar(tok, objs, model.config.max_plan_steps),
+                            model.config.max_plan_tokens, enc.encode([text]))
+    want = [("pick", (chain[1],)), ("place_on", (chain[1], chain[0])), ("pick", (chain[2],)),
+            ("place_on", (chain[2], chain[1]))]
+    return [(s, tuple(a)) for s, a in g.steps] == want
+
+
 def score(model, tok, enc, n: int, seed: int, wf: WordFeatures | None = None) -> dict:
     rng = random.Random(seed)
     cols = ("red", "green", "blue", "yellow")
@@ -99,14 +97,7 @@ def score(model, tok, enc, n: int, seed: int, wf: WordFeatures | None = None) ->
                 continue
             objs = [f"{x}_block" for x in cols]
             rng.shuffle(objs)
-            prompt = plan_prompt_ids(tok, text, objs, model.config.plan_adapter_words, lm_vocab_size(model.config))
-            if wf is not None:
-                wf.current = wf.vectors([text])
-            g = model.generate_plan(prompt, PlanGrammar(tok, objs, model.config.max_plan_steps),
-                                    model.config.max_plan_tokens, enc.encode([text]))
-            want = [("pick", (chain[1],)), ("place_on", (chain[1], chain[0])), ("pick", (chain[2],)),
-                    ("place_on", (chain[2], chain[1]))]
-            right = [(s, tuple(a)) for s, a in g.steps] == want
+            right = tower_right(model, tok, enc, wf, text, chain, objs)
             ok += right
             tot += 1
             cell = split["oov_order_word" if oov & set(text.replace(",", " ").split()) else "known_words_only"]
@@ -135,14 +126,7 @@ def score(model, tok, enc, n: int, seed: int, wf: WordFeatures | None = None) ->
             rng.shuffle(objs)
             if len(tok.encode(text)) >= model.config.max_instruction_tokens:
                 continue  # the policy refuses it as too long: not right
-            prompt = plan_prompt_ids(tok, text, objs, model.config.plan_adapter_words, lm_vocab_size(model.config))
-            if wf is not None:
-                wf.current = wf.vectors([text])
-            g = model.generate_plan(prompt, PlanGrammar(tok, objs, model.config.max_plan_steps),
-                                    model.config.max_plan_tokens, enc.encode([text]))
-            want = [("pick", (chain[1],)), ("place_on", (chain[1], chain[0])), ("pick", (chain[2],)),
-                    ("place_on", (chain[2], chain[1]))]
-            ok += [(s, tuple(a)) for s, a in g.steps] == want
+            ok += tower_right(model, tok, enc, wf, text, chain, objs)
         out[name] = [ok, len(templates)]
     return out
 
