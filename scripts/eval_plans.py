@@ -8,7 +8,8 @@ score), and with the 16 blind phrasings of `blind_tower_phrasings.txt` (3 instru
 300000+; build_tower cells also count per phrasing). Two scores: ``exact`` (the oracle's steps in its order) and
 ``same_steps`` (the same steps in any order: kit_assembly's oracle orders parts by their position, which the plan
 head is not shown). Each cell also counts the plans the agent's plan-confidence gate would refuse, wrong and
-right, and ``confidence`` gives the spread of target confidence over right and wrong plans. No closed loop:
+right, ``confidence`` gives the spread of target confidence over right and wrong plans, and ``gate_sweep`` counts,
+per candidate threshold and set, the right plans refused and the wrong plans let through. No closed loop:
 `keystone eval` measures that.
 
     python scripts/eval_plans.py --checkpoint vla/pretrained/keystone-base --n 20 --out plans.json
@@ -78,6 +79,7 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
     rng = random.Random(0)
     out: dict = {}
     confidences: dict[str, list[float]] = {"right": [], "wrong": []}
+    by_set: dict[str, list[tuple[float, bool]]] = {}  # (confidence, right) per plan, for the gate sweep
     t0 = time.perf_counter()
     for name, examples in sets.items():
         for ex in examples:
@@ -102,6 +104,7 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
             # the agent's plan-confidence gate (VLAAgent.min_plan_confidence) on this plan; "right" = same steps
             # (kit_assembly's order is the agent's to set)
             confidences["right" if same else "wrong"].append(policy.last_plan_confidence)
+            by_set.setdefault(name, []).append((policy.last_plan_confidence, same))
             if policy.last_plan_confidence < min_confidence:
                 cell["gate_refuses_right" if same else "gate_refuses_wrong"] += 1
             if ex.task == "build_tower":  # per phrasing: the instruction with its colour words blanked
@@ -119,7 +122,18 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
                                       (("min", 0), ("p05", 0.05), ("median", 0.5), ("max", 1))} if v else {})}
                  for k, v in confidences.items()}
     return {"checkpoint": checkpoint, "per_task": n, "min_plan_confidence": min_confidence, "confidence": quantiles,
-            "wall_s": round(time.perf_counter() - t0, 1), "results": out}
+            "gate_sweep": gate_sweep(by_set), "wall_s": round(time.perf_counter() - t0, 1), "results": out}
+
+
+GATE_THRESHOLDS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def gate_sweep(by_set: dict[str, list[tuple[float, bool]]]) -> dict:
+    """For each candidate gate threshold and each set: right plans it would refuse, and wrong plans it would let
+    through to motion (the number that matters for safety). Plans the policy rejected as input are not counted."""
+    return {f"{t:g}": {name: {"right_refused": sum(ok and c < t for c, ok in rows),
+                              "wrong_passed": sum(not ok and c >= t for c, ok in rows)}
+                       for name, rows in by_set.items()} for t in GATE_THRESHOLDS}
 
 
 def main() -> None:
@@ -143,6 +157,9 @@ def main() -> None:
     for k, q in res["confidence"].items():
         spread = ", ".join(f"{a} {b:.3f}" for a, b in q.items() if a != "n")
         print(f"target confidence of {k} plans (n {q['n']}): {spread}")
+    for t, sets in res["gate_sweep"].items():
+        print(f"gate {t:>4s}: right refused " + ", ".join(f"{n} {c['right_refused']}" for n, c in sets.items())
+              + " | wrong passed " + ", ".join(f"{n} {c['wrong_passed']}" for n, c in sets.items()))
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(res, indent=2) + "\n")

@@ -322,7 +322,10 @@ def test_word_features_align_minilm_vectors_to_the_plan_words(tok, encoder, tmp_
     texts = ["stack the red block on the blue block", "put the red block in the bowl"]
     feats = plan_text_features(encoder, tok, texts, word_features=True)
     assert feats.shape == (2, 1 + 8, 384)
-    assert torch.equal(feats[:, 0], encoder.encode(texts))
+    # one MiniLM pass gives both: the sentence vector as `encode` pools it, then the words
+    assert torch.allclose(feats[:, 0], encoder.encode(texts), atol=1e-5)
+    spans = [tok.tokenizer.encode(t, add_special_tokens=False).offsets for t in texts]
+    assert torch.equal(feats[:, 1:], encoder.encode_words(texts, spans))
     assert torch.count_nonzero(feats[1, 1 + 7:]) == 0  # the shorter text is zero-padded
     # a word's vector depends on the whole sentence (MiniLM reads both ways): "red" before "on" vs before "in"
     assert not torch.allclose(feats[0, 1 + 2], feats[1, 1 + 2])

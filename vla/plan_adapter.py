@@ -189,11 +189,10 @@ def plan_text_features(encoder: Any, tok: WordTokenizer, texts: Sequence[str], w
                        ) -> torch.Tensor:
     """What the plan adapter reads from MiniLM: the sentence vectors [B, 384], or with `word_features` those
     followed by each word's vector, aligned to `tok`'s words of each text [B, 1 + W, 384]."""
-    sentence = encoder.encode(list(texts))
     if not word_features:
-        return sentence
+        return encoder.encode(list(texts))
     spans = [tok.tokenizer.encode(t, add_special_tokens=False).offsets for t in texts]
-    return torch.cat([sentence[:, None], encoder.encode_words(list(texts), spans)], dim=1)
+    return encoder.encode_with_words(list(texts), spans)
 
 
 def lm_vocab_size(config: VLAConfig) -> int:

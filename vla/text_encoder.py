@@ -34,29 +34,46 @@ class MiniLMEncoder:
         self.cache_size = cache_size
 
     @torch.inference_mode()
+    def _hidden(self, texts: Sequence[str], offsets: bool = False
+                ) -> tuple[torch.Tensor, torch.Tensor, list[list[tuple[int, int]]] | None]:
+        """One MiniLM pass: last hidden state float32 [B, T, 384], its attention mask [B, T] and, with `offsets`,
+        each word piece's character span."""
+        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="pt",
+                             return_offsets_mapping=offsets)
+        spans = enc.pop("offset_mapping").tolist() if offsets else None
+        return self.model(**enc).last_hidden_state.float(), enc["attention_mask"], spans
+
+    @staticmethod
+    def _mean_pool(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        m = mask.unsqueeze(-1).float()
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+
     def _embed(self, texts: list[str]) -> torch.Tensor:
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=64, return_tensors="pt")
-        hidden = self.model(**enc).last_hidden_state
-        mask = enc["attention_mask"].unsqueeze(-1).float()
-        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
+        hidden, mask, _ = self._hidden(texts)
+        return self._mean_pool(hidden, mask)
 
     @torch.inference_mode()
     def encode_words(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
         """Contextual vectors per word, float32 [B, max words, 384], zero-padded: for text b, row j is the mean
         of MiniLM's last hidden state over the word pieces overlapping character span ``spans[b][j]`` (another
         tokenizer's words, e.g. the plan LM's), zero when none does. MiniLM reads the whole sentence."""
+        return self.encode_with_words(texts, spans)[:, 1:]
+
+    @torch.inference_mode()
+    def encode_with_words(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
+        """The sentence vector followed by the per-word vectors of `encode_words`, float32 [B, 1 + W, 384], from one
+        MiniLM pass (row 0 equals `encode`'s vector up to float rounding)."""
         if len(texts) != len(spans):
             raise ModelError(f"encode_words got {len(texts)} texts but {len(spans)} span lists")
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=64, return_tensors="pt",
-                             return_offsets_mapping=True)
-        offsets = enc.pop("offset_mapping").tolist()
-        hidden = self.model(**enc).last_hidden_state.float()
-        out = torch.zeros(len(texts), max((len(s) for s in spans), default=0), hidden.shape[-1])
+        hidden, mask, offsets = self._hidden(texts, offsets=True)
+        assert offsets is not None
+        out = torch.zeros(len(texts), 1 + max((len(s) for s in spans), default=0), hidden.shape[-1])
+        out[:, 0] = self._mean_pool(hidden, mask)
         for b, word_spans in enumerate(spans):
             for j, (start, end) in enumerate(word_spans):
                 hit = [k for k, (s, e) in enumerate(offsets[b]) if e > s and s < end and e > start]
                 if hit:
-                    out[b, j] = hidden[b, hit].mean(0)
+                    out[b, 1 + j] = hidden[b, hit].mean(0)
         return out
 
     def encode(self, texts: Sequence[str]) -> torch.Tensor:
