@@ -22,24 +22,27 @@
 #           grasp is placed by the part; stop 14, runs/kb-yh-held)
 #        i. a plan adapter (LoRA on the LM, on only while it writes a plan, plus a MiniLM sentence token; word
 #           dropout and colour/shape renaming while fitting) fitted on the plans of the MIX store onto h, every
-#           other weight unchanged (`keystone train --fit-plan-adapter`, 800 steps, ~8 min): h's plan head gave
-#           unseen-template instructions another task's plan (stop 15, runs/kb-plan2). The shipped adapter is the
-#           same stage refitted at stop 18 on data/mix16.zarr (stop 16's store: 60 clean oracle episodes per task +
-#           DAgger round 4 with keystone-base as learner, which this script does not collect): two fits of these
-#           settings planned "first A, next B, last C" with unseen colours right 8 and 22 times of 22, so expect
-#           that cell to vary from fit to fit (reports/dev-stop18)
+#           other weight unchanged (`keystone train --fit-plan-adapter`): h's plan head gave unseen-template
+#           instructions another task's plan (stop 15, runs/kb-plan2). Since stop 21 the fit also re-describes
+#           half of the stack/tower instructions with the relation grammar (`--relation-phrasing 0.5`,
+#           vla/plan_phrasing.py) and adds MiniLM's vector of each instruction word at that word's prompt
+#           position (`--plan-word-features`); 1,600 steps, ~27-36 min here. The shipped adapter is this stage
+#           fitted at stop 21 on data/mix16.zarr (stop 16's store: 60 clean oracle episodes per task + DAgger
+#           round 4 with keystone-base as learner, which this script does not collect): unseen build_tower plans
+#           40/40 right vs 22/40 for the stop-18 adapter (reports/dev-stop21)
 #        (A third DAgger round on insert, kit_assembly and build_tower only, 1,000 steps from i, then the adapter
 #        refitted, lost ground: 51.0 % vs 59.2 % on the same 500 episodes, stack 90 -> 58 %; reports/dev-stop15.)
 #        s. (RECIPE=fast only) one stage from scratch with the object token on the clean store, S_STEPS steps,
 #           in place of a-g; then h and i on the same store. Measured at stop 19 on a 2-core AVX2 machine (no bf16
-#           math, 2.1 s/step): 75 min in all (collect 6.9, s 53.7, h 1.9, i 12.9), and the result fails all 100
+#           math, 2.1 s/step): 75 min in all (collect 6.9, s 53.7, h 1.9, i 12.9 with
+#           the stop-18 stage i: 800 steps, no relation phrasing or word features), and the result fails all 100
 #           episodes of seeds 0-9 (it plans right and reaches the part, but never lifts it; val L1 0.058 vs the
 #           lineage's 0.028). It is the harness for the 90-minute question, not a way to build keystone-base:
 #           reports/dev-stop19.
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
 # 2 threads: stages a-e are 12,000 steps, ~3.5 h; stage f ~45 min (clean 5 min + DAgger 9.5 min collection,
-# 30 min training), stage g ~32 min (10 min + 21 min), stage h ~2 min, stage i ~7 min: ~4.9 h in all. That is over the 90-minute target; a single
+# 30 min training), stage g ~32 min (10 min + 21 min), stage h ~2 min, stage i ~30 min: ~5.3 h in all. That is over the 90-minute target; a single
 # from-scratch stage with the object token was measured at stop 19 (RECIPE=fast, stage s): on time, not good enough.
 # Stage d of the shipped lineage ran with an earlier object-token layout (both objects relative to the current
 # gripper pose); this script trains every stage with the current layout, so it reproduces the recipe, not the bits.
@@ -134,7 +137,7 @@ case "$STAGES" in
         need_learner i
         echo "== 2i: plan adapter on ${prev} (fit on the plans of ${MIX}, text only)" >&2
         "$PY" -m keystone_vla.cli train --data "$MIX" --out "${OUT}-i" --init-from "$prev" --fit-plan-adapter \
-            --steps 800 --seed 0 --threads "$THREADS" --json | tail -n 1
+            --relation-phrasing 0.5 --plan-word-features --steps 1600 --seed 0 --threads "$THREADS" --json | tail -n 1
         prev="${OUT}-i" ;;
 esac
 [ -n "$prev" ] || { echo "STAGES=${STAGES} names no stage (a-i, s)" >&2; exit 2; }
