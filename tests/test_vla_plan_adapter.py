@@ -357,6 +357,12 @@ def test_word_features_align_minilm_vectors_to_the_plan_words(tok, encoder, tmp_
     assert batch["plan_text_features"].shape[:2] == (4, 1 + max(len(tok.encode(e.instruction)) for e in examples[:4]))
     for row, ex in zip(batch["plan_ids"], examples[:4]):  # no word dropped: [SEP] right after all the words
         assert row.tolist().index(tok.sep_id) == 1 + len(tok.encode(ex.instruction))
+    # the fit trains through the word projection (the features must be normal tensors, not inference ones)
+    from keystone_vla.vla.plan_adapter import fit_plan_adapter
+    before = model.plan_adapter.word_proj.weight.detach().clone()
+    fit_plan_adapter(model, tok, encoder, examples, examples[:2], PALETTE, steps=2, batch_size=4, progress=False)
+    assert not torch.equal(before, model.plan_adapter.word_proj.weight)
+    model.eval()
     save_pretrained(tmp_path / "ck", model, tok, Normalizer.identity(8, 7), {"note": "test"})
     loaded = load_pretrained(tmp_path / "ck")
     assert loaded.config.plan_word_features

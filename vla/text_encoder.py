@@ -33,7 +33,7 @@ class MiniLMEncoder:
         self.cache: dict[str, torch.Tensor] = {}
         self.cache_size = cache_size
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def _hidden(self, texts: Sequence[str], offsets: bool = False
                 ) -> tuple[torch.Tensor, torch.Tensor, list[list[tuple[int, int]]] | None]:
         """One MiniLM pass: last hidden state float32 [B, T, 384], its attention mask [B, T] and, with `offsets`,
@@ -52,14 +52,14 @@ class MiniLMEncoder:
         hidden, mask, _ = self._hidden(texts)
         return self._mean_pool(hidden, mask)
 
-    @torch.inference_mode()
+    @torch.no_grad()
     def encode_words(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
         """Contextual vectors per word, float32 [B, max words, 384], zero-padded: for text b, row j is the mean
         of MiniLM's last hidden state over the word pieces overlapping character span ``spans[b][j]`` (another
         tokenizer's words, e.g. the plan LM's), zero when none does. MiniLM reads the whole sentence."""
         return self.encode_with_words(texts, spans)[:, 1:]
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: a plan-adapter fit trains on these (inference tensors cannot be saved)
     def encode_with_words(self, texts: Sequence[str], spans: Sequence[Sequence[tuple[int, int]]]) -> torch.Tensor:
         """The sentence vector followed by the per-word vectors of `encode_words`, float32 [B, 1 + W, 384], from one
         MiniLM pass (row 0 equals `encode`'s vector up to float rounding)."""
