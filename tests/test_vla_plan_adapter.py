@@ -366,6 +366,8 @@ def test_word_features_align_minilm_vectors_to_the_plan_words(tok, encoder, tmp_
     save_pretrained(tmp_path / "ck", model, tok, Normalizer.identity(8, 7), {"note": "test"})
     loaded = load_pretrained(tmp_path / "ck")
     assert loaded.config.plan_word_features
+    from keystone_vla.vla.checkpoint import weights_digest  # recorded by every save, adapter fits included
+    assert loaded.train_info["weights_sha256"] == weights_digest(loaded.model) == weights_digest(model)
     policy = VLAPolicy(loaded, warmup=False, text_encoder=None)
     policy._plan_text_encoder = encoder
     plan = policy.plan(texts[0], objects=["red_block", "blue_block", "grey_bowl"])

@@ -59,9 +59,22 @@ def git_revision() -> str:
         return "unknown"
 
 
+def weights_digest(model: torch.nn.Module) -> str:
+    """SHA-256 over every parameter and buffer (name, dtype, bytes): equal digests mean identical weights."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name, t in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(str(t.dtype).encode())
+        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def save_pretrained(folder: str | os.PathLike[str], model: VLAModel, tokenizer: WordTokenizer,
                     normalizer: Normalizer, train_info: dict[str, Any] | None = None) -> Path:
-    """Write a complete checkpoint folder (files are written to temp names and renamed into place)."""
+    """Write a complete checkpoint folder (files are written to temp names and renamed into place). train_info's
+    ``weights_sha256`` is always the digest of the weights written (`weights_digest`), whatever the caller passed."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     if tokenizer.vocab_size != model.config.vocab_size:
@@ -72,6 +85,7 @@ def save_pretrained(folder: str | os.PathLike[str], model: VLAModel, tokenizer: 
     module = model.module if hasattr(model, "module") else model
     if module.dtype != torch.float32:  # checkpoints are float32 so every loader can read them
         raise ModelError("save_pretrained expects a float32 model; save before converting to bfloat16")
+    info["weights_sha256"] = weights_digest(module)
     save_model(module, str(tmp), metadata={"format": "keystone-vla/1"})
     os.replace(tmp, folder / WEIGHTS_FILE)
     module.config.save(folder)

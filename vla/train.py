@@ -35,6 +35,7 @@ from keystone_vla.vla.checkpoint import (
     load_weights,
     save_pretrained,
     transfer_weights,
+    weights_digest,
 )
 from keystone_vla.vla.configuration import VLAConfig
 from keystone_vla.vla.data import Collator, PlanExample, known_objects, text_corpus
@@ -106,18 +107,6 @@ def cosine_lr(step: int, total: int, warmup: int) -> float:
         return (step + 1) / max(1, warmup)
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
-
-
-def weights_digest(model: torch.nn.Module) -> str:
-    """SHA-256 over every parameter and buffer (name, dtype, bytes): equal digests mean identical weights."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for name, t in sorted(model.state_dict().items()):
-        h.update(name.encode())
-        h.update(str(t.dtype).encode())
-        h.update(t.detach().float().cpu().contiguous().numpy().tobytes())
-    return h.hexdigest()
 
 
 def _dist_info() -> tuple[int, int]:
