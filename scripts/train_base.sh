@@ -29,7 +29,8 @@
 #           position (`--plan-word-features`); 1,600 steps, ~27-36 min here. The shipped adapter is this stage
 #           fitted at stop 21 on data/mix16.zarr (stop 16's store: 60 clean oracle episodes per task + DAgger
 #           round 4 with keystone-base as learner, which this script does not collect): unseen build_tower plans
-#           40/40 right vs 22/40 for the stop-18 adapter (reports/dev-stop21)
+#           40/40 right vs 22/40 for the stop-18 adapter; the same settings with --seed 1 gave 32/40, so
+#           expect that cell to vary from fit to fit (reports/dev-stop21)
 #        (A third DAgger round on insert, kit_assembly and build_tower only, 1,000 steps from i, then the adapter
 #        refitted, lost ground: 51.0 % vs 59.2 % on the same 500 episodes, stack 90 -> 58 %; reports/dev-stop15.)
 #        s. (RECIPE=fast only) one stage from scratch with the object token on the clean store, S_STEPS steps,
