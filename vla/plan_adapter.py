@@ -213,8 +213,23 @@ def keep_words(examples: Sequence[PlanExample], palette: Sequence[str]) -> set[s
     return keep
 
 
-def word_dropout(text: str, keep: set[str], vocab: Sequence[str], rng: random.Random, p_unk: float = 0.25,
-                 p_swap: float = 0.15, p_drop: float = 0.1) -> str:
+P_UNK, P_SWAP, P_DROP = 0.25, 0.15, 0.1  # word noise while fitting: [UNK], another word, dropped
+
+
+def noise_kind(rng: random.Random, p_unk: float = P_UNK, p_swap: float = P_SWAP, p_drop: float = P_DROP) -> str:
+    """One draw of word noise for a word that may be noised: "unk", "swap", "drop" or "keep"."""
+    r = rng.random()
+    if r < p_unk:
+        return "unk"
+    if r < p_unk + p_swap:
+        return "swap"
+    if r < p_unk + p_swap + p_drop:
+        return "drop"
+    return "keep"
+
+
+def word_dropout(text: str, keep: set[str], vocab: Sequence[str], rng: random.Random, p_unk: float = P_UNK,
+                 p_swap: float = P_SWAP, p_drop: float = P_DROP) -> str:
     """`text` with each word outside `keep` replaced by [UNK] (p_unk), a random `vocab` word (p_swap) or
     dropped (p_drop)."""
     out = []
@@ -222,14 +237,12 @@ def word_dropout(text: str, keep: set[str], vocab: Sequence[str], rng: random.Ra
         if w in keep or not w.isalnum():
             out.append(w)
             continue
-        r = rng.random()
-        if r < p_unk:
+        kind = noise_kind(rng, p_unk, p_swap, p_drop)
+        if kind == "unk":
             out.append(UNK)
-        elif r < p_unk + p_swap:
+        elif kind == "swap":
             out.append(rng.choice(vocab))
-        elif r < p_unk + p_swap + p_drop:
-            continue
-        else:
+        elif kind == "keep":
             out.append(w)
     return " ".join(out)
 
@@ -281,7 +294,7 @@ class PlanAdapterCollator(Collator):
         return {"plan_ids": pad_rows(rows, self.tok.pad_id), "plan_labels": pad_rows(labels, -100),
                 "plan_text_features": plan_text_features(self.enc, self.tok, texts, self.config.plan_word_features)}
 
-    def _noise_ids(self, prompt: list[int], text: str, p_unk: float = 0.25, p_swap: float = 0.15) -> list[int]:
+    def _noise_ids(self, prompt: list[int], text: str) -> list[int]:
         """`word_dropout` on the instruction's ids in `prompt` (after [BOS]) without dropping any."""
         out = list(prompt)
         enc = self.tok.tokenizer.encode(text, add_special_tokens=False)
@@ -289,10 +302,10 @@ class PlanAdapterCollator(Collator):
             word = text[start:end].lower()
             if word in self.keep or not word.isalnum():
                 continue
-            r = self.rng.random()
-            if r < p_unk:
+            kind = noise_kind(self.rng, p_drop=0.0)
+            if kind == "unk":
                 out[1 + j] = self.tok.unk_id
-            elif r < p_unk + p_swap and self.vocab:
+            elif kind == "swap" and self.vocab:
                 out[1 + j] = self.tok.token_id(self.rng.choice(self.vocab))
         return out
 
