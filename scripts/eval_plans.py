@@ -78,8 +78,7 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
     sets["build_tower_blind_phrasings_seen_colours"] = unseen_template_towers(towers, blind)
     rng = random.Random(0)
     out: dict = {}
-    confidences: dict[str, list[float]] = {"right": [], "wrong": []}
-    by_set: dict[str, list[tuple[float, bool]]] = {}  # (confidence, right) per plan, for the gate sweep
+    by_set: dict[str, list[tuple[float, bool]]] = {}  # (confidence, right) per plan, per set
     t0 = time.perf_counter()
     for name, examples in sets.items():
         for ex in examples:
@@ -103,7 +102,6 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
             cell["same_steps"] += same
             # the agent's plan-confidence gate (VLAAgent.min_plan_confidence) on this plan; "right" = same steps
             # (kit_assembly's order is the agent's to set)
-            confidences["right" if same else "wrong"].append(policy.last_plan_confidence)
             by_set.setdefault(name, []).append((policy.last_plan_confidence, same))
             if policy.last_plan_confidence < min_confidence:
                 cell["gate_refuses_right" if same else "gate_refuses_wrong"] += 1
@@ -118,6 +116,8 @@ def evaluate(checkpoint: str, n: int, min_confidence: float) -> dict:
         for cell in cells.values():
             cell["exact_rate"] = cell["exact"] / cell["n"]
             cell["same_steps_rate"] = cell["same_steps"] / cell["n"]
+    rows = [r for set_rows in by_set.values() for r in set_rows]
+    confidences = {"right": [c for c, ok in rows if ok], "wrong": [c for c, ok in rows if not ok]}
     quantiles = {k: {"n": len(v), **({q: float(np.quantile(v, x)) for q, x in
                                       (("min", 0), ("p05", 0.05), ("median", 0.5), ("max", 1))} if v else {})}
                  for k, v in confidences.items()}
