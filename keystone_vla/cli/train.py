@@ -64,7 +64,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="with --fit-plan-adapter: the LoRA rank of the adapter (default 8)")
     p.add_argument("--plan-word-features", action="store_true",
                    help="with --fit-plan-adapter: the adapter also reads MiniLM's vector of each instruction word "
-                        "(experimental, reports/dev-stop20)")
+                        "(the shipped keystone-base uses it; reports/dev-stop20, dev-stop21)")
     p.add_argument("--relation-phrasing", type=float, default=0.0,
                    help="with --fit-plan-adapter: the fraction of stacking plans (stack, build_tower) whose "
                         "instruction is replaced by a fresh relational description (bottom-up or top-down lists, "
