@@ -118,7 +118,8 @@ def ablation(steps: int) -> dict[str, dict[str, float]]:
 
 def shipped_plan_latency(n: int) -> dict | None:
     """Plan latency of the shipped keystone-base (a 6-step kit plan over 7 objects), side by side: the plan adapter
-    with merged weights (what VLAPolicy does), with per-layer hooks (how it is fitted), and with no adapter.
+    with merged weights (what VLAPolicy does), with per-layer hooks (how it is fitted), and with no adapter; with
+    word features, also MiniLM's sentence + word vectors for one instruction and for a fit batch of 32.
     None when the package ships no checkpoint."""
     from keystone_vla.vla.policy import VLAPolicy
 
@@ -146,6 +147,16 @@ def shipped_plan_latency(n: int) -> dict | None:
                                       policy.config.max_plan_tokens, None)
     out["no_adapter"] = percentiles(timed(trunk_only, n))
     out["merged_vs_hooks_speedup"] = out["adapter_hooks"]["p50_ms"] / out["adapter_merged"]["p50_ms"]
+    if policy.config.plan_word_features:  # what the adapter reads from MiniLM: once per plan, and per fit batch
+        from keystone_vla.vla.plan_adapter import plan_text_features
+
+        enc = policy._plan_encoder()
+        batch = [instr, "build a tower with red on top of green on top of blue",
+                 "assemble a tower: first blue, next green, last red", "put the yellow block in the red bowl"] * 8
+        out["word_features_one"] = percentiles(timed(
+            lambda: plan_text_features(enc, policy.tokenizer, [instr], True), n))
+        out["word_features_batch32"] = percentiles(timed(
+            lambda: plan_text_features(enc, policy.tokenizer, batch, True), max(5, n // 3)))
     return out
 
 
