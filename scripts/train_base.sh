@@ -58,11 +58,16 @@ cd "$(dirname "$0")/.."
 RECIPE="${RECIPE:-lineage}"
 case "$RECIPE" in
     lineage) ;;
-    fast) STAGES="${STAGES:-shi}"; EPISODES="${EPISODES:-60}"; DATA="${DATA:-data/fast.zarr}"; MIX="${MIX:-$DATA}"
-          OUT="${OUT:-runs/keystone-fast}" ;;
-    *) echo "RECIPE=${RECIPE}: use lineage (stages a-i, ~5 h) or fast (stages s, h, i)" >&2; exit 2 ;;
+    fast) STAGES="${STAGES:-sfhi}"; EPISODES="${EPISODES:-60}"; DATA="${DATA:-data/fast.zarr}"
+          MIX="${MIX:-data/fast-mix.zarr}"; OUT="${OUT:-runs/keystone-fast}"; DAGGER_EPISODES="${DAGGER_EPISODES:-40}"
+          F_STEPS="${F_STEPS:-1200}"; ADAPTER_STEPS="${ADAPTER_STEPS:-800}"
+          S_FLAGS="${S_FLAGS:---patch-size 32 --plan-batch-size 4}"; PLAN_BATCH="${PLAN_BATCH:-4}" ;;
+    *) echo "RECIPE=${RECIPE}: use lineage (stages a-i, ~5 h) or fast (stages s, f, h, i)" >&2; exit 2 ;;
 esac
-S_STEPS="${S_STEPS:-1500}"
+S_STEPS="${S_STEPS:-2000}"
+S_FLAGS="${S_FLAGS:-}"
+PLAN_BATCH="${PLAN_BATCH:-16}"
+ADAPTER_STEPS="${ADAPTER_STEPS:-1600}"
 EPISODES="${EPISODES:-100}"
 STEPS="${STEPS:-2500}"
 STAGES="${STAGES:-abcdefghi}"
@@ -91,7 +96,7 @@ train() {  # train <out> <steps> [extra flags...]
     shift 2
     "$PY" -m keystone_vla.cli train --data "$DATA" --out "$out" --preset base --action-head chunk \
         --steps "$steps" --batch-size 32 --lr 3e-4 --seed 0 --val-every 250 --workers 1 --threads "$THREADS" \
-        --json "$@" | tail -n 1
+        --plan-batch-size "$PLAN_BATCH" --json "$@" | tail -n 1
 }
 collect() {  # collect <seed> [extra flags...]: DAGGER_EPISODES per task into MIX
     local seed="$1"
@@ -106,13 +111,18 @@ case "$STAGES" in *b*) train "${OUT}-b" 2500 --no-object-token --tasks pick_plac
 case "$STAGES" in *c*) train "${OUT}-c" 3000 --no-object-token --tasks pick_place,stack ${prev:+--init-from "$prev"}; prev="${OUT}-c" ;; esac
 case "$STAGES" in *d*) train "${OUT}-d" 2000 ${prev:+--init-from "$prev"}; prev="${OUT}-d" ;; esac
 case "$STAGES" in *e*) train "${OUT}-e" "$STEPS" ${prev:+--init-from "$prev"}; prev="${OUT}-e" ;; esac
-case "$STAGES" in *s*) train "${OUT}-s" "$S_STEPS"; prev="${OUT}-s" ;; esac
+# shellcheck disable=SC2086  # S_FLAGS is a list of flags
+case "$STAGES" in *s*) train "${OUT}-s" "$S_STEPS" $S_FLAGS; prev="${OUT}-s" ;; esac
 need_learner() { [ -n "$prev" ] || { echo "stage $1 needs a learner: run the stage before it too" >&2; exit 2; }; }
 case "$STAGES" in
     *f*)
         need_learner f
         echo "== 2f: clean + DAgger round 1 (learner ${prev}) -> ${MIX}" >&2
-        collect 0 --tasks all
+        if [ "$RECIPE" = fast ]; then  # the clean store is DATA itself: copy it rather than collect it again
+            rm -rf "$MIX" && cp -r "$DATA" "$MIX"
+        else
+            collect 0 --tasks all
+        fi
         collect 1 --tasks all --learner "$prev"
         DATA="$MIX" train "${OUT}-f" "$F_STEPS" --init-from "$prev"
         prev="${OUT}-f" ;;
@@ -138,7 +148,7 @@ case "$STAGES" in
         need_learner i
         echo "== 2i: plan adapter on ${prev} (fit on the plans of ${MIX}, text only)" >&2
         "$PY" -m keystone_vla.cli train --data "$MIX" --out "${OUT}-i" --init-from "$prev" --fit-plan-adapter \
-            --relation-phrasing 0.5 --plan-word-features --steps 1600 --seed 0 --threads "$THREADS" --json | tail -n 1
+            --relation-phrasing 0.5 --plan-word-features --steps "$ADAPTER_STEPS" --seed 0 --threads "$THREADS" --json | tail -n 1
         prev="${OUT}-i" ;;
 esac
 [ -n "$prev" ] || { echo "STAGES=${STAGES} names no stage (a-i, s)" >&2; exit 2; }
@@ -148,6 +158,7 @@ echo "== 3/3 closed-loop check, checkpoint size and ship" >&2
 "$PY" -m keystone_vla.cli eval --policy "$OUT" --tasks all --split seen --episodes 2 --workers "$WORKERS" \
     --seed 0 --out "${OUT}-check" --json | tail -n 1
 du -sh "$OUT" >&2
+echo "train_base.sh (RECIPE=${RECIPE}, stages ${STAGES}): ${SECONDS} s wall" >&2
 if [ "$SHIP" = "1" ]; then
     mkdir -p vla/pretrained/keystone-base
     cp "$OUT"/model.safetensors "$OUT"/config.json "$OUT"/normalization.json "$OUT"/tokenizer.json \

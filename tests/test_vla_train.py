@@ -166,7 +166,18 @@ def test_keystone_train_cli_on_a_sim_store(sim_store, tmp_path):
     assert info["train_config"]["action_l2_dims"] == [5]
     assert load_pretrained(tmp_path / "held").model.config.object_frame == "held_part"
     assert load_pretrained(out).model.config.object_frame == "gripper"
+    # a cheaper model from scratch: bigger patches (fewer image tokens) and no plan batches next to the actions
+    proc = subprocess.run(spec + ["--out", str(tmp_path / "p16"), "--patch-size", "16", "--plan-batch-size", "0"],
+                          env=ENV, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cheap = load_pretrained(tmp_path / "p16").model.config
+    assert cheap.vision.patch_size == 16 and cheap.tokens_per_image == 4
+    assert load_pretrained(out).model.config.tokens_per_image == 16
+    assert json.loads((tmp_path / "p16" / "train_info.json").read_text())["train_config"]["plan_batch_size"] == 0
     for bad, msg in ((["--tasks", "juggle"], "no episodes of task"), (["--init-from", str(tmp_path)], "not a checkpoint"),
+                     (["--init-from", str(out), "--patch-size", "16"], "--patch-size shapes a new model"),
+                     (["--patch-size", "5"], "must be a multiple of patch_size 5"),
+                     (["--plan-batch-size", "-1"], "--plan-batch-size must be >= 0"),
                      (["--init-from", str(out), "--chunk-size", "12"], "chunk_size"),
                      (["--action-weights", "1,2"], "7 non-negative numbers"),
                      (["--action-weights", "a,b"], "7 comma-separated numbers"),
