@@ -63,6 +63,7 @@ class EvalConfig:
     align_radius: float = DEFAULT_ALIGN_RADIUS  # VLA agents only: final alignment's capture radius, metres (0: off)
     binary_gripper: bool = True  # VLA agents only: threshold the gripper command at 0.5
     min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE  # VLA agents only: refuse less sure plans (0: off)
+    actions_per_chunk: int | None = None  # learned policies: actions run per predicted chunk (None: the agent's)
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
@@ -75,6 +76,8 @@ class EvalConfig:
             raise ConfigError(f"--relocate-every must be >= 0 ticks (0: once per step), got {self.relocate_every}")
         if self.align_radius < 0:
             raise ConfigError(f"--align-radius must be >= 0 metres (0: no final alignment), got {self.align_radius}")
+        if self.actions_per_chunk is not None and self.actions_per_chunk < 1:
+            raise ConfigError(f"--actions-per-chunk must be >= 1, got {self.actions_per_chunk}")
         if not 0.0 <= self.min_plan_confidence < 1.0:
             raise ConfigError(f"--min-plan-confidence must be in [0, 1) (0: off), got {self.min_plan_confidence}")
         for split in self.splits:
@@ -198,7 +201,8 @@ def _init_worker(config: EvalConfig, video_dir: str | None, threads: int | None)
 
     policy = load_policy(config.policy, max_regrasps=config.max_regrasps, order_pairs=config.order_pairs,
                          relocate_every=config.relocate_every, align_radius=config.align_radius,
-                         binary_gripper=config.binary_gripper, min_plan_confidence=config.min_plan_confidence)
+                         binary_gripper=config.binary_gripper, min_plan_confidence=config.min_plan_confidence,
+                         **({} if config.actions_per_chunk is None else {"n_action_steps": config.actions_per_chunk}))
     cameras = tuple(getattr(policy, "cameras", ())) if getattr(policy, "needs_images", True) else ()
     image_size = int(getattr(policy, "image_size", config.image_size))  # render what the model was trained on
     world = make_world(EpisodeSpec(config.tasks[0] if config.tasks else "pick_place", config.seed, "seen", config.arm),

@@ -172,3 +172,13 @@ def test_cli_bad_input_exits_2(capsys) -> None:
     assert "unknown policy 'no_such_policy'" in capsys.readouterr().err
     assert main(["eval", "--policy", "oracle", "--tasks", "fly"]) == 2
     assert "unknown task 'fly'" in capsys.readouterr().err
+    assert main(["eval", "--policy", "oracle", "--actions-per-chunk", "0"]) == 2
+    assert "--actions-per-chunk must be >= 1, got 0" in capsys.readouterr().err
+
+
+def test_actions_per_chunk_reaches_the_vla_agents_runtime() -> None:
+    from keystone_vla.policies.registry import load_policy
+
+    assert load_policy("keystone-base").runtime_config.n_action_steps == 2  # the agent's default
+    agent = load_policy("keystone-base", n_action_steps=4)
+    assert agent.runtime_config.n_action_steps == 4

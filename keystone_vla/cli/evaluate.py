@@ -18,7 +18,11 @@ from keystone_vla.cli._common import emit_summary
 
 
 def register(subparsers: Any) -> None:
-    from keystone_vla.policies.vla_agent import DEFAULT_ALIGN_RADIUS, DEFAULT_MIN_PLAN_CONFIDENCE, DEFAULT_RELOCATE_EVERY
+    from keystone_vla.policies.vla_agent import (
+        DEFAULT_ALIGN_RADIUS,
+        DEFAULT_MIN_PLAN_CONFIDENCE,
+        DEFAULT_RELOCATE_EVERY,
+    )
 
     p = subparsers.add_parser(
         "eval",
@@ -55,6 +59,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--binary-gripper", action=argparse.BooleanOptionalAction, default=True,
                    help="VLA policies: threshold the model's gripper command at 0.5, as the demonstrations only "
                         "command 0 or 1 (default on)")
+    p.add_argument("--actions-per-chunk", type=int, default=None, metavar="N",
+                   help="learned policies: actions executed from each predicted chunk before the next prediction "
+                        "(default: the agent's, 2 for VLA agents). A model that keeps predicting its gripper close "
+                        "N or more ticks ahead never closes; reports/dev-stop22")
     p.add_argument("--min-plan-confidence", type=float, default=DEFAULT_MIN_PLAN_CONFIDENCE, metavar="P",
                    help="VLA policies: refuse an episode whose plan the model is less sure of than P about where a "
                         "part goes (default %(default)s; 0: off); refused episodes count as failures")
@@ -99,7 +107,7 @@ def run_eval(args: argparse.Namespace) -> int:
         arm=args.arm, max_steps=args.max_steps, videos=not args.no_videos,
         max_regrasps=args.max_regrasps, order_pairs=not args.keep_plan_order,
         relocate_every=args.relocate_every, align_radius=args.align_radius, binary_gripper=args.binary_gripper,
-        min_plan_confidence=args.min_plan_confidence,
+        min_plan_confidence=args.min_plan_confidence, actions_per_chunk=args.actions_per_chunk,
     )
     summary = evaluate(config, progress=True)
     out = {
