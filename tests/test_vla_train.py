@@ -254,3 +254,10 @@ def test_minilm_sentence_token_trains_and_stays_out_of_the_checkpoint(tmp_path):
     sims = torch.nn.functional.cosine_similarity(enc.encode(["pick up the red block"]),
                                                  enc.encode(["grab the red cube", "insert the peg into the hole"]))
     assert sims[0] > sims[1]
+
+
+def test_train_base_script_names_its_recipes_on_a_bad_one():
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_base.sh")
+    proc = subprocess.run(["bash", script], env={**ENV, "RECIPE": "quick"}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "RECIPE=quick: use lineage" in proc.stderr and "fast (stages s, f, h, i)" in proc.stderr
