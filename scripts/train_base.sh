@@ -41,15 +41,15 @@
 #           DAgger collection 12.3, f ~21, h ~2, i ~14, check ~1: 90.1 min, plus 6.9 min collection (stop 19's
 #           measurement of the same command; the run reused that store): ~97 min in all. Its checkpoint fails
 #           at the agent's default 2 actions per chunk (it keeps predicting the gripper close 2 ticks ahead, so a
-#           replan every 2 ticks never reaches it) and succeeds on 89 of the 100 episodes of seeds 0-9 with
-#           `keystone eval --actions-per-chunk 4` (keystone-base: 97 of the same 100), short of the issue's
-#           insert goal (7/10 seen and unseen). Stop 19's version (1,500 steps at patch 16, no DAgger, 75 min)
+#           replan every 2 ticks never reaches it) and succeeds on 89.4 % of the 500 evaluation episodes with
+#           `keystone eval --actions-per-chunk 4` (keystone-base: 96.2 %), short of the issue's goals on insert
+#           seen (78 %), kit_assembly seen (72 %) and unseen-template tower plans (74 % exact). Stop 19's version (1,500 steps at patch 16, no DAgger, 75 min)
 #           failed all 100 at 2 actions per chunk; it was not evaluated at 4.
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
 # 2 threads: stages a-e are 12,000 steps, ~3.5 h; stage f ~45 min (clean 5 min + DAgger 9.5 min collection,
 # 30 min training), stage g ~32 min (10 min + 21 min), stage h ~2 min, stage i ~30 min: ~5.3 h in all. That is over the 90-minute target. RECIPE=fast
-# (stage s above) is the measured alternative: ~97 min, 89 of 100 episodes at 4 actions per chunk (stop 22).
+# (stage s above) is the measured alternative: ~97 min, 89.4 % of 500 episodes at 4 actions per chunk (stop 22).
 # Stage d of the shipped lineage ran with an earlier object-token layout (both objects relative to the current
 # gripper pose); this script trains every stage with the current layout, so it reproduces the recipe, not the bits.
 # RECIPE=fast: STAGES=sfhi, EPISODES=60, S_STEPS=2000, S_FLAGS="--patch-size 32 --plan-batch-size 4",
