@@ -43,8 +43,9 @@
 #           at the agent's default 2 actions per chunk (it keeps predicting the gripper close 2 ticks ahead, so a
 #           replan every 2 ticks never reaches it) and succeeds on 89.4 % of the 500 evaluation episodes with
 #           `keystone eval --actions-per-chunk 4` (keystone-base: 96.2 %), short of the issue's goals on insert
-#           seen (78 %), kit_assembly seen (72 %) and unseen-template tower plans (74 % exact). Stop 19's version (1,500 steps at patch 16, no DAgger, 75 min)
-#           failed all 100 at 2 actions per chunk; it was not evaluated at 4.
+#           seen (78 %), kit_assembly seen (72 %) and unseen-template tower plans (74 % exact). Stop 19's version (1,500 steps at patch 16, no DAgger, the stop-18
+#           adapter, 75 min) failed all 100 episodes of seeds 0-9 at 2 actions per chunk and succeeds on 87 at 4
+#           (insert and kit 20/20 each; build_tower 7/20: motion on seen, plans on unseen).
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
 # 2 threads: stages a-e are 12,000 steps, ~3.5 h; stage f ~45 min (clean 5 min + DAgger 9.5 min collection,
