@@ -38,14 +38,15 @@
 #           (`--plan-batch-size 4`): about 1.05 s/step here instead of ~1.8; then f with one DAgger round
 #           (DAGGER_EPISODES=40 per task, learner s, appended to a copy of the clean store; F_STEPS=1200), h, and i
 #           with ADAPTER_STEPS=800. Measured at stop 22 on a 2-core AVX2 machine (reports/dev-stop22): s 36.1 min,
-#           DAgger collection 12.3, f ~21, h ~2, i ~14, check ~1: 90.1 min, plus 6.9 min collection (stop 19's
+#           DAgger collection 12.3, f 22.3, h ~2, i 14.7, check ~1: 90.1 min, plus 6.9 min collection (stop 19's
 #           measurement of the same command; the run reused that store): ~97 min in all. Its checkpoint fails
 #           at the agent's default 2 actions per chunk (it keeps predicting the gripper close 2 ticks ahead, so a
 #           replan every 2 ticks never reaches it) and succeeds on 89.4 % of the 500 evaluation episodes with
 #           `keystone eval --actions-per-chunk 4` (keystone-base: 96.2 %), short of the issue's goals on insert
-#           seen (78 %), kit_assembly seen (72 %) and unseen-template tower plans (74 % exact). Stop 19's version (1,500 steps at patch 16, no DAgger, the stop-18
-#           adapter, 75 min) failed all 100 episodes of seeds 0-9 at 2 actions per chunk and succeeds on 87 at 4
-#           (insert and kit 20/20 each; build_tower 7/20: motion on seen, plans on unseen).
+#           seen (78 %), kit_assembly seen (72 %) and unseen-template tower plans (74 % exact). Stop 19's version
+#           (1,500 steps at patch 16, no DAgger, the stop-18 adapter, 75 min) failed all 100 episodes of seeds 0-9
+#           at 2 actions per chunk and succeeds on 87 at 4 (insert and kit 20/20 each; build_tower 7/20: motion
+#           on seen, plans on unseen).
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
 # 2 threads: stages a-e are 12,000 steps, ~3.5 h; stage f ~45 min (clean 5 min + DAgger 9.5 min collection,
@@ -92,6 +93,14 @@ OUT="${OUT:-runs/keystone-base}"
 WORKERS="${WORKERS:-2}"
 SHIP="${SHIP:-0}"
 PY="${PY:-.venv/bin/python}"
+case "$RECIPE:$STAGES" in
+    fast:*f*)  # stage f starts MIX as a copy of DATA; it must not replace a store that is already there
+        if [ -e "$MIX" ]; then
+            echo "MIX=${MIX} already exists; RECIPE=fast's stage f starts it as a copy of DATA=${DATA}: move it" \
+                 "aside or name another MIX" >&2
+            exit 2
+        fi ;;
+esac
 THREADS="${THREADS:-2}"
 # PASSIVE: idle OpenMP threads sleep instead of spinning. Measured here: with other jobs on the 2 cores, spinning
 # threads made a 2-thread forward pass ~10x slower (600 ms vs 80 ms); with PASSIVE it stays near 1-thread speed.
@@ -131,7 +140,7 @@ case "$STAGES" in
         need_learner f
         echo "== 2f: clean + DAgger round 1 (learner ${prev}) -> ${MIX}" >&2
         if [ "$RECIPE" = fast ]; then  # the clean store is DATA itself: copy it rather than collect it again
-            rm -rf "$MIX" && cp -r "$DATA" "$MIX"
+            cp -r "$DATA" "$MIX"  # MIX did not exist (checked before any stage ran)
         else
             collect 0 --tasks all
         fi

@@ -261,3 +261,15 @@ def test_train_base_script_names_its_recipes_on_a_bad_one():
     proc = subprocess.run(["bash", script], env={**ENV, "RECIPE": "quick"}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert "RECIPE=quick: use lineage" in proc.stderr and "fast (stages s, f, h, i)" in proc.stderr
+
+
+def test_train_base_fast_recipe_refuses_to_replace_an_existing_mix_store(tmp_path):
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_base.sh")
+    mix = tmp_path / "mix.zarr"
+    mix.mkdir()
+    (mix / "episode").write_text("kept")
+    proc = subprocess.run(["bash", script], env={**ENV, "RECIPE": "fast", "MIX": str(mix), "DATA": str(tmp_path)},
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert f"MIX={mix} already exists" in proc.stderr and "name another MIX" in proc.stderr
+    assert (mix / "episode").read_text() == "kept"  # nothing collected, trained or removed
