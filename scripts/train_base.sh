@@ -69,11 +69,15 @@ cd "$(dirname "$0")/.."
 RECIPE="${RECIPE:-lineage}"
 case "$RECIPE" in
     lineage) ;;
-    fast) STAGES="${STAGES:-sfhi}"; EPISODES="${EPISODES:-60}"; DATA="${DATA:-data/fast.zarr}"
-          MIX="${MIX:-data/fast-mix.zarr}"; OUT="${OUT:-runs/keystone-fast}"; DAGGER_EPISODES="${DAGGER_EPISODES:-40}"
-          F_STEPS="${F_STEPS:-1200}"; ADAPTER_STEPS="${ADAPTER_STEPS:-800}"
-          S_FLAGS="${S_FLAGS:---patch-size 32 --plan-batch-size 4}"; PLAN_BATCH="${PLAN_BATCH:-4}"
-          CHECK_ACTIONS="${CHECK_ACTIONS:-4}" ;;
+    fast) STAGES="${STAGES:-shi}"; EPISODES="${EPISODES:-60}"; DATA="${DATA:-data/fast.zarr}"
+          OUT="${OUT:-runs/keystone-fast}"; DAGGER_EPISODES="${DAGGER_EPISODES:-40}"
+          F_STEPS="${F_STEPS:-1200}"; ADAPTER_STEPS="${ADAPTER_STEPS:-1000}"
+          S_FLAGS="${S_FLAGS:---plan-batch-size 4}"; PLAN_BATCH="${PLAN_BATCH:-4}"
+          CHECK_ACTIONS="${CHECK_ACTIONS:-4}"
+          case "$STAGES" in  # without a DAgger stage, the yaw head and the plan adapter fit on the clean store
+              *f*|*g*) MIX="${MIX:-data/fast-mix.zarr}" ;;
+              *) MIX="${MIX:-$DATA}" ;;
+          esac ;;
     *) echo "RECIPE=${RECIPE}: use lineage (stages a-i, ~5 h) or fast (stages s, f, h, i)" >&2; exit 2 ;;
 esac
 S_STEPS="${S_STEPS:-2000}"
