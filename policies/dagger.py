@@ -11,7 +11,8 @@ learner and segments driven by the oracle (segment lengths and the learner's sha
 the learner's drift develops for up to a second and the oracle then brings the episode back; only successful
 episodes are stored (`keystone data collect --learner CKPT`), so every label belongs to a step the oracle did
 complete. The learner predicts with the oracle's current plan step and that step's objects (the same inputs
-`VLAAgent` gives it), and replans every `n_action_steps` ticks, as in evaluation.
+`VLAAgent` gives it), and replans every `n_action_steps` ticks (by default the checkpoint's
+`VLAConfig.n_action_steps`), as in evaluation.
 
 This module must never read privileged simulator state: it sees observations and the step the oracle is on.
 """
@@ -23,7 +24,6 @@ from typing import Any
 import numpy as np
 
 from keystone_vla.errors import ConfigError
-from keystone_vla.policies.vla_agent import DEFAULT_ACTIONS_PER_CHUNK
 from keystone_vla.types import Observation, PlanStep
 from keystone_vla.vla.object_token import with_step_start
 
@@ -33,11 +33,13 @@ class LearnerMix:
     segments go to the learner."""
 
     def __init__(self, vla: Any, share: float = 0.5, segment: tuple[int, int] = (6, 16),
-                 n_action_steps: int = DEFAULT_ACTIONS_PER_CHUNK) -> None:
+                 n_action_steps: int | None = None) -> None:
         if not 0.0 < share <= 1.0:
             raise ConfigError(f"the learner's share of segments must be in (0, 1], got {share}")
         if not 1 <= segment[0] <= segment[1]:
             raise ConfigError(f"segment must be (min, max) ticks with 1 <= min <= max, got {segment}")
+        if n_action_steps is None:  # as the agent runs this checkpoint in evaluation
+            n_action_steps = min(int(vla.config.chunk_size), int(vla.config.n_action_steps))
         if not 1 <= n_action_steps <= int(vla.config.chunk_size):
             raise ConfigError(f"n_action_steps must be in 1..{vla.config.chunk_size}, got {n_action_steps}")
         self.vla = vla

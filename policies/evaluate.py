@@ -63,7 +63,7 @@ class EvalConfig:
     align_radius: float = DEFAULT_ALIGN_RADIUS  # VLA agents only: final alignment's capture radius, metres (0: off)
     binary_gripper: bool = True  # VLA agents only: threshold the gripper command at 0.5
     min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE  # VLA agents only: refuse less sure plans (0: off)
-    actions_per_chunk: int | None = None  # learned policies: actions run per predicted chunk (None: the agent's)
+    actions_per_chunk: int | None = None  # learned policies: actions run per predicted chunk (None: the checkpoint's)
 
     def __post_init__(self) -> None:
         if self.episodes < 1:

@@ -79,7 +79,8 @@ Closed loop, keystone-base, 500 episodes (stop 17, reports/dev-stop17): 61.6 % w
 
 Default runtime: 2 of the H = 8 actions per chunk (`DEFAULT_ACTIONS_PER_CHUNK`): executing whole chunks open-loop
 overshot the pick position by ~2 cm on pick_place seed 0; replanning every 2 ticks landed within 1 mm (one
-25 ms forward pass per 200 ms of control).
+25 ms forward pass per 200 ms of control). A checkpoint may record another count (`VLAConfig.n_action_steps`,
+set by `keystone train --actions-per-chunk`): the agent uses it, and an explicit ``n_action_steps`` overrides it.
 
 This module must never read privileged simulator state except through the `step_check` it is given.
 """
@@ -95,13 +96,14 @@ import numpy as np
 from keystone_vla.errors import ConfigError, GroundingError
 from keystone_vla.robots import RobotSpec
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
+from keystone_vla.vla.configuration import DEFAULT_N_ACTION_STEPS
 from keystone_vla.vla.object_token import gripper_yaw
 from keystone_vla.vocab import yaw_symmetry
 
 from .runtime import ChunkRuntime, RuntimeConfig
 
 StepCheck = Callable[[PlanStep], bool]
-DEFAULT_ACTIONS_PER_CHUNK = 2  # actions executed per predicted chunk (see module docstring)
+DEFAULT_ACTIONS_PER_CHUNK = DEFAULT_N_ACTION_STEPS  # per predicted chunk unless the checkpoint records another
 Locate = Callable[[PlanStep], np.ndarray]  # a step -> float [14]: its first and last object (x y z yaw size_xyz)
 # (the agent appends the end-effector pose at that moment: the model's 21-number step_objects)
 EMPTY_OPEN, EMPTY_CLOSED = 0.9, 0.05  # gripper opening (state[-1], 1 = open) that means nothing is held
@@ -159,7 +161,7 @@ class VLAAgent:
         self.held_releases = 0  # open commands held back this episode (the part was not over its target)
         self.aligned_ticks = 0  # ticks whose command the final alignment corrected this episode
         chunk = int(vla.config.chunk_size)
-        self.runtime_config = runtime or RuntimeConfig(n_action_steps=min(chunk, DEFAULT_ACTIONS_PER_CHUNK))
+        self.runtime_config = runtime or RuntimeConfig(n_action_steps=min(chunk, int(vla.config.n_action_steps)))
         self.runtime = ChunkRuntime(self._predict, self.runtime_config, on_chunk=self._on_chunk)
         self.plan: Plan | None = None
         self.plan_step = 0
@@ -187,7 +189,7 @@ class VLAAgent:
         from keystone_vla.vla.policy import VLAPolicy
 
         vla = VLAPolicy.from_pretrained(folder, bf16=bf16)
-        n = min(int(vla.config.chunk_size), DEFAULT_ACTIONS_PER_CHUNK)
+        n = min(int(vla.config.chunk_size), int(vla.config.n_action_steps))  # the checkpoint's (default 2)
         config = RuntimeConfig(**{"n_action_steps": n, **runtime}) if runtime else None
         return cls(vla, config, done_threshold, check_patience, regrasp_patience, max_regrasps, require_release,
                    order_pairs, relocate_every, release_radius, align_radius, binary_gripper, min_plan_confidence)

@@ -46,6 +46,19 @@ def test_bad_choices_and_missing_file(tmp_path):
         VLAConfig.load(tmp_path)
 
 
+def test_actions_per_chunk_is_recorded_and_older_configs_load_with_two(tmp_path):
+    cfg = get_preset("tiny").replace(n_action_steps=4)
+    cfg.save(tmp_path)
+    assert VLAConfig.load(tmp_path).n_action_steps == 4
+    assert not list(tmp_path.glob(".*.tmp"))  # written to a temp name, then renamed into place
+    old = get_preset("tiny").to_dict()
+    del old["n_action_steps"]  # a checkpoint saved before the key existed
+    assert VLAConfig.from_dict(old).n_action_steps == 2
+    for bad in (0, -1, 2.5, True, "4"):
+        with pytest.raises(ConfigError, match="n_action_steps must be a whole number >= 1"):
+            get_preset("tiny", n_action_steps=bad)
+
+
 def test_overrides_and_derived_sizes():
     cfg = get_preset("base", cameras=("front", "wrist"), chunk_size=16)
     assert cfg.tokens_per_image == 64

@@ -167,17 +167,26 @@ def test_keystone_train_cli_on_a_sim_store(sim_store, tmp_path):
     assert load_pretrained(tmp_path / "held").model.config.object_frame == "held_part"
     assert load_pretrained(out).model.config.object_frame == "gripper"
     # a cheaper model from scratch: bigger patches (fewer image tokens) and no plan batches next to the actions
-    proc = subprocess.run(spec + ["--out", str(tmp_path / "p16"), "--patch-size", "16", "--plan-batch-size", "0"],
-                          env=ENV, capture_output=True, text=True, timeout=300)
+    # (and the actions per chunk an agent runs it with, recorded in its config.json)
+    proc = subprocess.run(spec + ["--out", str(tmp_path / "p16"), "--patch-size", "16", "--plan-batch-size", "0",
+                                  "--actions-per-chunk", "3"], env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     cheap = load_pretrained(tmp_path / "p16").model.config
     assert cheap.vision.patch_size == 16 and cheap.tokens_per_image == 4
+    assert cheap.n_action_steps == 3 and load_pretrained(out).model.config.n_action_steps == 2
+    from keystone_vla.policies.vla_agent import VLAAgent
+
+    assert VLAAgent.from_pretrained(tmp_path / "p16").runtime_config.n_action_steps == 3
+    assert VLAAgent.from_pretrained(tmp_path / "p16", n_action_steps=1).runtime_config.n_action_steps == 1
+    assert VLAAgent.from_pretrained(out).runtime_config.n_action_steps == 2
     assert load_pretrained(out).model.config.tokens_per_image == 16
     assert json.loads((tmp_path / "p16" / "train_info.json").read_text())["train_config"]["plan_batch_size"] == 0
     for bad, msg in ((["--tasks", "juggle"], "no episodes of task"), (["--init-from", str(tmp_path)], "not a checkpoint"),
                      (["--init-from", str(out), "--patch-size", "16"], "--patch-size shapes a new model"),
                      (["--patch-size", "5"], "must be a multiple of patch_size 5"),
                      (["--plan-batch-size", "-1"], "--plan-batch-size must be >= 0"),
+                     (["--actions-per-chunk", "0"], "--actions-per-chunk must be >= 1"),
+                     (["--actions-per-chunk", "5"], "more than the chunk size 4"),
                      (["--init-from", str(out), "--chunk-size", "12"], "chunk_size"),
                      (["--action-weights", "1,2"], "7 non-negative numbers"),
                      (["--action-weights", "a,b"], "7 comma-separated numbers"),
@@ -194,8 +203,8 @@ def test_fit_yaw_head_cli_adds_a_head_and_keeps_every_other_weight(sim_store, tm
 
     base = [sys.executable, "-m", "keystone_vla.cli", "train", "--data", str(sim_store), "--preset", "tiny",
             "--workers", "0", "--json"]
-    proc = subprocess.run(base + ["--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "4"], env=ENV,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(base + ["--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "4",
+                                  "--actions-per-chunk", "3"], env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     fit = base + ["--fit-yaw-head", "--steps", "50"]
     proc = subprocess.run(fit + ["--init-from", str(tmp_path / "run"), "--out", str(tmp_path / "yaw"),
@@ -208,6 +217,7 @@ def test_fit_yaw_head_cli_adds_a_head_and_keeps_every_other_weight(sim_store, tm
     before, after = load_pretrained(tmp_path / "run").model, load_pretrained(tmp_path / "yaw").model
     assert after.config.yaw_head and not before.config.yaw_head
     assert before.config.object_frame == "gripper" and after.config.object_frame == "held_part"
+    assert before.config.n_action_steps == after.config.n_action_steps == 3  # a fitted copy keeps the recorded count
     kept = before.state_dict()
     for k, v in after.state_dict().items():
         if not k.startswith("yaw_out."):
@@ -216,7 +226,9 @@ def test_fit_yaw_head_cli_adds_a_head_and_keeps_every_other_weight(sim_store, tm
     assert info["yaw_head"]["init_from"] == str(tmp_path / "run") and info["yaw_head"]["steps"] == 50
     assert "closed_loop_eval" not in info
     for bad, msg in (([], "name it with --init-from"), (["--init-from", str(tmp_path / "nope")], "does not exist"),
-                     (["--init-from", str(tmp_path / "run"), "--object-frame", "palm"], "unknown object_frame 'palm'")):
+                     (["--init-from", str(tmp_path / "run"), "--object-frame", "palm"], "unknown object_frame 'palm'"),
+                     (["--init-from", str(tmp_path / "run"), "--actions-per-chunk", "-2"], "must be >= 1"),
+                     (["--init-from", str(tmp_path / "run"), "--actions-per-chunk", "5"], "chunk size 4")):
         proc = subprocess.run(fit + ["--out", str(tmp_path / "bad")] + bad, env=ENV, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr[-2000:])
@@ -260,16 +272,17 @@ def test_train_base_script_names_its_recipes_on_a_bad_one():
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_base.sh")
     proc = subprocess.run(["bash", script], env={**ENV, "RECIPE": "quick"}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "RECIPE=quick: use lineage" in proc.stderr and "fast (stages s, f, h, i)" in proc.stderr
+    assert "RECIPE=quick: use lineage" in proc.stderr and "fast (stages s, h, i" in proc.stderr
 
 
 def test_train_base_fast_recipe_refuses_to_replace_an_existing_mix_store(tmp_path):
+    # the DAgger variant (stage f) starts MIX as a copy of DATA
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_base.sh")
     mix = tmp_path / "mix.zarr"
     mix.mkdir()
     (mix / "episode").write_text("kept")
-    proc = subprocess.run(["bash", script], env={**ENV, "RECIPE": "fast", "MIX": str(mix), "DATA": str(tmp_path)},
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["bash", script], env={**ENV, "RECIPE": "fast", "STAGES": "sfhi", "MIX": str(mix),
+                                                 "DATA": str(tmp_path)}, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert f"MIX={mix} already exists" in proc.stderr and "name another MIX" in proc.stderr
     assert (mix / "episode").read_text() == "kept"  # nothing collected, trained or removed

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ ACTION_HEADS = ("chunk", "tokens")
 CHUNK_QUERIES = ("queries", "pooled")
 TEXT_ENCODERS = ("none", "minilm")
 CONFIG_FILE = "config.json"
+#: actions executed per predicted chunk when a checkpoint records no other (`VLAConfig.n_action_steps`)
+DEFAULT_N_ACTION_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -102,6 +105,13 @@ class VLAConfig:
     #: the plan adapter adds a projection of MiniLM's contextual vector of each instruction word to that word's
     #: embedding in the plan prompt (MiniLM reads both ways, the causal LM only leftwards; reports/dev-stop20)
     plan_word_features: bool = False
+    #: actions a closed-loop agent executes of each predicted chunk before it predicts again (LeRobot's
+    #: ``n_action_steps``; `keystone_vla.policies.vla_agent`), recorded because a checkpoint can depend on it: the
+    #: fast recipe's models keep predicting the gripper close two ticks ahead, so at 2 they never close and at 4
+    #: they work (reports/dev-stop22). `keystone train --actions-per-chunk N` sets it; the agent caps it at
+    #: chunk_size; a caller's explicit ``n_action_steps`` (``keystone eval --actions-per-chunk``) overrides it.
+    #: 2 in the dataclass, the agent's default since stop 11, so older checkpoints load unchanged.
+    n_action_steps: int = DEFAULT_N_ACTION_STEPS
     #: word-level vocabulary size (set from the tokenizer when the model is built; bins come after it)
     vocab_size: int = 0
     #: skill -> step text template learned from data, e.g. {"pick": "pick up the {0}"}
@@ -138,6 +148,9 @@ class VLAConfig:
             raise ConfigError(
                 f"vision.image_size {self.vision.image_size} must be a multiple of patch_size {self.vision.patch_size}"
             )
+        if isinstance(self.n_action_steps, bool) or not isinstance(self.n_action_steps, int) or self.n_action_steps < 1:
+            raise ConfigError(f"n_action_steps must be a whole number >= 1 (actions executed per predicted chunk), "
+                              f"got {self.n_action_steps!r}")
         if self.n_action_bins < 2:
             raise ConfigError(f"n_action_bins must be >= 2, got {self.n_action_bins}")
 
@@ -198,7 +211,9 @@ class VLAConfig:
 
     def save(self, folder: str | Path) -> Path:
         path = Path(folder) / CONFIG_FILE
-        path.write_text(self.to_json())
+        tmp = path.with_name(f".{CONFIG_FILE}.tmp")  # written whole, then renamed: a crash leaves the old file
+        tmp.write_text(self.to_json())
+        os.replace(tmp, path)
         return path
 
     @classmethod

@@ -47,6 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--plan-batch-size", type=int, default=16,
                    help="plan examples per step trained next to the action batch (0 = no plan loss; the plan "
                         "adapter, fitted afterwards, can still learn plans)")
+    p.add_argument("--actions-per-chunk", type=int, default=None,
+                   help="record in the checkpoint written to --out how many actions of each predicted chunk an agent "
+                        "executes before it predicts again (config.json n_action_steps; default: the --init-from "
+                        "checkpoint's, else 2); `keystone eval --actions-per-chunk` still overrides it")
     p.add_argument("--no-object-token", action="store_true",
                    help="no object token (the step's object poses) in the prefix: images and text only")
     p.add_argument("--object-frame", default=None,
@@ -94,13 +98,21 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.actions_per_chunk is not None and args.actions_per_chunk < 1:
+        raise ConfigError(f"--actions-per-chunk must be >= 1 (actions executed per predicted chunk), got "
+                          f"{args.actions_per_chunk}")
     if args.fit_yaw_head and args.fit_plan_adapter:
         raise ConfigError("--fit-yaw-head and --fit-plan-adapter are separate steps; run one, then the other on its "
                           "output")
+    if args.actions_per_chunk is not None and (args.fit_yaw_head or args.fit_plan_adapter) and args.init_from:
+        from keystone_vla.vla.configuration import CONFIG_FILE, VLAConfig
+
+        if os.path.isfile(os.path.join(args.init_from, CONFIG_FILE)):  # else the fit names what is missing
+            _check_actions_per_chunk(args.actions_per_chunk, VLAConfig.load(args.init_from).chunk_size)
     if args.fit_yaw_head:
-        return _fit_yaw_head(args)
+        return _record_actions_per_chunk(args, _fit_yaw_head(args))
     if args.fit_plan_adapter:
-        return _fit_plan_adapter(args)
+        return _record_actions_per_chunk(args, _fit_plan_adapter(args))
     cameras = tuple(split_list(args.cameras))
     overrides = {"action_head": args.action_head, "cameras": cameras, "text_encoder": args.text_encoder,
                  "object_token": not args.no_object_token, "object_frame": args.object_frame or "gripper"}
@@ -142,9 +154,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     eval_fn = None
     if args.eval_every:
         eval_fn = _closed_loop_eval(split_list(args.eval_tasks), args.eval_episodes)
+    if args.actions_per_chunk is not None:
+        _check_actions_per_chunk(args.actions_per_chunk, config.chunk_size)
     summary = train(config, tcfg, train_ds, examples, norm, args.out, resume=args.resume, eval_fn=eval_fn,
                     data_info=info, val_dataset=val_ds, init_from=args.init_from)
     if int(os.environ.get("RANK", "0")) == 0:
+        _record_actions_per_chunk(args, 0)
         out = {
             "out": summary["out"], "steps": summary["steps"], "world_size": summary["world_size"],
             "final_loss": summary["final_losses"].get("loss"), "action_loss": summary["final_losses"].get("action"),
@@ -155,6 +170,26 @@ def cmd_train(args: argparse.Namespace) -> int:
         }
         emit_summary(out, args.json, title="keystone train: done")
     return 0
+
+
+def _record_actions_per_chunk(args: argparse.Namespace, rc: int) -> int:
+    """With --actions-per-chunk N: rewrite --out's config.json with n_action_steps=N (only that key changes; the
+    weights do not depend on it). Runs after the checkpoint is complete, so every training mode shares it."""
+    if args.actions_per_chunk is None or rc != 0:
+        return rc
+    from keystone_vla.vla.configuration import VLAConfig
+
+    config = VLAConfig.load(args.out)
+    _check_actions_per_chunk(args.actions_per_chunk, config.chunk_size)
+    config.replace(n_action_steps=args.actions_per_chunk).save(args.out)
+    return rc
+
+
+def _check_actions_per_chunk(n: int, chunk_size: int) -> None:
+    from keystone_vla.errors import ConfigError
+
+    if n > chunk_size:
+        raise ConfigError(f"--actions-per-chunk {n} is more than the chunk size {chunk_size}; give 1..{chunk_size}")
 
 
 def _check_fit_args(args: argparse.Namespace, flag: str, part: str) -> None:
