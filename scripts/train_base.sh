@@ -46,7 +46,13 @@
 #           seen (78 %), kit_assembly seen (72 %) and unseen-template tower plans (74 % exact). Stop 19's version
 #           (1,500 steps at patch 16, no DAgger, the stop-18 adapter, 75 min) failed all 100 episodes of seeds 0-9
 #           at 2 actions per chunk and succeeds on 87 at 4 (insert and kit 20/20 each; build_tower 7/20: motion
-#           on seen, plans on unseen).
+#           on seen, plans on unseen). Stop 23 ran STAGES=shi with S_FLAGS="--plan-batch-size 4" (patch 16, 2,000
+#           steps, no DAgger; ADAPTER_STEPS=1000; MIX=DATA): s 64.4 min, h 1.6, i ~22, check 0.7: 89.6 min after
+#           collection, ~96.5 min in all, and worse: 72 of 100 on seeds 0-9 at 4 actions per chunk, insert 0 of 20
+#           (it holds the peg in the hole and never lets go: the release stays 4+ ticks ahead, even at 8 actions
+#           per chunk), build_tower 13 of 20 (reports/dev-stop23). The fast recipe's final checkpoint records 4
+#           actions per chunk (ACTIONS, passed to stage i as `keystone train --actions-per-chunk`), so `keystone
+#           eval` and the demo run it right without a flag.
 #   3. evaluate closed-loop in sim and (SHIP=1) copy the checkpoint into vla/pretrained/keystone-base/.
 # Measured wall time on this machine: collection ~8 min (495 episodes, 2 workers), training ~1.05 s/step with
 # 2 threads: stages a-e are 12,000 steps, ~3.5 h; stage f ~45 min (clean 5 min + DAgger 9.5 min collection,
@@ -55,25 +61,26 @@
 # Stage d of the shipped lineage ran with an earlier object-token layout (both objects relative to the current
 # gripper pose); this script trains every stage with the current layout, so it reproduces the recipe, not the bits.
 # RECIPE=fast: STAGES=sfhi, EPISODES=60, S_STEPS=2000, S_FLAGS="--patch-size 32 --plan-batch-size 4",
-# PLAN_BATCH=4, DAGGER_EPISODES=40, F_STEPS=1200, ADAPTER_STEPS=800, DATA data/fast.zarr, MIX data/fast-mix.zarr,
-# OUT runs/keystone-fast; its check runs 4 actions per chunk (CHECK_ACTIONS).
+# PLAN_BATCH=4, DAGGER_EPISODES=40, F_STEPS=1200, ADAPTER_STEPS=800, ACTIONS=4, DATA data/fast.zarr, MIX
+# data/fast-mix.zarr (DATA itself when STAGES has no f or g), OUT runs/keystone-fast.
 # Knobs (environment): EPISODES (per task, default 100), STEPS (stage e, default 2500), STAGES (default abcdefghi),
 # DAGGER_EPISODES (per task and kind, default 60), F_STEPS / G_STEPS (stages f / g, default 2000 / 1500), MIX (the
 # store of stages f and g, default data/mix.zarr),
 # OUT (default runs/keystone-base), DATA (default data/sim.zarr), WORKERS (collection processes, default 2),
 # THREADS (torch threads, default 2), S_STEPS / S_FLAGS (stage s), PLAN_BATCH (plan examples per training step,
-# default 16), ADAPTER_STEPS (stage i, default 1600), CHECK_ACTIONS (actions per chunk in the final check, default 2),
+# default 16), ADAPTER_STEPS (stage i, default 1600), ACTIONS (actions per chunk stage i records in the checkpoint,
+# default: none recorded, i.e. 2), CHECK_ACTIONS (actions per chunk in the final check, default: the recorded count),
 # SHIP=1 to copy the checkpoint files (not the optimizer state) into the package.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RECIPE="${RECIPE:-lineage}"
 case "$RECIPE" in
     lineage) ;;
-    fast) STAGES="${STAGES:-shi}"; EPISODES="${EPISODES:-60}"; DATA="${DATA:-data/fast.zarr}"
+    fast) STAGES="${STAGES:-sfhi}"; EPISODES="${EPISODES:-60}"; DATA="${DATA:-data/fast.zarr}"
           OUT="${OUT:-runs/keystone-fast}"; DAGGER_EPISODES="${DAGGER_EPISODES:-40}"
-          F_STEPS="${F_STEPS:-1200}"; ADAPTER_STEPS="${ADAPTER_STEPS:-1000}"
-          S_FLAGS="${S_FLAGS:---plan-batch-size 4}"; PLAN_BATCH="${PLAN_BATCH:-4}"
-          CHECK_ACTIONS="${CHECK_ACTIONS:-4}"
+          F_STEPS="${F_STEPS:-1200}"; ADAPTER_STEPS="${ADAPTER_STEPS:-800}"
+          S_FLAGS="${S_FLAGS:---patch-size 32 --plan-batch-size 4}"; PLAN_BATCH="${PLAN_BATCH:-4}"
+          ACTIONS="${ACTIONS:-4}"
           case "$STAGES" in  # without a DAgger stage, the yaw head and the plan adapter fit on the clean store
               *f*|*g*) MIX="${MIX:-data/fast-mix.zarr}" ;;
               *) MIX="${MIX:-$DATA}" ;;
@@ -84,7 +91,8 @@ S_STEPS="${S_STEPS:-2000}"
 S_FLAGS="${S_FLAGS:-}"
 PLAN_BATCH="${PLAN_BATCH:-16}"
 ADAPTER_STEPS="${ADAPTER_STEPS:-1600}"
-CHECK_ACTIONS="${CHECK_ACTIONS:-2}"
+ACTIONS="${ACTIONS:-}"  # stage i records it in the checkpoint (config.json n_action_steps); empty: the default 2
+CHECK_ACTIONS="${CHECK_ACTIONS:-}"  # empty: the count the checkpoint records
 EPISODES="${EPISODES:-100}"
 STEPS="${STEPS:-2500}"
 STAGES="${STAGES:-abcdefghi}"
@@ -173,7 +181,8 @@ case "$STAGES" in
         need_learner i
         echo "== 2i: plan adapter on ${prev} (fit on the plans of ${MIX}, text only)" >&2
         "$PY" -m keystone_vla.cli train --data "$MIX" --out "${OUT}-i" --init-from "$prev" --fit-plan-adapter \
-            --relation-phrasing 0.5 --plan-word-features --steps "$ADAPTER_STEPS" --seed 0 --threads "$THREADS" --json | tail -n 1
+            --relation-phrasing 0.5 --plan-word-features --steps "$ADAPTER_STEPS" --seed 0 --threads "$THREADS" \
+            ${ACTIONS:+--actions-per-chunk "$ACTIONS"} --json | tail -n 1
         prev="${OUT}-i" ;;
 esac
 [ -n "$prev" ] || { echo "STAGES=${STAGES} names no stage (a-i, s)" >&2; exit 2; }
@@ -181,7 +190,7 @@ rm -rf "$OUT" && cp -r "$prev" "$OUT"
 
 echo "== 3/3 closed-loop check, checkpoint size and ship" >&2
 "$PY" -m keystone_vla.cli eval --policy "$OUT" --tasks all --split seen --episodes 2 --workers "$WORKERS" \
-    --seed 0 --actions-per-chunk "$CHECK_ACTIONS" --out "${OUT}-check" --json | tail -n 1
+    --seed 0 ${CHECK_ACTIONS:+--actions-per-chunk "$CHECK_ACTIONS"} --out "${OUT}-check" --json | tail -n 1
 du -sh "$OUT" >&2
 echo "train_base.sh (RECIPE=${RECIPE}, stages ${STAGES}): ${SECONDS} s wall" >&2
 if [ "$SHIP" = "1" ]; then

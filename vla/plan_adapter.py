@@ -310,45 +310,22 @@ class PlanAdapterCollator(Collator):
         return out
 
 
-def plan_adapter_loss(model: Any, batch: dict[str, torch.Tensor], length_groups: int = 1) -> torch.Tensor:
-    """Mean next-token loss over the batch's plan tokens. With `length_groups` > 1 the rows are sorted by length
-    and run in that many groups, each cut to its own longest row: the same loss (the right padding a row is cut
-    from never reaches its real tokens through causal attention), less compute. Plan rows here run 22-59 tokens,
-    so a batch of 32 padded to its longest is ~40 % padding."""
+def plan_adapter_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     adapter = model.plan_adapter
-    ids, labels, feats = batch["plan_ids"], batch["plan_labels"], batch["plan_text_features"]
     with adapter.active():
-        if length_groups <= 1 or len(ids) < 2:
-            return model.lm(inputs_embeds=adapter.prompt_embeds(model.lm, ids, feats), labels=labels).loss
-        # a row's length: the position of its last label (labels sit one to the right of ids: the MiniLM token)
-        pos = torch.arange(labels.shape[1]).expand_as(labels)
-        lengths = torch.where(labels != -100, pos, 0).amax(1).clamp(min=1)
-        total = torch.zeros((), dtype=torch.float32)
-        count = 0
-        for rows in torch.argsort(lengths).tensor_split(min(length_groups, len(ids))):
-            n = int(lengths[rows].max())
-            part_labels = labels[rows, :n + 1]
-            n_targets = int((part_labels[:, 1:] != -100).sum())  # the LM's loss is their mean
-            if not n_targets:
-                continue
-            part_feats = feats[rows] if feats.dim() == 2 else feats[rows, :min(feats.shape[1], n)]
-            embeds = adapter.prompt_embeds(model.lm, ids[rows, :n], part_feats)
-            total = total + model.lm(inputs_embeds=embeds, labels=part_labels).loss.float() * n_targets
-            count += n_targets
-        return total / max(count, 1)
+        embeds = adapter.prompt_embeds(model.lm, batch["plan_ids"], batch["plan_text_features"])
+        return model.lm(inputs_embeds=embeds, labels=batch["plan_labels"]).loss
 
 
 # ---- fitting -------------------------------------------------------------------------------------------------
 def fit_plan_adapter(model: Any, tok: WordTokenizer, text_encoder: Any, train: Sequence[PlanExample],
                      val: Sequence[PlanExample], palette: Sequence[str], steps: int = 1500, batch_size: int = 32,
                      lr: float = 2e-3, seed: int = 0, progress: bool = True, shapes: Sequence[str] = (),
-                     relation_phrasing: float = 0.0, held_out: Sequence[str] = (), length_groups: int = 2
-                     ) -> dict[str, Any]:
+                     relation_phrasing: float = 0.0, held_out: Sequence[str] = ()) -> dict[str, Any]:
     """Train only ``model.plan_adapter`` (every other weight frozen) on plan examples, colour words renamed over
     `palette` and shape words over `shapes` (text only, as `data.swap_colours`), and with probability
     `relation_phrasing` a stacking plan's instruction re-described (`plan_phrasing.redescribe`, never matching a
-    `held_out` template), each batch run in `length_groups` groups of similar length (`plan_adapter_loss`); returns
-    the step count, final
+    `held_out` template); returns the step count, final
     training loss and the validation loss (clean prompts) before and after. "Before" is the zero-delta adapter
     with an untrained MiniLM token in the prompt, so it is higher than the checkpoint's own plan loss."""
     if not train:
@@ -383,7 +360,7 @@ def fit_plan_adapter(model: Any, tok: WordTokenizer, text_encoder: Any, train: S
         for g in opt.param_groups:
             g["lr"] = lr * min(1.0, (step + 1) / 50) * 0.5 * (1 + math.cos(math.pi * step / steps))
         batch = coll.plan_batch([coll.rng.choice(coll.plan_examples) for _ in range(batch_size)])
-        loss = plan_adapter_loss(model, batch, length_groups=length_groups)
+        loss = plan_adapter_loss(model, batch)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -400,7 +377,7 @@ def fit_plan_adapter(model: Any, tok: WordTokenizer, text_encoder: Any, train: S
             "final_train_loss": float(loss.detach()), "val_loss_before": before, "val_loss_after": val_loss(),
             "n_parameters": sum(p.numel() for p in params), "lr": lr, "batch_size": batch_size, "seed": seed,
             "colour_palette": list(palette), "shape_palette": list(shapes), "relation_phrasing": relation_phrasing,
-            "held_out_templates": list(held_out), "length_groups": length_groups}
+            "held_out_templates": list(held_out)}
 
 
 def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 1500, batch_size: int = 32,
