@@ -372,4 +372,3 @@ def test_word_features_align_minilm_vectors_to_the_plan_words(tok, encoder, tmp_
     policy._plan_text_encoder = encoder
     plan = policy.plan(texts[0], objects=["red_block", "blue_block", "grey_bowl"])
     assert plan.steps
-
