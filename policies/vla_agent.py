@@ -77,7 +77,7 @@
 Closed loop, keystone-base, 500 episodes (stop 17, reports/dev-stop17): 61.6 % with none of items 6, 8 and 9;
 78.0 % with 6 and 8 (put-down servo only); 81.2 % with 6, 8 and 9; the pick servo's full run is in the report.
 
-Default runtime: 2 of the H = 8 actions per chunk (`DEFAULT_ACTIONS_PER_CHUNK`): executing whole chunks open-loop
+Default runtime: 2 of the H = 8 actions per chunk (`VLAConfig.n_action_steps`'s default): executing whole chunks open-loop
 overshot the pick position by ~2 cm on pick_place seed 0; replanning every 2 ticks landed within 1 mm (one
 25 ms forward pass per 200 ms of control). A checkpoint may record another count (`VLAConfig.n_action_steps`,
 set by `keystone train --actions-per-chunk`): the agent uses it, and an explicit ``n_action_steps`` overrides it.
@@ -96,14 +96,12 @@ import numpy as np
 from keystone_vla.errors import ConfigError, GroundingError
 from keystone_vla.robots import RobotSpec
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
-from keystone_vla.vla.configuration import DEFAULT_N_ACTION_STEPS
 from keystone_vla.vla.object_token import gripper_yaw
 from keystone_vla.vocab import yaw_symmetry
 
 from .runtime import ChunkRuntime, RuntimeConfig
 
 StepCheck = Callable[[PlanStep], bool]
-DEFAULT_ACTIONS_PER_CHUNK = DEFAULT_N_ACTION_STEPS  # per predicted chunk unless the checkpoint records another
 Locate = Callable[[PlanStep], np.ndarray]  # a step -> float [14]: its first and last object (x y z yaw size_xyz)
 # (the agent appends the end-effector pose at that moment: the model's 21-number step_objects)
 EMPTY_OPEN, EMPTY_CLOSED = 0.9, 0.05  # gripper opening (state[-1], 1 = open) that means nothing is held

@@ -179,6 +179,6 @@ def test_cli_bad_input_exits_2(capsys) -> None:
 def test_actions_per_chunk_reaches_the_vla_agents_runtime() -> None:
     from keystone_vla.policies.registry import load_policy
 
-    assert load_policy("keystone-base").runtime_config.n_action_steps == 2  # the agent's default
+    assert load_policy("keystone-base").runtime_config.n_action_steps == 2  # none recorded in its config.json: 2
     agent = load_policy("keystone-base", n_action_steps=4)
     assert agent.runtime_config.n_action_steps == 4

@@ -28,8 +28,6 @@ ACTION_HEADS = ("chunk", "tokens")
 CHUNK_QUERIES = ("queries", "pooled")
 TEXT_ENCODERS = ("none", "minilm")
 CONFIG_FILE = "config.json"
-#: actions executed per predicted chunk when a checkpoint records no other (`VLAConfig.n_action_steps`)
-DEFAULT_N_ACTION_STEPS = 2
 
 
 @dataclass(frozen=True)
@@ -111,7 +109,7 @@ class VLAConfig:
     #: they work (reports/dev-stop22). `keystone train --actions-per-chunk N` sets it; the agent caps it at
     #: chunk_size; a caller's explicit ``n_action_steps`` (``keystone eval --actions-per-chunk``) overrides it.
     #: 2 in the dataclass, the agent's default since stop 11, so older checkpoints load unchanged.
-    n_action_steps: int = DEFAULT_N_ACTION_STEPS
+    n_action_steps: int = 2
     #: word-level vocabulary size (set from the tokenizer when the model is built; bins come after it)
     vocab_size: int = 0
     #: skill -> step text template learned from data, e.g. {"pick": "pick up the {0}"}

@@ -61,9 +61,9 @@ def register(subparsers: Any) -> None:
                         "command 0 or 1 (default on)")
     p.add_argument("--actions-per-chunk", type=int, default=None, metavar="N",
                    help="learned policies: actions executed from each predicted chunk before the next prediction "
-                        "(default: the count the checkpoint records, config.json n_action_steps, else 2). A model "
-                        "that keeps predicting its gripper close "
-                        "N or more ticks ahead never closes; reports/dev-stop22")
+                        "(default: the count the checkpoint records, config.json n_action_steps, else 2). A "
+                        "model that keeps predicting its gripper close N or more ticks ahead never closes; "
+                        "reports/dev-stop22")
     p.add_argument("--min-plan-confidence", type=float, default=DEFAULT_MIN_PLAN_CONFIDENCE, metavar="P",
                    help="VLA policies: refuse an episode whose plan the model is less sure of than P about where a "
                         "part goes (default %(default)s; 0: off); refused episodes count as failures")

@@ -179,9 +179,8 @@ def _record_actions_per_chunk(args: argparse.Namespace, rc: int) -> int:
         return rc
     from keystone_vla.vla.configuration import VLAConfig
 
-    config = VLAConfig.load(args.out)
-    _check_actions_per_chunk(args.actions_per_chunk, config.chunk_size)
-    config.replace(n_action_steps=args.actions_per_chunk).save(args.out)
+    # the value was checked against the chunk size before the run (`_check_actions_per_chunk`)
+    VLAConfig.load(args.out).replace(n_action_steps=args.actions_per_chunk).save(args.out)
     return rc
 
 
