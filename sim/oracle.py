@@ -4,6 +4,10 @@ It emits the same 7-D end-effector delta actions a learned policy emits (so its 
 each plan step as a few Cartesian waypoints (transit, approach, grasp/release, retreat) when the step starts, and
 following them at bounded speed. Grasp yaw is chosen among the object's symmetric equivalents so the later placement
 rotation stays small. It never touches the simulator directly: it reads poses and returns actions.
+
+It closes and opens the gripper on conditions a policy can see (the hand has arrived, or has stopped against
+contact), never after a count of still ticks: a learned policy sees the same state on each of those ticks and can only
+learn an average delay, so its predicted grasp or release stays a few ticks ahead (reports/dev-stop23).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from .world import CONTROL_HZ, SimWorld
 TRANSIT_Z = 0.22
 MAX_YAW_STEP = 0.2
 ARRIVE_TOL = 0.006  # the real end effector must be this close before the next waypoint
+STALL_TOL = 0.0005  # m per tick: an end effector moving less than this has stopped (against contact)
 
 
 @dataclass
@@ -31,7 +36,7 @@ class Waypoint:
     yaw: float
     grip: float  # gripper command held during and after this waypoint
     speed: float  # m/s
-    settle: int = 0  # extra ticks to wait after arriving
+    settle: int = 0  # extra ticks to wait after arriving (only where the wait shows in the state: see below)
 
 
 def _yaw_options(obj: SceneObject, current: float) -> list[float]:
@@ -64,6 +69,7 @@ class OracleExpert:
         self._grip = 0.0
         self._home_yaw = gripper_yaw(world.target_pose[1])
         self._planned_for = -1
+        self._last_ee: np.ndarray | None = None
 
     @property
     def done(self) -> bool:
@@ -84,10 +90,15 @@ class OracleExpert:
         dyaw = wrap_angle(wp.yaw - gripper_yaw(orn))
         dyaw_c = float(np.clip(dyaw, -MAX_YAW_STEP, MAX_YAW_STEP))
         self._grip = wp.grip
+        ee = self.world.robot.ee_pose()[:3]
+        moved = math.inf if self._last_ee is None else float(np.linalg.norm(ee - self._last_ee))
+        self._last_ee = ee
         if dist <= max_d and abs(dyaw) <= MAX_YAW_STEP:  # the commanded pose arrives this tick
             self._settled += 1
-            lag = float(np.linalg.norm(self.world.robot.ee_pose()[:3] - wp.pos))
-            converged = lag < ARRIVE_TOL or self._settled > wp.settle + 15  # contact may block exact arrival
+            lag = float(np.linalg.norm(ee - wp.pos))
+            # contact may block exact arrival: a stalled hand counts as arrived (so a blocked peg is let go at once,
+            # as the state shows it, not after a count of still ticks no policy could see); the count is a backstop
+            converged = lag < ARRIVE_TOL or moved < STALL_TOL or self._settled > wp.settle + 15
             if converged and self._settled > wp.settle:
                 self._wp, self._settled = self._wp + 1, 0
                 if self._wp >= len(self._waypoints):
@@ -121,8 +132,8 @@ class OracleExpert:
         return [
             Waypoint(np.array([pos[0], pos[1], max(pos[2], TRANSIT_Z)]), cur_yaw, 0.0, 0.24),
             Waypoint(above, yaw, 0.0, 0.24),
-            Waypoint(grasp, yaw, 0.0, 0.12, settle=2),
-            Waypoint(grasp, yaw, 1.0, 0.12, settle=5),
+            Waypoint(grasp, yaw, 0.0, 0.12),
+            Waypoint(grasp, yaw, 1.0, 0.12, settle=5),  # the fingers close over these ticks: the state shows it
             Waypoint(above, yaw, 1.0, 0.15),
         ]
 
@@ -156,7 +167,7 @@ class OracleExpert:
         retreat = np.array([goal_ee[0], goal_ee[1], goal_ee[2] + 0.08])
         return [
             Waypoint(above, yaw, 1.0, 0.24, settle=1),
-            Waypoint(goal_ee, yaw, 1.0, speed_down, settle=2),
-            Waypoint(goal_ee, yaw, 0.0, 0.1, settle=3),
+            Waypoint(goal_ee, yaw, 1.0, speed_down),
+            Waypoint(goal_ee, yaw, 0.0, 0.1, settle=3),  # the fingers open over these ticks
             Waypoint(retreat, yaw, 0.0, 0.15),
         ]
