@@ -113,6 +113,7 @@ class EpisodeResult:
     interventions: int = 0
     stalls: int | None = None
     regrasps: int | None = None  # put-down steps sent back to their pick (VLA agent only)
+    actions_per_chunk: int | None = None  # actions the policy ran per predicted chunk (None: it predicts no chunks)
     latency_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     line: int | None = None
@@ -262,6 +263,9 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     regrasps = getattr(policy, "regrasps", None)
     if regrasps is not None:
         result.regrasps = int(regrasps)
+    runtime = getattr(policy, "runtime", None)  # chunk policies (VLA agent, baseline) run a ChunkRuntime
+    if runtime is not None:
+        result.actions_per_chunk = int(runtime.config.n_action_steps)
     if video_dir and rec.video_frames:
         result.video = _maybe_write_video(Path(video_dir), job, result.success, rec.video_frames)
     result.wall_s = time.perf_counter() - t0
@@ -380,6 +384,7 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
     exact = [r.plan_exact for r in results if r.plan_exact is not None]
     same = [r.plan_same_steps for r in results if r.plan_same_steps is not None]
     n_refused = sum(r.refused for r in results)
+    chunk_counts = sorted({r.actions_per_chunk for r in results if r.actions_per_chunk is not None})
     hist, _ = np.histogram(all_latency, bins=LATENCY_BINS_MS) if all_latency else (np.zeros(len(LATENCY_BINS_MS) - 1), None)
     cfg = asdict(config)
     cfg["out"] = str(config.out) if config.out else None
@@ -392,6 +397,8 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
         "plan_exact_rate": _rate(exact),
         "plan_exact_rate_all": _rate(exact, n_refused),
         "plan_same_steps_rate": _rate(same),
+        # what ran, not what was asked: config.actions_per_chunk is None when the checkpoint's own count applied
+        "actions_per_chunk": chunk_counts[0] if len(chunk_counts) == 1 else (chunk_counts or None),
         "tasks": tasks,
         "latency_ms": {"p50": _percentile(all_latency, 50), "p99": _percentile(all_latency, 99),
                        "max": max(all_latency) if all_latency else None, "calls": len(all_latency),

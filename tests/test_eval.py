@@ -182,3 +182,17 @@ def test_actions_per_chunk_reaches_the_vla_agents_runtime() -> None:
     assert load_policy("keystone-base").runtime_config.n_action_steps == 2  # none recorded in its config.json: 2
     agent = load_policy("keystone-base", n_action_steps=4)
     assert agent.runtime_config.n_action_steps == 4
+
+
+def test_results_record_the_actions_per_chunk_that_ran(oracle_report, tmp_path) -> None:
+    assert oracle_report[1]["actions_per_chunk"] is None  # the oracle predicts no chunks
+    counts = []
+    for given in (None, 3):  # keystone-base records none: its agent runs the default 2; a flag overrides it
+        cfg = EvalConfig(policy="keystone-base", tasks=("pick_place",), splits=("seen",), episodes=1, workers=1,
+                         max_steps=3, videos=False, actions_per_chunk=given, out=tmp_path / f"r{given}")
+        summary = evaluate(cfg, progress=False)
+        assert summary["episodes_detail"][0]["actions_per_chunk"] == summary["actions_per_chunk"]
+        report = (tmp_path / f"r{given}" / "report.md").read_text()
+        assert f"**actions per chunk**: {summary['actions_per_chunk']} run per predicted chunk" in report
+        counts.append(summary["actions_per_chunk"])
+    assert counts == [2, 3]
