@@ -384,7 +384,6 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
     exact = [r.plan_exact for r in results if r.plan_exact is not None]
     same = [r.plan_same_steps for r in results if r.plan_same_steps is not None]
     n_refused = sum(r.refused for r in results)
-    chunk_counts = sorted({r.actions_per_chunk for r in results if r.actions_per_chunk is not None})
     hist, _ = np.histogram(all_latency, bins=LATENCY_BINS_MS) if all_latency else (np.zeros(len(LATENCY_BINS_MS) - 1), None)
     cfg = asdict(config)
     cfg["out"] = str(config.out) if config.out else None
@@ -397,8 +396,9 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
         "plan_exact_rate": _rate(exact),
         "plan_exact_rate_all": _rate(exact, n_refused),
         "plan_same_steps_rate": _rate(same),
-        # what ran, not what was asked: config.actions_per_chunk is None when the checkpoint's own count applied
-        "actions_per_chunk": chunk_counts[0] if len(chunk_counts) == 1 else (chunk_counts or None),
+        # what ran, not what was asked (config.actions_per_chunk is None when the checkpoint's own count applied);
+        # one policy config per run, so every episode that ran chunks ran the same count
+        "actions_per_chunk": next((r.actions_per_chunk for r in results if r.actions_per_chunk is not None), None),
         "tasks": tasks,
         "latency_ms": {"p50": _percentile(all_latency, 50), "p99": _percentile(all_latency, 99),
                        "max": max(all_latency) if all_latency else None, "calls": len(all_latency),

@@ -101,11 +101,11 @@ def _header_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("latency", f"p50 {_num(summary['latency_ms']['p50'], '.2f')} ms, p99 {_num(summary['latency_ms']['p99'], '.2f')} ms"),
         ("seeds", f"{summary['seeds']['rule']} (base {summary['seeds']['base']})"),
         ("arm / image size", f"{cfg['arm']} / {cfg['image_size']} px"),
-        *([("actions per chunk", f"{summary['actions_per_chunk']} run per predicted chunk"
-            + (" (--actions-per-chunk)" if cfg.get("actions_per_chunk") is not None else " (the checkpoint's count)"))]
-          if summary.get("actions_per_chunk") is not None else []),
         ("wall time", f"{summary['wall_s']:.0f} s with {cfg['workers']} worker(s)"),
     ]
+    if summary.get("actions_per_chunk") is not None:
+        source = "--actions-per-chunk" if cfg.get("actions_per_chunk") is not None else "the checkpoint's count"
+        lines.append(("actions per chunk", f"{summary['actions_per_chunk']} run per predicted chunk ({source})"))
     if cfg["instructions"]:
         lines.append(("instructions", f"{len(cfg['instructions'])} user phrasing(s) from --instructions-file"))
     return lines

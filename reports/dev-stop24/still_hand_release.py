@@ -6,6 +6,7 @@ within the executed actions. Run from the repository root:
     STILL_M=0.002 python reports/dev-stop24/still_hand_release.py CKPT [TASK] [EPISODES] [ACTIONS_PER_CHUNK] [on|off]
 
 Episodes use seeds 0..EPISODES-1 of the seen split; prints the successes."""
+import os
 import sys
 
 import numpy as np
@@ -15,7 +16,7 @@ from keystone_vla.policies.vla_agent import VLAAgent
 from keystone_vla.sim.rollout import run_episode
 from keystone_vla.types import EpisodeSpec
 
-STILL_M = float(__import__("os").environ.get("STILL_M", "0.0005"))
+STILL_M = float(os.environ.get("STILL_M", "0.0005"))
 
 
 def run(ckpt: str, task: str, seed: int, actions_per_chunk: int, rule: bool) -> tuple[bool, int, int]:
