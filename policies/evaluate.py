@@ -35,7 +35,12 @@ from keystone_vla.types import EpisodeSpec, Plan
 from keystone_vla.vocab import SPLITS
 
 from .episode import EpisodeAdapter, find_scene, plan_goal_holds
-from .vla_agent import DEFAULT_ALIGN_RADIUS, DEFAULT_MIN_PLAN_CONFIDENCE, DEFAULT_RELOCATE_EVERY
+from .vla_agent import (
+    DEFAULT_ALIGN_RADIUS,
+    DEFAULT_MIN_PLAN_CONFIDENCE,
+    DEFAULT_RELOCATE_EVERY,
+    DEFAULT_STILL_RELEASE,
+)
 
 LATENCY_BINS_MS = [0, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
 
@@ -63,6 +68,7 @@ class EvalConfig:
     align_radius: float = DEFAULT_ALIGN_RADIUS  # VLA agents only: final alignment's capture radius, metres (0: off)
     binary_gripper: bool = True  # VLA agents only: threshold the gripper command at 0.5
     min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE  # VLA agents only: refuse less sure plans (0: off)
+    still_release: float = DEFAULT_STILL_RELEASE  # VLA agents only: still-hand release, metres per tick (0: off)
     actions_per_chunk: int | None = None  # learned policies: actions run per predicted chunk (None: the checkpoint's)
 
     def __post_init__(self) -> None:
@@ -80,6 +86,8 @@ class EvalConfig:
             raise ConfigError(f"--actions-per-chunk must be >= 1, got {self.actions_per_chunk}")
         if not 0.0 <= self.min_plan_confidence < 1.0:
             raise ConfigError(f"--min-plan-confidence must be in [0, 1) (0: off), got {self.min_plan_confidence}")
+        if self.still_release < 0:
+            raise ConfigError(f"--still-release must be >= 0 metres per tick (0: off), got {self.still_release}")
         for split in self.splits:
             if split not in SPLITS:
                 raise unknown_choice("split", split, SPLITS)
@@ -113,6 +121,7 @@ class EpisodeResult:
     interventions: int = 0
     stalls: int | None = None
     regrasps: int | None = None  # put-down steps sent back to their pick (VLA agent only)
+    still_releases: int | None = None  # opens run early because the hand had stopped (VLA agent only)
     actions_per_chunk: int | None = None  # actions the policy ran per predicted chunk (None: it predicts no chunks)
     latency_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
@@ -203,6 +212,7 @@ def _init_worker(config: EvalConfig, video_dir: str | None, threads: int | None)
     policy = load_policy(config.policy, max_regrasps=config.max_regrasps, order_pairs=config.order_pairs,
                          relocate_every=config.relocate_every, align_radius=config.align_radius,
                          binary_gripper=config.binary_gripper, min_plan_confidence=config.min_plan_confidence,
+                         still_release=config.still_release,
                          **({} if config.actions_per_chunk is None else {"n_action_steps": config.actions_per_chunk}))
     cameras = tuple(getattr(policy, "cameras", ())) if getattr(policy, "needs_images", True) else ()
     image_size = int(getattr(policy, "image_size", config.image_size))  # render what the model was trained on
@@ -263,6 +273,9 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     regrasps = getattr(policy, "regrasps", None)
     if regrasps is not None:
         result.regrasps = int(regrasps)
+    still_releases = getattr(policy, "still_releases", None)
+    if still_releases is not None:
+        result.still_releases = int(still_releases)
     runtime = getattr(policy, "runtime", None)  # chunk policies (VLA agent, baseline) run a ChunkRuntime
     if runtime is not None:
         result.actions_per_chunk = int(runtime.config.n_action_steps)

@@ -64,9 +64,9 @@ def resolve_policy_name(spec: str) -> tuple[str, Path | None]:
 def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | None = None,
                 relocate_every: int | None = None, align_radius: float | None = None,
                 binary_gripper: bool | None = None, min_plan_confidence: float | None = None,
-                **runtime: Any) -> Any:
+                still_release: float | None = None, **runtime: Any) -> Any:
     """Build the policy named by `spec` (see module docstring); `runtime` goes to the chunk runtime config,
-    `max_regrasps`, `order_pairs`, `relocate_every`, `align_radius`, `binary_gripper` and `min_plan_confidence` to
+    `max_regrasps`, `order_pairs`, `relocate_every`, `align_radius`, `binary_gripper`, `min_plan_confidence` and `still_release` to
     a VLA agent (None: its default; ignored by the other
     policies, which have no plan)."""
     kind, folder = resolve_policy_name(spec)
@@ -95,4 +95,6 @@ def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | 
         agent["binary_gripper"] = binary_gripper
     if min_plan_confidence is not None:
         agent["min_plan_confidence"] = min_plan_confidence
+    if still_release is not None:
+        agent["still_release"] = still_release
     return VLAAgent.from_pretrained(folder, **agent, **runtime)

@@ -73,6 +73,19 @@
    less probability than this is refused before motion (`VLAPolicy.plan(min_confidence=...)`), naming its best
    guess: a wrong tower is a hallucinated motion. The threshold sits below the least confident of 410 right plans
    (0.93, keystone-base, reports/dev-stop18), where it refused 39 of 70 wrong ones.
+11. Still-hand release (`still_release`, metres per tick, default `DEFAULT_STILL_RELEASE`; `keystone eval
+   --still-release M`, 0 = off): during a held put-down inside the alignment's capture radius (item 8; off with it),
+   once the end effector moved less than `still_release` since the previous observation, an open command that the
+   latest chunk predicts anywhere in its horizon runs now, provided the part, located now, is within the release
+   tolerance of its target in x/y (the servo's interlock) and no higher than `STILL_RELEASE_GAP` above it (part
+   bottom vs target top: set down, not hovering). Why: the oracle lets go once the hand has arrived or stalled
+   against contact, but one observation (joints plus finger opening, no velocity) does not show that the hand has
+   stopped, so a model trained on it keeps predicting the release a couple of actions ahead; executing 2 actions
+   per chunk, the release never comes within reach. Measured (stop 24, reports/dev-stop24 §4-5, a fast-recipe
+   checkpoint without DAgger at 2 actions per chunk): insert 0 of 5 without the rule, 10 of 10 with it (as a
+   prototype without the height and once-per-step guards; it also fired on picks and flapped on kit_assembly and
+   build_tower, hence the guards). It fires at most once each time a plan step begins (`still_releases` counts it), and never
+   turns a close into anything else.
 
 Closed loop, keystone-base, 500 episodes (stop 17, reports/dev-stop17): 61.6 % with none of items 6, 8 and 9;
 78.0 % with 6 and 8 (put-down servo only); 81.2 % with 6, 8 and 9; the pick servo's full run is in the report.
@@ -112,6 +125,8 @@ ALIGN_MAX_STEP = 0.005  # metres of x/y correction per tick, at most
 ALIGN_MAX_YAW = 0.1  # radians of yaw correction per tick, at most
 ALIGN_RELEASE_TOL = 0.003  # metres: an open command waits until the part is this close to its target (x/y)
 DEFAULT_MIN_PLAN_CONFIDENCE = 0.9  # plans less sure than this of where a part goes are refused (docstring, 10.)
+DEFAULT_STILL_RELEASE = 0.002  # metres per tick: a hand moving less has stopped (docstring, 11.; 0 = off)
+STILL_RELEASE_GAP = 0.01  # metres: a still-hand release needs the part's bottom at most this far above the target's top
 
 
 class VLAAgent:
@@ -126,7 +141,8 @@ class VLAAgent:
                  require_release: bool = True, order_pairs: bool = True,
                  relocate_every: int = DEFAULT_RELOCATE_EVERY, release_radius: float = 0.0,
                  align_radius: float = DEFAULT_ALIGN_RADIUS, binary_gripper: bool = True,
-                 min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE) -> None:
+                 min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE,
+                 still_release: float = DEFAULT_STILL_RELEASE) -> None:
         if not 0.0 < done_threshold < 1.0:
             raise ConfigError(f"done_threshold must be in (0, 1), got {done_threshold}")
         if check_patience < 1:
@@ -144,7 +160,14 @@ class VLAAgent:
         if not 0.0 <= min_plan_confidence < 1.0:
             raise ConfigError(f"min_plan_confidence must be in [0, 1) (0: never refuse on confidence), got "
                               f"{min_plan_confidence}")
+        if still_release < 0:
+            raise ConfigError(f"still_release must be >= 0 metres per tick (0: no still-hand release), got "
+                              f"{still_release}")
         self.vla = vla
+        self.still_release = still_release
+        self.still_releases = 0  # opens the still-hand rule ran this episode (docstring, 11.)
+        self._still_fired_at: int | None = None  # plan step at which it last fired (once per step)
+        self._prev_ee: np.ndarray | None = None  # end-effector position at the previous act()
         self.min_plan_confidence = min_plan_confidence
         self.done_threshold = done_threshold
         self.check_patience = check_patience
@@ -182,7 +205,8 @@ class VLAAgent:
                         require_release: bool = True, order_pairs: bool = True,
                         relocate_every: int = DEFAULT_RELOCATE_EVERY, release_radius: float = 0.0,
                         align_radius: float = DEFAULT_ALIGN_RADIUS, binary_gripper: bool = True,
-                        min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE, **runtime: Any) -> VLAAgent:
+                        min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE,
+                        still_release: float = DEFAULT_STILL_RELEASE, **runtime: Any) -> VLAAgent:
         """Load a VLA checkpoint folder; `runtime` overrides `RuntimeConfig` fields (n_action_steps, ...)."""
         from keystone_vla.vla.policy import VLAPolicy
 
@@ -190,7 +214,8 @@ class VLAAgent:
         n = min(int(vla.config.chunk_size), int(vla.config.n_action_steps))  # the checkpoint's (default 2)
         config = RuntimeConfig(**{"n_action_steps": n, **runtime}) if runtime else None
         return cls(vla, config, done_threshold, check_patience, regrasp_patience, max_regrasps, require_release,
-                   order_pairs, relocate_every, release_radius, align_radius, binary_gripper, min_plan_confidence)
+                   order_pairs, relocate_every, release_radius, align_radius, binary_gripper, min_plan_confidence,
+                   still_release)
 
     @property
     def cameras(self) -> tuple[str, ...]:
@@ -265,6 +290,9 @@ class VLAAgent:
         self._step_objects = None
         self.held_releases = 0
         self.aligned_ticks = 0
+        self.still_releases = 0
+        self._still_fired_at = None
+        self._prev_ee = None
         self.runtime.reset()
 
     def close(self) -> None:
@@ -306,8 +334,12 @@ class VLAAgent:
             self._step_objects = with_step_start(located, observation.ee_pose)
             self._located_at = self._tick
         action = self.runtime.act(observation)
+        ee = np.asarray(observation.ee_pose, np.float64)[:3]
+        still = (self._prev_ee is not None and self.still_release > 0
+                 and float(np.linalg.norm(ee - self._prev_ee)) < self.still_release)
+        self._prev_ee = ee
         if self.align_radius:
-            action = self._align(action, observation)
+            action = self._align(action, observation, still=still)
         elif self._release_too_early(action, observation):
             action = action.copy()
             action[-1] = 1.0
@@ -322,6 +354,7 @@ class VLAAgent:
         """Make plan step `index` current: fresh done/check counters, objects located again, queue flushed."""
         self.plan_step = index
         self._done_at = None
+        self._still_fired_at = None
         self._checked_ticks = 0
         self._empty_ticks = 0
         self._step_objects = None
@@ -361,10 +394,11 @@ class VLAAgent:
         located = np.asarray(self._locate(step), np.float64)
         return float(np.linalg.norm(located[0:2] - located[7:9])) > self.release_radius
 
-    def _align(self, action: np.ndarray, observation: Observation) -> np.ndarray:
+    def _align(self, action: np.ndarray, observation: Observation, still: bool = False) -> np.ndarray:
         """Final alignment (`align_radius`, module docstring 8.): `action` with a bounded x/y/yaw correction, for a
         put-down of the held part toward its target (an early open held back), for a pick of the open hand toward the
-        part's grasp pose; unchanged otherwise or outside the capture radius."""
+        part's grasp pose; unchanged otherwise or outside the capture radius. `still` (the hand has stopped): a
+        put-down's open command predicted later in the latest chunk runs now (module docstring 11.)."""
         if not self._locate_live or self.plan is None:
             return action
         step = self._held_put_down(observation)
@@ -395,11 +429,22 @@ class VLAAgent:
             period = 2 * np.pi / symmetry
             turn = float(np.mod(turn + period / 2, period) - period / 2)
             out[5] += float(np.clip(ALIGN_GAIN * turn, -ALIGN_MAX_YAW, ALIGN_MAX_YAW))
-        if step is not None and float(out[-1]) < 0.5 and distance > (self.release_radius or ALIGN_RELEASE_TOL):
+        tolerance = self.release_radius or ALIGN_RELEASE_TOL
+        if step is not None and float(out[-1]) < 0.5 and distance > tolerance:
             out[-1] = 1.0
             self.held_releases += 1
+        elif (step is not None and still and float(out[-1]) >= 0.5 and distance <= tolerance
+              and self._still_fired_at != self.plan_step and _set_down(located) and self._release_predicted()):
+            out[-1] = 0.0
+            self.still_releases += 1
+            self._still_fired_at = self.plan_step
         self.aligned_ticks += 1
         return out
+
+    def _release_predicted(self) -> bool:
+        """Whether the latest chunk commands an open (gripper < 0.5) anywhere in its horizon."""
+        chunk = self.runtime.last_chunk
+        return chunk is not None and bool(np.any(np.asarray(chunk.actions)[:, -1] < 0.5))
 
     def _should_relocate(self, observation: Observation) -> bool:
         """Whether to locate the current put-down's objects again (`relocate_every`, module docstring 6.): only while
@@ -440,6 +485,14 @@ def order_independent_pairs(plan: Plan, objects: dict[str, Any]) -> Plan:
         return plan
     ordered = sorted(pairs, key=lambda pq: -float(objects[pq[0].args[0]].position[1]))
     return Plan(plan.instruction, tuple(s for pq in ordered for s in pq))
+
+
+def _set_down(located: np.ndarray) -> bool:
+    """Whether a step's located part (`Locate` layout) rests on or in its target: the part's bottom at most
+    `STILL_RELEASE_GAP` above the target's top (centre z plus half its height; sizes may be zero on a robot)."""
+    bottom = float(located[2]) - float(located[6]) / 2
+    top = float(located[9]) + float(located[13]) / 2
+    return bottom <= top + STILL_RELEASE_GAP
 
 
 def _opening(observation: Observation) -> float:

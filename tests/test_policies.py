@@ -414,6 +414,71 @@ def test_vla_agent_binary_gripper_thresholds_only_the_gripper(vla_ckpt) -> None:
         assert b[-1] == (1.0 if a[-1] >= 0.5 else 0.0)
 
 
+def test_vla_agent_still_hand_release_runs_a_predicted_open_once_the_part_is_set_down(vla_ckpt) -> None:
+    """still_release: a model that keeps predicting its release a few actions ahead (here the 5th of 8, with 2 run
+    per chunk) lets go once the hand stops with the part set down over its target; not while the hand moves, not
+    hovering above the target, not off target, not twice in one step, and never with the rule off."""
+    from keystone_vla.types import ActionChunk
+
+    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1 - 1e-9, check_patience=10**6)
+    size = agent.image_size
+    scene = [DetectedObject("peg", "red", "peg", (0.5, 0.0, 0.04)), DetectedObject("hole", "grey", "hole", (0.5, 0.2, 0.0))]
+    part = {"xy": (0.5, 0.2), "z": 0.044}  # the peg in the hole: bottom 4 mm above the floor
+
+    def locate(step: PlanStep) -> np.ndarray:
+        return np.array([*part["xy"], part["z"], 0, 0.024, 0.024, 0.08, 0.5, 0.2, 0.0, 0, 0.12, 0.12, 0.04], np.float32)
+
+    grip = {"open_at": 4}
+
+    def predict_chunk(observation, text, objects=None) -> ActionChunk:  # a scripted model: no motion, release ahead
+        actions = np.zeros((8, 7), np.float32)
+        actions[: grip["open_at"], -1] = 1.0
+        return ActionChunk(actions, step_done=0.0)
+
+    agent.vla.predict_chunk = predict_chunk
+    agent.prepare("insert the peg into the hole", obs(size), scene, step_check=lambda s: s.skill == "pick",
+                  locate=locate)
+    agent.plan = Plan("x", (PlanStep.parse("pick(peg)", "pick up the peg"),
+                            PlanStep.parse("insert(peg, hole)", "insert it into the hole")))
+
+    def run(ticks: int, move: float = 0.0) -> list[float]:
+        """Gripper commands of `ticks` ticks of the put-down, the end effector moving `move` metres per tick."""
+        out = []
+        for k in range(ticks):
+            o = obs(size, opening=0.5)  # the part in the hand
+            o = Observation(images=o.images, state=o.state,
+                            ee_pose=np.array([0.5, 0.2 + move * k, 0.1, 1, 0, 0, 0], np.float32))
+            out.append(float(agent.act(o)[-1]))
+        return out
+
+    def restart() -> None:
+        agent.reset()
+        agent.plan_step = 1
+
+    restart()
+    assert run(6, move=0.01) == [1.0] * 6  # the hand moves: the release stays ahead, never run
+    restart()
+    assert run(6) == [1.0, 0.0, 1.0, 1.0, 1.0, 1.0]  # still from the second tick: the open runs, once in this step
+    assert agent.still_releases == 1
+    agent._go_to(1)  # the step begins again (a regrasp): the rule may fire again, the hand still since before
+    assert run(2) == [0.0, 1.0] and agent.still_releases == 2
+    restart()
+    part["z"] = 0.044 + 0.04 + 0.015  # the peg's bottom 1.5 cm above the fixture: hovering, not set down
+    assert run(4) == [1.0] * 4
+    part["z"], part["xy"] = 0.044, (0.5, 0.19)  # 10 mm off the hole: the servo's interlock holds it
+    restart()
+    assert 0.0 not in run(4)
+    part["xy"], grip["open_at"] = (0.5, 0.2), 8  # no open anywhere in the chunk: nothing to run early
+    restart()
+    assert run(4) == [1.0] * 4 and agent.still_releases == 0
+    grip["open_at"] = 4
+    agent.still_release = 0.0  # off
+    restart()
+    assert run(4) == [1.0] * 4
+    with pytest.raises(ConfigError, match="still_release"):
+        VLAAgent(agent.vla, still_release=-0.001)
+
+
 def test_vla_agent_in_the_harness_reports_its_plan(vla_ckpt) -> None:
     torch.manual_seed(0)
     policy = load_policy(str(vla_ckpt))

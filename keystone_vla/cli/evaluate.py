@@ -22,6 +22,7 @@ def register(subparsers: Any) -> None:
         DEFAULT_ALIGN_RADIUS,
         DEFAULT_MIN_PLAN_CONFIDENCE,
         DEFAULT_RELOCATE_EVERY,
+        DEFAULT_STILL_RELEASE,
     )
 
     p = subparsers.add_parser(
@@ -67,6 +68,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("--min-plan-confidence", type=float, default=DEFAULT_MIN_PLAN_CONFIDENCE, metavar="P",
                    help="VLA policies: refuse an episode whose plan the model is less sure of than P about where a "
                         "part goes (default %(default)s; 0: off); refused episodes count as failures")
+    p.add_argument("--still-release", type=float, default=DEFAULT_STILL_RELEASE, metavar="METRES",
+                   help="VLA policies: once the hand moved less than METRES since the last tick, with the held part "
+                        "set down over its target, run an open command the latest chunk predicts later (default "
+                        "%(default)s; 0: off; needs the final alignment): a model that keeps predicting its release "
+                        "a few actions ahead lets go. reports/dev-stop25")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="eval_command", metavar="compare")
@@ -108,7 +114,8 @@ def run_eval(args: argparse.Namespace) -> int:
         arm=args.arm, max_steps=args.max_steps, videos=not args.no_videos,
         max_regrasps=args.max_regrasps, order_pairs=not args.keep_plan_order,
         relocate_every=args.relocate_every, align_radius=args.align_radius, binary_gripper=args.binary_gripper,
-        min_plan_confidence=args.min_plan_confidence, actions_per_chunk=args.actions_per_chunk,
+        min_plan_confidence=args.min_plan_confidence, still_release=args.still_release,
+        actions_per_chunk=args.actions_per_chunk,
     )
     summary = evaluate(config, progress=True)
     out = {
