@@ -416,8 +416,9 @@ def test_vla_agent_binary_gripper_thresholds_only_the_gripper(vla_ckpt) -> None:
 
 def test_vla_agent_still_hand_release_runs_a_predicted_open_once_the_part_is_set_down(vla_ckpt) -> None:
     """still_release: a model that keeps predicting its release a few actions ahead (here the 5th of 8, with 2 run
-    per chunk) lets go once the hand stops with the part set down over its target; not while the hand moves, not
-    hovering above the target, not off target, not twice in one step, and never with the rule off."""
+    per chunk) lets go once the hand stops with the part set down over its target, and the hand stays open for the
+    rest of the step; not while the hand moves, not hovering above the target, not off target, never with the rule
+    off."""
     from keystone_vla.types import ActionChunk
 
     agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1 - 1e-9, check_patience=10**6)
@@ -458,10 +459,10 @@ def test_vla_agent_still_hand_release_runs_a_predicted_open_once_the_part_is_set
     restart()
     assert run(6, move=0.01) == [1.0] * 6  # the hand moves: the release stays ahead, never run
     restart()
-    assert run(6) == [1.0, 0.0, 1.0, 1.0, 1.0, 1.0]  # still from the second tick: the open runs, once in this step
-    assert agent.still_releases == 1
+    assert run(6) == [1.0] + [0.0] * 5  # still from the second tick: the open runs and holds (the model says closed)
+    assert agent.still_releases == 1  # fired once
     agent._go_to(1)  # the step begins again (a regrasp): the rule may fire again, the hand still since before
-    assert run(2) == [0.0, 1.0] and agent.still_releases == 2
+    assert run(2) == [0.0, 0.0] and agent.still_releases == 2
     restart()
     part["z"] = 0.044 + 0.04 + 0.015  # the peg's bottom 1.5 cm above the fixture: hovering, not set down
     assert run(4) == [1.0] * 4
