@@ -72,7 +72,8 @@
    --min-plan-confidence P`, 0 = off): a plan whose decoder gave any chosen target token (where a part goes)
    less probability than this is refused before motion (`VLAPolicy.plan(min_confidence=...)`), naming its best
    guess: a wrong tower is a hallucinated motion. The threshold sits below the least confident of 410 right plans
-   (0.93, keystone-base, reports/dev-stop18), where it refused 39 of 70 wrong ones.
+   (0.93, the stop-18 keystone-base, reports/dev-stop18), where it refused 39 of 70 wrong ones; the stop-25
+   keystone-base's least confident right plan of 455 scored 0.91 (reports/dev-stop25).
 11. Still-hand release (`still_release`, metres per tick, default `DEFAULT_STILL_RELEASE`; `keystone eval
    --still-release M`, 0 = off): during a held put-down inside the alignment's capture radius (item 8; off with it),
    once the end effector moved less than `still_release` since the previous observation, an open command that the
@@ -86,7 +87,9 @@
    prototype without the height and once-per-step guards; it also fired on picks and flapped on kit_assembly and
    build_tower, hence the guards). It fires at most once each time a plan step begins (`still_releases` counts it), and
    the hand then stays open until the step ends: a one-tick open followed by the model's own closed commands
-   re-grasped the block (measured: build_tower seed 0, stop 25).
+   re-grasped the block (measured: build_tower seed 0, stop 25). The stop-25 keystone-base, seeds 0-9, seen and
+   unseen, 2 actions per chunk: insert, kit_assembly and build_tower 2 of 60 without the rule, 60 of 60 with it
+   (kit_assembly 0 and build_tower 1 of 20 with a one-tick release; reports/dev-stop25).
 
 Closed loop, keystone-base, 500 episodes (stop 17, reports/dev-stop17): 61.6 % with none of items 6, 8 and 9;
 78.0 % with 6 and 8 (put-down servo only); 81.2 % with 6, 8 and 9; the pick servo's full run is in the report.
