@@ -66,9 +66,8 @@ def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | 
                 binary_gripper: bool | None = None, min_plan_confidence: float | None = None,
                 still_release: float | None = None, **runtime: Any) -> Any:
     """Build the policy named by `spec` (see module docstring); `runtime` goes to the chunk runtime config,
-    `max_regrasps`, `order_pairs`, `relocate_every`, `align_radius`, `binary_gripper`, `min_plan_confidence` and `still_release` to
-    a VLA agent (None: its default; ignored by the other
-    policies, which have no plan)."""
+    `max_regrasps`, `order_pairs`, `relocate_every`, `align_radius`, `binary_gripper`, `min_plan_confidence` and
+    `still_release` to a VLA agent (None: its default; ignored by the other policies, which have no plan)."""
     kind, folder = resolve_policy_name(spec)
     if kind == "oracle":
         from keystone_vla.policies.oracle import OraclePolicy

@@ -344,13 +344,13 @@ class VLAAgent:
         self._prev_ee = ee
         if self.align_radius:
             action = self._align(action, observation, still=still)
-        if self._still_fired_at is not None and self._still_fired_at == self.plan_step:
-            action = action.copy()  # a still-hand release holds for the rest of the step (docstring, 11.)
-            action[-1] = 0.0
         elif self._release_too_early(action, observation):
             action = action.copy()
             action[-1] = 1.0
             self.held_releases += 1
+        if self._still_fired_at == self.plan_step:  # a still-hand release holds for the rest of the step (11.)
+            action = action.copy()
+            action[-1] = 0.0
         if self.binary_gripper:
             action = action.copy()
             action[-1] = 1.0 if float(action[-1]) >= 0.5 else 0.0

@@ -179,7 +179,7 @@ def test_cli_bad_input_exits_2(capsys) -> None:
 def test_actions_per_chunk_reaches_the_vla_agents_runtime() -> None:
     from keystone_vla.policies.registry import load_policy
 
-    assert load_policy("keystone-base").runtime_config.n_action_steps == 2  # none recorded in its config.json: 2
+    assert load_policy("keystone-base").runtime_config.n_action_steps == 2  # the count its config.json records
     agent = load_policy("keystone-base", n_action_steps=4)
     assert agent.runtime_config.n_action_steps == 4
 
@@ -187,7 +187,7 @@ def test_actions_per_chunk_reaches_the_vla_agents_runtime() -> None:
 def test_results_record_the_actions_per_chunk_that_ran(oracle_report, tmp_path) -> None:
     assert oracle_report[1]["actions_per_chunk"] is None  # the oracle predicts no chunks
     counts = []
-    for given in (None, 3):  # keystone-base records none: its agent runs the default 2; a flag overrides it
+    for given in (None, 3):  # keystone-base records 2 (RECIPE=fast's ACTIONS); a flag overrides it
         cfg = EvalConfig(policy="keystone-base", tasks=("pick_place",), splits=("seen",), episodes=1, workers=1,
                          max_steps=3, videos=False, actions_per_chunk=given, out=tmp_path / f"r{given}")
         summary = evaluate(cfg, progress=False)
