@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from test_vla_helpers import tiny_checkpoint
 
+from keystone_vla.policies.closed_loop import evaluate_in_sim
 from keystone_vla.types import EpisodeSpec
-from keystone_vla.vla.closed_loop import evaluate_in_sim
 from keystone_vla.vla.policy import VLAPolicy
 
 
@@ -34,8 +34,8 @@ def test_episode_runs_with_a_plan_grounded_in_the_scene(policy):
 @pytest.mark.slow
 def test_shipped_agent_servoes_the_peg_into_the_hole_in_the_real_simulator():
     """keystone-base with the agent's defaults on insert seed 7 (seen): the final alignment corrects the model's
-    commands near the pick and the hole (stop 16: without it this episode opened 24 mm off the hole), and the
-    peg ends in the hole."""
+    commands near the pick and the hole (a model's commands alone can open the gripper centimetres off the hole),
+    and the peg ends in the hole."""
     from keystone_vla.policies.registry import load_policy
     from keystone_vla.sim.rollout import run_episode
 
