@@ -8,7 +8,10 @@ its own successful episodes straight into the store (atomic, concurrent-safe, se
 `keystone_vla.datasets.writer`), so frames never travel between processes. Failed episodes are dropped and
 counted, never written.
 
-This module must never write an unsuccessful episode or decide anything about the tasks themselves.
+DAgger collection takes its learner by injection: the caller passes a `LearnerFactory` (built by
+`keystone data collect --learner CKPT` from `keystone_vla.policies.dagger`), which each worker calls to get the
+episode's `keystone_vla.sim.rollout.Executor`. This module must never write an unsuccessful episode, decide
+anything about the tasks themselves, or import the model or policy layers (`vla`, `policies`) that sit above it.
 """
 
 from __future__ import annotations
@@ -21,13 +24,34 @@ from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from keystone_vla.errors import ConfigError, unknown_choice
 from keystone_vla.vocab import SPLITS
 
+if TYPE_CHECKING:
+    from keystone_vla.sim.rollout import Executor
+
 _WORLD: dict[tuple, Any] = {}
-_LEARNER: dict[str, Any] = {}
+
+
+class LearnerFactory(Protocol):
+    """A learner for DAgger collection, as the collector sees it.
+
+    It is pickled to every spawned worker, so it must be a small, picklable value (a frozen dataclass naming a
+    checkpoint folder, not a loaded model). Called in a worker, once per episode, it returns a fresh executor that
+    drives part of the episode and counts the ticks it drove in `learner_ticks`; loading the model once per
+    worker process is its own business. `name` (e.g. the checkpoint folder) and `share` (the part of the episode
+    it drives, in (0, 1]) are recorded in the episode attrs and the summary.
+    """
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def share(self) -> float: ...
+
+    def __call__(self) -> Executor: ...
 
 
 def episode_seed(base_seed: int, task: str, index: int) -> int:
@@ -61,11 +85,11 @@ def _worker_init() -> None:
 
 
 def collect_one(out: str, task: str, index: int, seed: int, split: str, arm: str, cameras: tuple[str, ...],
-                image_size: int, action_noise: float = 0.0, learner: str | None = None,
-                learner_share: float = 0.5) -> dict[str, Any]:
+                image_size: int, action_noise: float = 0.0,
+                learner: LearnerFactory | None = None) -> dict[str, Any]:
     """Run one oracle episode; write it to the store at `out` when it succeeded. Runs in a worker.
-    With `learner` (a VLA checkpoint folder) the learner drives part of the episode while the oracle's actions are
-    recorded (DAgger, see `keystone_vla.policies.dagger`)."""
+    With `learner` the executor it builds drives part of the episode while the oracle's actions are recorded
+    (DAgger)."""
     from keystone_vla.datasets.store import EpisodeStore
     from keystone_vla.datasets.writer import EpisodeData
     from keystone_vla.sim.rollout import make_world, run_episode
@@ -79,13 +103,8 @@ def collect_one(out: str, task: str, index: int, seed: int, split: str, arm: str
     executor, max_steps = None, None
     source: dict[str, Any] = {"kind": "sim", "oracle": "scripted"}
     if learner is not None:
-        from keystone_vla.policies.dagger import LearnerMix
-        from keystone_vla.vla.policy import VLAPolicy
-
-        if learner not in _LEARNER:  # one model per worker process
-            _LEARNER[learner] = VLAPolicy.from_pretrained(learner)
-        executor = LearnerMix(_LEARNER[learner], share=learner_share)
-        source["learner"] = learner
+        executor = learner()
+        source["learner"] = learner.name
         # a learner drifts and the oracle then recovers: give that twice the task's time before dropping the episode
         max_steps = 2 * get_task(task).max_steps
     t0 = time.perf_counter()
@@ -99,7 +118,7 @@ def collect_one(out: str, task: str, index: int, seed: int, split: str, arm: str
         data.extra["collect_index"] = index
         data.extra["action_noise"] = action_noise
         if executor is not None:
-            data.extra["learner_share"] = learner_share
+            data.extra["learner_share"] = learner.share
             data.extra["learner_ticks"] = executor.learner_ticks
         result["episode"] = EpisodeStore(out).write_episode(data)
     return result
@@ -107,14 +126,14 @@ def collect_one(out: str, task: str, index: int, seed: int, split: str, arm: str
 
 def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path, split: str = "seen",
             workers: int = 2, arm: str = "panda", seed: int = 0, cameras: Sequence[str] = ("front",),
-            image_size: int = 128, progress: bool = True, action_noise: float = 0.0, learner: str | None = None,
-            learner_share: float = 0.5) -> dict[str, Any]:
+            image_size: int = 128, progress: bool = True, action_noise: float = 0.0,
+            learner: LearnerFactory | None = None) -> dict[str, Any]:
     """Collect `episodes_per_task` oracle episodes of each task into the store at `out` (created or appended).
 
     `action_noise` > 0 perturbs the executed motion (metres; labels stay the expert's, see
-    `keystone_vla.sim.rollout.OracleNoise`) so the demonstrations include recoveries. `learner` (a VLA checkpoint
-    folder) lets that policy drive about `learner_share` of each episode while the oracle's actions are recorded
-    (DAgger, `keystone_vla.policies.dagger`); the two are exclusive.
+    `keystone_vla.sim.rollout.OracleNoise`) so the demonstrations include recoveries. `learner` (see
+    `LearnerFactory`; e.g. `keystone_vla.policies.dagger.DaggerLearner`) drives about `learner.share` of each
+    episode while the oracle's actions are recorded (DAgger); the two are exclusive.
 
     Returns the summary: episodes_written, episodes_dropped, out, per-task counts, steps, wall time.
     """
@@ -129,17 +148,10 @@ def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path,
     if not 0.0 <= action_noise <= 0.02:
         raise ConfigError(f"--action-noise is in metres per tick and must be in 0..0.02, got {action_noise}")
     if learner is not None:
-        from keystone_vla.policies.registry import resolve_policy_name
-
         if action_noise > 0:
             raise ConfigError("--learner and --action-noise are exclusive: pick DAgger or DART for one collection")
-        if not 0.0 < learner_share <= 1.0:
-            raise ConfigError(f"--learner-share must be in (0, 1], got {learner_share}")
-        kind, folder = resolve_policy_name(str(learner))  # a bad name fails here, not in every worker
-        if kind != "vla":
-            raise ConfigError(f"--learner {learner}: DAgger needs a VLA checkpoint (keystone-base or a folder "
-                              f"written by `keystone train`), got a {kind} policy")
-        learner = str(folder)
+        if not 0.0 < learner.share <= 1.0:
+            raise ConfigError(f"--learner-share must be in (0, 1], got {learner.share}")
     if episodes_per_task < 1 or workers < 1:
         raise ConfigError(f"--episodes-per-task and --workers must be >= 1 (got {episodes_per_task}, {workers})")
     get_robot(arm)  # unknown arm -> an error before any process starts
@@ -151,7 +163,7 @@ def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path,
     bar = tqdm(total=len(jobs), desc="collect", unit="episode", file=sys.stderr, disable=not progress)
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"), initializer=_worker_init) as pool:
         futures = [pool.submit(collect_one, str(out), t, i, s, split, arm, tuple(cameras), image_size, action_noise,
-                               learner, learner_share)
+                               learner)
                    for t, i, s in jobs]
         try:
             for fut in as_completed(futures):
@@ -174,6 +186,6 @@ def collect(tasks: str | Sequence[str], episodes_per_task: int, out: str | Path,
     wall = time.perf_counter() - t0
     return {"episodes_written": written, "episodes_dropped": dropped, "out": str(out), "tasks": per_task,
             "steps_written": steps, "split": split, "arm": arm, "seed": seed, "workers": workers,
-            "action_noise": action_noise, "learner": learner,
+            "action_noise": action_noise, "learner": learner.name if learner is not None else None,
             "learner_tick_share": round(learner_ticks / steps, 3) if learner is not None and steps else None,
             "wall_s": round(wall, 2), "episodes_per_s": round(len(jobs) / wall, 3)}

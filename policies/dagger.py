@@ -1,10 +1,12 @@
 """DAgger data (Ross et al., 2011): let a learned policy drive, record what the scripted oracle would do there.
 
-Why: a policy trained only on the oracle's clean paths is never shown a state off them. The shipped model stops
-1-1.5 cm beside a stacking or insertion goal and hovers, because in its training data every descent starts exactly
-above the target (reports/dev-stop10); DART noise (`--action-noise`) produced only ~2 mm corrective labels. Here
-the *learner's own* errors create the states, and the oracle, which is a state-feedback controller on the commanded
-pose (`keystone_vla.sim.oracle`), labels each of them with the motion that would recover.
+Why: a policy trained only on the oracle's clean paths is never shown a state off them. In that data every descent
+starts exactly above the target, and a model trained on it alone was measured stopping 1-1.5 cm beside a stacking
+or insertion goal and hovering there; DART noise (`--action-noise`) produced only ~2 mm corrective labels. Here the
+*learner's own* errors create the states, and the oracle, which is a state-feedback controller on the commanded
+pose (`keystone_vla.sim.oracle`), labels each of them with the motion that would recover. The shipped keystone-base
+recipe does not use it: with the agent's still-hand release, a model trained on clean demonstrations alone runs
+2 actions per chunk. It stays an option for other recipes and new tasks.
 
 `LearnerMix` is an `keystone_vla.sim.rollout.Executor`: the episode alternates between segments driven by the
 learner and segments driven by the oracle (segment lengths and the learner's share drawn from a seeded RNG), so
@@ -12,13 +14,15 @@ the learner's drift develops for up to a second and the oracle then brings the e
 episodes are stored (`keystone data collect --learner CKPT`), so every label belongs to a step the oracle did
 complete. The learner predicts with the oracle's current plan step and that step's objects (the same inputs
 `VLAAgent` gives it), and replans every `n_action_steps` ticks (by default the checkpoint's
-`VLAConfig.n_action_steps`), as in evaluation.
+`VLAConfig.n_action_steps`), as in evaluation. `DaggerLearner` is the picklable factory the collector
+(`keystone_vla.datasets.collect.LearnerFactory`) sends to its workers; the collector never imports this module.
 
 This module must never read privileged simulator state: it sees observations and the step the oracle is on.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,8 @@ import numpy as np
 from keystone_vla.errors import ConfigError
 from keystone_vla.types import Observation, PlanStep
 from keystone_vla.vla.object_token import with_step_start
+
+_POLICIES: dict[str, Any] = {}  # checkpoint folder -> VLAPolicy, one model per (worker) process
 
 
 class LearnerMix:
@@ -73,3 +79,28 @@ class LearnerMix:
             self._queue = [np.asarray(a, np.float32) for a in chunk.actions[: self.n_action_steps]]
         self.learner_ticks += 1
         return self._queue.pop(0)
+
+
+@dataclass(frozen=True)
+class DaggerLearner:
+    """`LearnerMix` factory for `keystone_vla.datasets.collect.collect`: `folder` is a VLA checkpoint folder
+    (already resolved, e.g. by `keystone data collect --learner`), `share` the learner's share of the segments.
+    Picklable, so spawned workers receive the folder name and load the model themselves, once per process."""
+
+    folder: str
+    share: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.share <= 1.0:
+            raise ConfigError(f"--learner-share must be in (0, 1], got {self.share}")
+
+    @property
+    def name(self) -> str:
+        return self.folder
+
+    def __call__(self) -> LearnerMix:
+        if self.folder not in _POLICIES:
+            from keystone_vla.vla.policy import VLAPolicy
+
+            _POLICIES[self.folder] = VLAPolicy.from_pretrained(self.folder)
+        return LearnerMix(_POLICIES[self.folder], share=self.share)

@@ -148,8 +148,8 @@ def test_collect_with_a_learner_records_the_oracles_labels_on_the_learners_path(
         tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """DAgger: the shipped VLA drives about half of each episode; what is stored is the oracle's action there."""
     out = tmp_path / "dagger.zarr"
-    # seed 4: an episode the oracle completes after the learner's half (with seed 3 the stop-13 model leaves the
-    # oracle a scene it does not finish, and a failed episode is dropped, which is also the collector's contract)
+    # seed 4: an episode the oracle completes after the learner's half (a learner can leave the oracle a scene it
+    # does not finish; such an episode is dropped, which is also the collector's contract)
     code, summary = run_cli(capsys, "data", "collect", "--tasks", "stack", "--episodes-per-task", "1", "--workers",
                             "1", "--seed", "4", "--learner", "keystone-base", "--out", str(out), "--json")
     assert code == 0 and summary["episodes_written"] == 1 and 0.2 < summary["learner_tick_share"] < 0.8
@@ -165,15 +165,22 @@ def test_collect_with_a_learner_records_the_oracles_labels_on_the_learners_path(
     assert np.linalg.norm(actions[:, :3], axis=1).max() <= 0.024 + 1e-6
 
 
-def test_collect_learner_bad_input(tmp_path: Path) -> None:
+def test_collect_learner_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from keystone_vla.cli.data import dagger_learner
     from keystone_vla.errors import ConfigError
+    from keystone_vla.policies.dagger import DaggerLearner
 
     with pytest.raises(ConfigError, match="needs a VLA checkpoint"):
-        collect("stack", 1, tmp_path / "a.zarr", learner="oracle", progress=False)
-    with pytest.raises(ConfigError, match="exclusive"):
-        collect("stack", 1, tmp_path / "b.zarr", learner="keystone-base", action_noise=0.005, progress=False)
-    with pytest.raises(ConfigError, match="learner-share"):
-        collect("stack", 1, tmp_path / "c.zarr", learner="keystone-base", learner_share=0.0, progress=False)
+        dagger_learner("oracle")
     with pytest.raises(ConfigError, match="no such folder"):
-        collect("stack", 1, tmp_path / "d.zarr", learner=str(tmp_path / "missing"), progress=False)
-    assert not (tmp_path / "a.zarr").exists()  # refused before any store is created
+        dagger_learner(str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="learner-share"):
+        DaggerLearner(str(tmp_path), share=0.0)
+    # the collector checks what it is handed, and never loads a model to do so
+    learner = DaggerLearner(str(tmp_path / "never-loaded"), share=0.5)
+    with pytest.raises(ConfigError, match="exclusive"):
+        collect("stack", 1, tmp_path / "b.zarr", learner=learner, action_noise=0.005, progress=False)
+    code = main(["data", "collect", "--tasks", "stack", "--episodes-per-task", "1", "--learner", "oracle",
+                 "--out", str(tmp_path / "a.zarr")])
+    assert code == 2 and "needs a VLA checkpoint" in capsys.readouterr().err
+    assert not (tmp_path / "a.zarr").exists() and not (tmp_path / "b.zarr").exists()  # refused before any store

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
 from keystone_vla.cli._common import emit_summary, split_list
+from keystone_vla.errors import ConfigError
+
+if TYPE_CHECKING:
+    from keystone_vla.policies.dagger import DaggerLearner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -76,11 +81,25 @@ def cmd_collect(args: argparse.Namespace) -> int:
     from keystone_vla.datasets.collect import collect
 
     cams = tuple(split_list(args.cameras))
+    learner = dagger_learner(args.learner, args.learner_share) if args.learner is not None else None
     summary = collect(args.tasks, args.episodes_per_task, args.out, split=args.split, workers=args.workers,
                       arm=args.arm, seed=args.seed, cameras=cams, image_size=args.image_size,
-                      action_noise=args.action_noise, learner=args.learner, learner_share=args.learner_share)
+                      action_noise=args.action_noise, learner=learner)
     emit_summary(summary, args.json, title="keystone data collect")
     return 0
+
+
+def dagger_learner(name: str, share: float = 0.5) -> DaggerLearner:
+    """`--learner NAME` -> the learner factory `datasets.collect` sends to its workers (datasets sits below the
+    policy layer and never resolves policy names itself). A bad name fails here, before any worker starts."""
+    from keystone_vla.policies.dagger import DaggerLearner
+    from keystone_vla.policies.registry import resolve_policy_name
+
+    kind, folder = resolve_policy_name(str(name))
+    if kind != "vla":
+        raise ConfigError(f"--learner {name}: DAgger needs a VLA checkpoint (keystone-base or a folder written by "
+                          f"`keystone train`), got a {kind} policy")
+    return DaggerLearner(str(folder), share=share)
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
