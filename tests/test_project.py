@@ -6,6 +6,7 @@ import importlib.util
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO
 
@@ -45,3 +46,80 @@ def test_cli_help_lists_sim_and_explains_subcommands():
     out = subprocess.run([sys.executable, "-m", "keystone_vla.cli", "sim", "run", "--help"], capture_output=True,
                          text=True, check=True)
     assert "--episodes" in out.stdout and "--video" in out.stdout
+
+
+# Import direction (DESIGN.md): root <- sim, perception <- datasets <- vla <- policies <- ros_nodes, cli.
+# Each package may import only the layers listed for it (besides itself), anywhere in a module, function bodies
+# and TYPE_CHECKING blocks included: a lazy import is still a dependency.
+_SUBPACKAGES = ("sim", "perception", "datasets", "vla", "policies", "ros_nodes", "cli")
+_FORBIDDEN = {
+    "root": set(_SUBPACKAGES),
+    "sim": {"datasets", "vla", "policies", "ros_nodes", "cli"},
+    "perception": {"datasets", "vla", "policies", "ros_nodes", "cli"},
+    "datasets": {"vla", "policies", "ros_nodes", "cli"},
+    "vla": {"policies", "ros_nodes", "cli"},
+    "policies": {"ros_nodes", "cli"},
+}
+_MODULE_PATH = re.compile(r"keystone_vla(\.\w+)+")
+
+
+def _package_folders() -> dict[str, Path]:
+    """Subpackage name -> source folder, from pyproject's package-dir (so `sim/` is keystone_vla.sim)."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
+        import tomli as tomllib
+
+    package_dir = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"]
+    return {name: REPO / folder for name, folder in package_dir.items()}
+
+
+def _module_name(path: Path, folders: dict[str, Path]) -> str:
+    for package, folder in sorted(folders.items(), key=lambda kv: -len(kv[0])):
+        if path.is_relative_to(folder):
+            parts = [package, *path.relative_to(folder).with_suffix("").parts]
+            return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+    raise AssertionError(f"{path} is in no package folder")
+
+
+def _imported_modules(path: Path, module: str) -> list[tuple[int, str]]:
+    """(line, absolute module) for every import in the file: statements anywhere, relative ones resolved,
+    and string constants naming a keystone_vla module (lazy-import tables, importlib.import_module)."""
+    import ast
+
+    tree = ast.parse(path.read_text(), filename=str(path))
+    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
+    found: list[tuple[int, str]] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, alias.name) for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+                base = ".".join([*anchor, *([base] if base else [])])
+            found += [(node.lineno, f"{base}.{alias.name}" if alias.name != "*" else base) for alias in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_PATH.fullmatch(node.value):
+            found.append((node.lineno, node.value))
+    return found
+
+
+def _layer(module: str) -> str | None:
+    parts = module.split(".")
+    if parts[0] != "keystone_vla":
+        return None
+    return parts[1] if len(parts) > 1 and parts[1] in _SUBPACKAGES else "root"
+
+
+def test_no_module_imports_a_higher_layer():
+    folders = _package_folders()
+    files = sorted({p for folder in folders.values() for p in folder.rglob("*.py")})
+    assert len(files) > 50 and any(p.parent.name == "tasks" for p in files)
+    violations = []
+    for path in files:
+        module = _module_name(path, folders)
+        forbidden = _FORBIDDEN.get(_layer(module) or "", set())
+        for line, imported in _imported_modules(path, module):
+            if _layer(imported) in forbidden:
+                violations.append(f"{path.relative_to(REPO)}:{line} {module} imports {imported}")
+    assert not violations, "imports against the layer direction:\n" + "\n".join(violations)
