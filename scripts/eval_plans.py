@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_vla import sim_plan_examples, unseen_template_towers  # noqa: E402
 
-# Tower phrasings written at stop 18 *before* the plan adapter's compositional augmentation was designed, and
+# Tower phrasings written *before* the plan adapter's compositional augmentation was designed, and
 # never used to fit or tune anything: a second held-out check beside the simulator's two unseen templates (which
 # that augmentation was designed after looking at). {a} bottom, {b} middle, {c} top.
 FRESH_TOWER_TEMPLATES = (
@@ -44,7 +44,7 @@ FRESH_TOWER_TEMPLATES = (
     "build a tower where {b} sits on {a} and {c} sits on {b}",
 )
 
-# Tower phrasings written at stop 20 by a helper that saw neither this repository nor the plan adapter's relation
+# Tower phrasings written by a helper that saw neither this repository nor the plan adapter's relation
 # grammar (`keystone_vla.vla.plan_phrasing`), committed before any fit with that grammar was scored; the grammar is
 # not to be changed to suit them. The check for phrasings nobody tuned for. One template per line, {a} bottom, {b} middle, {c} top.
 BLIND_TOWER_FILE = Path(__file__).resolve().parent / "blind_tower_phrasings.txt"

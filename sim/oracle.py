@@ -7,7 +7,7 @@ rotation stays small. It never touches the simulator directly: it reads poses an
 
 It closes and opens the gripper on conditions a policy can see (the hand has arrived, or has stopped against
 contact), never after a count of still ticks: a learned policy sees the same state on each of those ticks and can only
-learn an average delay, so its predicted grasp or release stays a few ticks ahead (reports/dev-stop23).
+learn an average delay, so its predicted grasp or release stays a few ticks ahead.
 """
 
 from __future__ import annotations

@@ -253,9 +253,8 @@ def test_weights_of_another_adapter_rank_fail_with_a_model_error(tok):
 @pytest.mark.skipif(shipped_checkpoint() is None, reason="keystone-base is not installed")
 def test_shipped_planner_refuses_a_tower_it_is_unsure_of_and_plans_the_unseen_templates():
     """keystone-base behind the agent's default gate: a roles phrasing it reads wrong ("the base is red ..."
-    planned with yellow at the bottom, target confidence ~0.6, reports/dev-stop21) is refused; the simulator's
-    two unseen tower templates (read through MiniLM's word vectors since stop 21) and the seen phrasings of every
-    task are planned."""
+    planned with yellow at the bottom, target confidence ~0.6) is refused; the simulator's two unseen tower
+    templates (read through MiniLM's word vectors) and the seen phrasings of every task are planned."""
     from keystone_vla.errors import GroundingError
     from keystone_vla.policies.vla_agent import DEFAULT_MIN_PLAN_CONFIDENCE
 

@@ -91,8 +91,8 @@ class VLAConfig:
     #: `keystone_vla.vla.object_token`). "gripper" in the dataclass so older checkpoints load unchanged.
     object_frame: str = "gripper"
     #: a small MLP from the object token's features and the proprio state straight to the chunk's yaw
-    #: (`keystone_vla.vla.yaw_head`): the trunk's yaw collapsed to no turn at all (reports/dev-stop12), while
-    #: the object features alone predict it. Off in the dataclass so older checkpoints load unchanged.
+    #: (`keystone_vla.vla.yaw_head`): an L1 trunk learns the median turn, which is none, while the object
+    #: features alone predict it. Off in the dataclass so older checkpoints load unchanged.
     yaw_head: bool = False
     #: rank of the plan adapter (`keystone_vla.vla.plan_adapter`: LoRA deltas on the LM, active only while it
     #: writes a plan, plus a MiniLM sentence token in the plan prompt); 0 = none, the plan head reads words only
@@ -101,14 +101,14 @@ class VLAConfig:
     #: words of its relation phrasing, `keystone_vla.vla.plan_phrasing`); plan prompts only, ids after the LM's
     plan_adapter_words: tuple[str, ...] = ()
     #: the plan adapter adds a projection of MiniLM's contextual vector of each instruction word to that word's
-    #: embedding in the plan prompt (MiniLM reads both ways, the causal LM only leftwards; reports/dev-stop20)
+    #: embedding in the plan prompt (MiniLM reads both ways, the causal LM only leftwards)
     plan_word_features: bool = False
     #: actions a closed-loop agent executes of each predicted chunk before it predicts again (LeRobot's
-    #: ``n_action_steps``; `keystone_vla.policies.vla_agent`), recorded because a checkpoint can depend on it: the
-    #: fast recipe's models keep predicting the gripper close two ticks ahead, so at 2 they never close and at 4
-    #: they work (reports/dev-stop22). `keystone train --actions-per-chunk N` sets it; the agent caps it at
-    #: chunk_size; a caller's explicit ``n_action_steps`` (``keystone eval --actions-per-chunk``) overrides it.
-    #: 2 in the dataclass, the agent's default since stop 11, so older checkpoints load unchanged.
+    #: ``n_action_steps``; `keystone_vla.policies.vla_agent`), recorded because a checkpoint can depend on it: a
+    #: model that keeps predicting the gripper close two ticks ahead never closes at 2 and works at 4.
+    #: `keystone train --actions-per-chunk N` sets it; the agent caps it at chunk_size; a caller's explicit
+    #: ``n_action_steps`` (``keystone eval --actions-per-chunk``) overrides it. 2 in the dataclass, the agent's
+    #: default, so older checkpoints load unchanged.
     n_action_steps: int = 2
     #: word-level vocabulary size (set from the tokenizer when the model is built; bins come after it)
     vocab_size: int = 0

@@ -2,8 +2,8 @@
 
 A plan step names its objects (``pick(red_block)``, ``place_on(red_block, blue_block)``); grounding has already
 resolved them against the scene. Their poses enter the prefix as one token, so the action head learns motion
-*relative to the named object* instead of having to bind a colour word to pixels (the failure of the
-image-only model in reports/dev-stop9: right motion, wrong-coloured block). Same idea as object-centric
+*relative to the named object* instead of having to bind a colour word to pixels (an image-only model was
+measured failing exactly there: right motion, wrong-coloured block). Same idea as object-centric
 policies that condition on detected object poses.
 
 Input, per sample: ``step_objects`` float32 [21] = the step's first and last object (the same one for

@@ -1,15 +1,15 @@
 """Relational re-descriptions of stacking plans: a text-only augmentation for the plan adapter.
 
 The plan head learns what a tower instruction means from the phrasings in the training store (three per task in
-the simulator's seen split), and reads them in text order: "C on top of B on top of A" gave C at the bottom,
-0 of 38 (reports/dev-stop18). A tower is a chain of "on" relations, and the same chain can be said in many ways:
+the simulator's seen split), and reads them in text order: trained on those alone, it planned "C on top of B on
+top of A" with C at the bottom (0 of 38 right). A tower is a chain of "on" relations, and the same chain can be said in many ways:
 as a list read bottom-up or top-down, as roles (base, middle, top), as pairwise relations in either direction
 ("B on A", "A under B") and in any clause order, as chained relations, or as a build sequence. `describe_chain`
 draws one such description from a small compositional grammar, so the adapter is trained on the relation
 structure instead of on three word orders.
 
-Held-out checks: the grammar was written at stop 20 knowing the simulator's two unseen tower templates, so it
-can produce sentences close to them and those templates no longer measure unseen phrasing on their own.
+Held-out checks: the grammar was written knowing the simulator's two unseen tower templates, so it can produce
+sentences close to them and those templates no longer measure unseen phrasing on their own.
 `describe_chain` never returns a sentence that matches a pattern in `held_out` (the caller passes the
 simulator's unseen templates), and `scripts/blind_tower_phrasings.txt` (16 phrasings written by a helper that
 saw neither the repository nor this grammar, committed before any fit with the grammar was scored) is the check
