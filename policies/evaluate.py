@@ -34,13 +34,8 @@ from keystone_vla.errors import ConfigError, GroundingError, unknown_choice
 from keystone_vla.types import EpisodeSpec, Plan
 from keystone_vla.vocab import SPLITS
 
+from .agent_config import AgentConfig
 from .episode import EpisodeAdapter, find_scene, plan_goal_holds
-from .vla_agent import (
-    DEFAULT_ALIGN_RADIUS,
-    DEFAULT_MIN_PLAN_CONFIDENCE,
-    DEFAULT_RELOCATE_EVERY,
-    DEFAULT_STILL_RELEASE,
-)
 
 LATENCY_BINS_MS = [0, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 5000]
 
@@ -62,32 +57,13 @@ class EvalConfig:
     max_steps: int | None = None
     videos: bool = True
     scene_search: int = 16
-    max_regrasps: int = 2  # VLA agents only (see policies.vla_agent)
-    order_pairs: bool = True  # VLA agents only: independent put-downs in the demonstrations' order
-    relocate_every: int = DEFAULT_RELOCATE_EVERY  # VLA agents only: ticks between locating a held part again (0: once)
-    align_radius: float = DEFAULT_ALIGN_RADIUS  # VLA agents only: final alignment's capture radius, metres (0: off)
-    binary_gripper: bool = True  # VLA agents only: threshold the gripper command at 0.5
-    min_plan_confidence: float = DEFAULT_MIN_PLAN_CONFIDENCE  # VLA agents only: refuse less sure plans (0: off)
-    still_release: float = DEFAULT_STILL_RELEASE  # VLA agents only: still-hand release, metres per tick (0: off)
-    actions_per_chunk: int | None = None  # learned policies: actions run per predicted chunk (None: the checkpoint's)
+    agent: AgentConfig | None = None  # VLA agents only: None = the checkpoint's agent.json, else `shipped`
 
     def __post_init__(self) -> None:
         if self.episodes < 1:
             raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
         if self.workers < 1:
             raise ConfigError(f"--workers must be >= 1, got {self.workers}")
-        if self.max_regrasps < 0:
-            raise ConfigError(f"--max-regrasps must be >= 0 (0 turns regrasping off), got {self.max_regrasps}")
-        if self.relocate_every < 0:
-            raise ConfigError(f"--relocate-every must be >= 0 ticks (0: once per step), got {self.relocate_every}")
-        if self.align_radius < 0:
-            raise ConfigError(f"--align-radius must be >= 0 metres (0: no final alignment), got {self.align_radius}")
-        if self.actions_per_chunk is not None and self.actions_per_chunk < 1:
-            raise ConfigError(f"--actions-per-chunk must be >= 1, got {self.actions_per_chunk}")
-        if not 0.0 <= self.min_plan_confidence < 1.0:
-            raise ConfigError(f"--min-plan-confidence must be in [0, 1) (0: off), got {self.min_plan_confidence}")
-        if self.still_release < 0:
-            raise ConfigError(f"--still-release must be >= 0 metres per tick (0: off), got {self.still_release}")
         for split in self.splits:
             if split not in SPLITS:
                 raise unknown_choice("split", split, SPLITS)
@@ -121,7 +97,7 @@ class EpisodeResult:
     interventions: int = 0
     stalls: int | None = None
     regrasps: int | None = None  # put-down steps sent back to their pick (VLA agent only)
-    still_releases: int | None = None  # opens run early because the hand had stopped (VLA agent only)
+    assists: dict[str, int] | None = None  # what the agent's rules did: regrasps, retries, each assist's counts
     actions_per_chunk: int | None = None  # actions the policy ran per predicted chunk (None: it predicts no chunks)
     latency_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
@@ -209,11 +185,7 @@ def _init_worker(config: EvalConfig, video_dir: str | None, threads: int | None)
     from keystone_vla.policies.registry import load_policy
     from keystone_vla.sim.rollout import make_world
 
-    policy = load_policy(config.policy, max_regrasps=config.max_regrasps, order_pairs=config.order_pairs,
-                         relocate_every=config.relocate_every, align_radius=config.align_radius,
-                         binary_gripper=config.binary_gripper, min_plan_confidence=config.min_plan_confidence,
-                         still_release=config.still_release,
-                         **({} if config.actions_per_chunk is None else {"n_action_steps": config.actions_per_chunk}))
+    policy = load_policy(config.policy, config.agent)
     cameras = tuple(getattr(policy, "cameras", ())) if getattr(policy, "needs_images", True) else ()
     image_size = int(getattr(policy, "image_size", config.image_size))  # render what the model was trained on
     world = make_world(EpisodeSpec(config.tasks[0] if config.tasks else "pick_place", config.seed, "seen", config.arm),
@@ -273,9 +245,9 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     regrasps = getattr(policy, "regrasps", None)
     if regrasps is not None:
         result.regrasps = int(regrasps)
-    still_releases = getattr(policy, "still_releases", None)
-    if still_releases is not None:
-        result.still_releases = int(still_releases)
+    counts = getattr(policy, "assist_counts", None)
+    if counts is not None:
+        result.assists = {k: int(v) for k, v in counts().items()}
     runtime = getattr(policy, "runtime", None)  # chunk policies (VLA agent, baseline) run a ChunkRuntime
     if runtime is not None:
         result.actions_per_chunk = int(runtime.config.n_action_steps)
@@ -327,11 +299,14 @@ def select_videos(video_dir: Path, results: list[EpisodeResult]) -> dict[str, st
 # --------------------------------------------------------------------------------------------- the run
 def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     """Run every episode of `config`, aggregate, and (with `config.out`) write results.json and the report."""
+    from dataclasses import replace
+
     from tqdm import tqdm
 
-    from keystone_vla.policies.registry import resolve_policy_name
+    from keystone_vla.policies.registry import agent_config_of
 
-    resolve_policy_name(config.policy)  # fail fast, before any worker starts
+    # fail fast, before any worker starts; and fix the agent config every worker runs (and results.json records)
+    config = replace(config, agent=config.agent or agent_config_of(config.policy))
     jobs = make_jobs(config)
     out = Path(config.out) if config.out else None
     video_dir = None
@@ -399,10 +374,13 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
     n_refused = sum(r.refused for r in results)
     hist, _ = np.histogram(all_latency, bins=LATENCY_BINS_MS) if all_latency else (np.zeros(len(LATENCY_BINS_MS) - 1), None)
     cfg = asdict(config)
+    cfg.pop("agent")  # recorded whole at the top level
     cfg["out"] = str(config.out) if config.out else None
     cfg["instructions"] = [{"task": t, "instruction": i} for t, i in config.instructions]
     return {
         "policy": config.policy,
+        # the full agent configuration that ran (None: the policy is not a VLA agent); its preset names it
+        "agent": config.agent.to_dict() if config.agent is not None else None,
         "success_rate": sum(r.success for r in results) / n if n else 0.0,
         "episodes": n,
         "refused": n_refused,

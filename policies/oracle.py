@@ -1,12 +1,10 @@
-"""Reference policies that need no training: the scripted oracle and a deliberately broken policy.
+"""The reference policy that needs no training: the scripted oracle.
 
 `OraclePolicy` wraps the simulator's scripted expert (`keystone_vla.sim.oracle.OracleExpert`), which reads
 privileged world state; `run_episode` binds it to each episode's world and task instance before the first
-`act`. It is the upper bound every learned policy is compared against. `BrokenPolicy` never grasps anything
-(it drifts up and away with the gripper open); the evaluation harness is tested on it (0 % success, failure
-videos written).
+`act`. It is the upper bound every learned policy is compared against.
 
-Neither policy may be used on a real robot: the oracle needs simulator state, the broken one is broken.
+It may never be used on a real robot: it reads simulator state, which no cell has.
 """
 
 from __future__ import annotations
@@ -50,19 +48,3 @@ class OraclePolicy:
             raise ConfigError("OraclePolicy is not bound to a simulator world; it runs only inside run_episode / "
                               "keystone eval (it reads privileged sim state)")
         return np.asarray(self._expert.act(), dtype=np.float32)
-
-
-class BrokenPolicy:
-    """Deliberately useless: rises and drifts sideways with the gripper open, so no task can succeed."""
-
-    name = "broken"
-    needs_images = False
-
-    def __init__(self) -> None:
-        self.plan: Plan | None = None
-
-    def reset(self) -> None:
-        pass
-
-    def act(self, observation: Observation) -> np.ndarray:
-        return np.array([0.0, 0.01, 0.01, 0.0, 0.0, 0.05, 0.0], dtype=np.float32)

@@ -1,22 +1,65 @@
-"""Policy names -> policy objects: `oracle`, `broken`, `keystone-base`, or a checkpoint folder.
+"""Policy names -> policy objects: `oracle`, `keystone-base`, a registered name, or a checkpoint folder.
 
-One place decides how a ``--policy`` value is loaded (the `keystone eval` and `keystone demo` commands and the
-evaluation workers all call `load_policy`). A checkpoint folder's ``config.json`` says which kind it is:
-``"model_type": "keystone-cnn-bc"`` is the language-free baseline, anything else is a VLA checkpoint driven by
-`VLAAgent`. This module must never guess: an unknown name or an unreadable folder is an error naming it.
+One place decides how a ``--policy`` value is loaded (`keystone eval`, `keystone demo`, the evaluation workers
+and the ROS policy node all call `load_policy`). Names map to loaders in one table, `POLICIES`
+(`register_policy` adds one, e.g. a test's deliberately broken policy). A checkpoint folder's ``config.json``
+says which kind it is (`CHECKPOINT_KINDS`): ``"model_type": "keystone-cnn-bc"`` is the language-free baseline,
+anything else is a VLA checkpoint, driven by `VLAAgent` with the `AgentConfig` that `resolve_agent_config`
+picks (an explicit preset, else the checkpoint's agent.json, else `shipped`). This module must never guess: an
+unknown name or an unreadable folder is an error naming it.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from keystone_vla.errors import ConfigError
 
+from .agent_config import AgentConfig
+
 SHIPPED = "keystone-base"
-BUILTIN = ("oracle", "broken", SHIPPED)
 BASELINE_MODEL_TYPE = "keystone-cnn-bc"
+
+Loader = Callable[..., Any]  # (folder or None, agent config or None, **runtime) -> policy
+
+
+def _oracle(folder: Path | None, agent: AgentConfig | None, **runtime: Any) -> Any:
+    from .oracle import OraclePolicy
+
+    return OraclePolicy()
+
+
+def _baseline(folder: Path | None, agent: AgentConfig | None, **runtime: Any) -> Any:
+    from .baseline import BaselinePolicy
+
+    return BaselinePolicy.from_pretrained(folder, **runtime)
+
+
+def _vla(folder: Path | None, agent: AgentConfig | None, **runtime: Any) -> Any:
+    from .vla_agent import VLAAgent
+
+    return VLAAgent.from_pretrained(folder, agent, **runtime)
+
+
+#: policy name -> loader of a policy that needs no checkpoint folder
+POLICIES: dict[str, Loader] = {"oracle": _oracle}
+#: checkpoint kind (from config.json's model_type) -> loader
+CHECKPOINT_KINDS: dict[str, Loader] = {"baseline": _baseline, "vla": _vla}
+
+
+def register_policy(name: str) -> Callable[[Loader], Loader]:
+    """Decorator: make `name` a --policy value loaded by the decorated ``loader(folder, agent, **runtime)``."""
+    if name == SHIPPED or name in POLICIES:
+        raise ConfigError(f"policy name {name!r} is taken")
+
+    def add(loader: Loader) -> Loader:
+        POLICIES[name] = loader
+        return loader
+
+    return add
 
 
 def shipped_checkpoint(name: str = SHIPPED) -> Path | None:
@@ -45,55 +88,39 @@ def checkpoint_kind(path: Path) -> str:
 
 
 def resolve_policy_name(spec: str) -> tuple[str, Path | None]:
-    """('oracle' | 'broken' | 'baseline' | 'vla', checkpoint folder or None) for a --policy value."""
-    if spec in ("oracle", "broken"):
+    """(a `POLICIES` name | 'baseline' | 'vla', checkpoint folder or None) for a --policy value."""
+    if spec in POLICIES:
         return spec, None
     if spec == SHIPPED:
         folder = shipped_checkpoint()
         if folder is None:
             raise ConfigError(f"the {SHIPPED} checkpoint is not installed (no keystone_vla/vla/pretrained/{SHIPPED}/"
-                              "config.json); train one with `keystone train --preset base` and pass its folder as "
-                              "--policy PATH, or use --policy oracle")
+                              f"config.json); train one with `keystone train --recipe {SHIPPED}` and pass its folder "
+                              "as --policy PATH, or use --policy oracle")
         return checkpoint_kind(folder), folder
     path = Path(spec).expanduser()
     if not path.exists():
-        raise ConfigError(f"unknown policy {spec!r}: not one of {', '.join(BUILTIN)} and no such folder")
+        raise ConfigError(f"unknown policy {spec!r}: not one of {', '.join([*POLICIES, SHIPPED])} and no such folder")
     return checkpoint_kind(path), path
 
 
-def load_policy(spec: str, max_regrasps: int | None = None, order_pairs: bool | None = None,
-                relocate_every: int | None = None, align_radius: float | None = None,
-                binary_gripper: bool | None = None, min_plan_confidence: float | None = None,
-                still_release: float | None = None, **runtime: Any) -> Any:
-    """Build the policy named by `spec` (see module docstring); `runtime` goes to the chunk runtime config,
-    `max_regrasps`, `order_pairs`, `relocate_every`, `align_radius`, `binary_gripper`, `min_plan_confidence` and
-    `still_release` to a VLA agent (None: its default; ignored by the other policies, which have no plan)."""
+def load_policy(spec: str, agent: AgentConfig | None = None, **runtime: Any) -> Any:
+    """Build the policy named by `spec` (see module docstring). `agent` configures a VLA agent (None: the
+    checkpoint's agent.json, else the `shipped` preset; other policies have no agent and ignore it); `runtime`
+    goes to the chunk runtime config of chunk policies."""
     kind, folder = resolve_policy_name(spec)
-    if kind == "oracle":
-        from keystone_vla.policies.oracle import OraclePolicy
+    loader = POLICIES.get(kind) or CHECKPOINT_KINDS[kind]
+    return loader(folder, agent, **runtime)
 
-        return OraclePolicy()
-    if kind == "broken":
-        from keystone_vla.policies.oracle import BrokenPolicy
 
-        return BrokenPolicy()
-    if kind == "baseline":
-        from keystone_vla.policies.baseline import BaselinePolicy
+def agent_config_of(spec: str, preset: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> AgentConfig | None:
+    """The agent config a --policy value runs with (`resolve_agent_config` on its checkpoint folder); None for
+    policies that are not VLA agents, which then must not be given a preset or overrides."""
+    from .agent_config import resolve_agent_config
 
-        return BaselinePolicy.from_pretrained(folder, **runtime)
-    from keystone_vla.policies.vla_agent import VLAAgent
-
-    agent: dict[str, Any] = {} if max_regrasps is None else {"max_regrasps": max_regrasps}
-    if order_pairs is not None:
-        agent["order_pairs"] = order_pairs
-    if relocate_every is not None:
-        agent["relocate_every"] = relocate_every
-    if align_radius is not None:
-        agent["align_radius"] = align_radius
-    if binary_gripper is not None:
-        agent["binary_gripper"] = binary_gripper
-    if min_plan_confidence is not None:
-        agent["min_plan_confidence"] = min_plan_confidence
-    if still_release is not None:
-        agent["still_release"] = still_release
-    return VLAAgent.from_pretrained(folder, **agent, **runtime)
+    kind, folder = resolve_policy_name(spec)
+    if kind != "vla":
+        if preset is not None or overrides:
+            raise ConfigError(f"--agent / --agent-set configure a VLA agent; --policy {spec} is not one")
+        return None
+    return resolve_agent_config(folder, preset, overrides)

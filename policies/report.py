@@ -103,8 +103,14 @@ def _header_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("arm / image size", f"{cfg['arm']} / {cfg['image_size']} px"),
         ("wall time", f"{summary['wall_s']:.0f} s with {cfg['workers']} worker(s)"),
     ]
+    agent = summary.get("agent")
+    if agent:
+        assists = ", ".join(agent["assists"]) or "none: the model's actions only"
+        lines.insert(1, ("agent", f"{agent['preset']} (assists, in order: {assists}; the full config is in "
+                                  "results.json)"))
     if summary.get("actions_per_chunk") is not None:
-        source = "--actions-per-chunk" if cfg.get("actions_per_chunk") is not None else "the checkpoint's count"
+        chosen = agent is not None and agent.get("actions_per_chunk") is not None
+        source = "set in the agent config" if chosen else "the checkpoint's count"
         lines.append(("actions per chunk", f"{summary['actions_per_chunk']} run per predicted chunk ({source})"))
     if cfg["instructions"]:
         lines.append(("instructions", f"{len(cfg['instructions'])} user phrasing(s) from --instructions-file"))
@@ -121,7 +127,8 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
     plot_success(summary, out / "success.png")
     plot_latency(summary, out / "latency.png")
     rows = table_rows(summary)
-    md = [f"# Evaluation report: {summary['policy']}", ""]
+    agent = summary.get("agent")
+    md = [f"# Evaluation report: {summary['policy']}" + (f", agent {agent['preset']}" if agent else ""), ""]
     md += [f"- **{k}**: {v}" for k, v in _header_lines(summary)]
     md += ["", "## Results", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     md += ["| " + " | ".join(r) + " |" for r in rows]

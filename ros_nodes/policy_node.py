@@ -30,7 +30,7 @@ from keystone_vla.types import Observation
 
 class PolicyNode:
     def __init__(self, node: Node) -> None:
-        from keystone_vla.policies.registry import load_policy
+        from keystone_vla.policies.registry import agent_config_of, load_policy
         from keystone_vla.sim.world import SimWorld
 
         self.node = node
@@ -41,7 +41,10 @@ class PolicyNode:
         self.max_point_step = float(node.declare_parameter("max_point_step", 0.2))  # rad between proposal points
         # ticks allowed, as a multiple of the task's max_steps (a real-time arm lags the in-process simulator)
         self.budget = float(node.declare_parameter("tick_budget", 2.0))
-        self.policy = load_policy(self.policy_name)
+        # the agent preset ('' = the checkpoint's agent.json, else shipped), resolved as keystone eval does
+        preset = str(node.declare_parameter("agent", "")) or None
+        self.agent = agent_config_of(self.policy_name, preset)
+        self.policy = load_policy(self.policy_name, self.agent)
         self.shadow = SimWorld(arm=arm, image_size=64, cameras=())
         self.spec = self.shadow.spec
         self.task: Any = None
@@ -175,6 +178,7 @@ class PolicyNode:
         step = int(getattr(self.policy, "plan_step", 0))
         self.status_pub.publish(m.String(json.dumps({
             "t": time.time(), "state": self.state, "instruction": self.instruction, "policy": self.policy_name,
+            "agent": self.agent.preset if self.agent else None,
             "plan": plan, "plan_step": step, "ticks": self.ticks, "reason": self.reason,
             "scene_ready": self.scene is not None})))
 

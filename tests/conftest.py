@@ -11,3 +11,5 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
+
+import broken_policy  # noqa: E402,F401  (registers --policy broken for the harness tests)

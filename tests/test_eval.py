@@ -22,7 +22,7 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 @pytest.fixture(scope="module")
 def oracle_report(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("oracle")
-    cfg = EvalConfig(policy="oracle", tasks=("stack", "insert"), splits=("seen", "unseen"), episodes=2, workers=1,
+    cfg = EvalConfig(policy="oracle", tasks=("stack", "insert"), splits=("seen", "unseen"), episodes=2, workers=2,
                      seed=3, out=out)
     return out, evaluate(cfg, progress=False)
 
@@ -30,7 +30,8 @@ def oracle_report(tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def broken_report(tmp_path_factory) -> tuple[Path, dict]:
     out = tmp_path_factory.mktemp("broken")
-    cfg = EvalConfig(policy="broken", tasks=("stack", "insert"), splits=("seen", "unseen"), episodes=2, workers=2,
+    # in-process: `broken` is registered by the tests (tests/broken_policy.py), not in spawned workers
+    cfg = EvalConfig(policy="broken", tasks=("stack", "insert"), splits=("seen", "unseen"), episodes=2, workers=1,
                      seed=3, out=out, max_steps=25)
     return out, evaluate(cfg, progress=False)
 
@@ -172,27 +173,45 @@ def test_cli_bad_input_exits_2(capsys) -> None:
     assert "unknown policy 'no_such_policy'" in capsys.readouterr().err
     assert main(["eval", "--policy", "oracle", "--tasks", "fly"]) == 2
     assert "unknown task 'fly'" in capsys.readouterr().err
-    assert main(["eval", "--policy", "oracle", "--actions-per-chunk", "0"]) == 2
-    assert "--actions-per-chunk must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["eval", "--policy", "keystone-base", "--agent-set", "actions_per_chunk=0"]) == 2
+    assert "actions_per_chunk must be >= 1" in capsys.readouterr().err
+    assert main(["eval", "--policy", "keystone-base", "--agent-set", "alignment.radios=0.1"]) == 2
+    assert "unknown key 'alignment.radios' (did you mean 'radius'?)" in capsys.readouterr().err
+    assert main(["eval", "--policy", "oracle", "--agent", "raw"]) == 2  # the oracle has no agent to configure
+    assert "--policy oracle is not one" in capsys.readouterr().err
 
 
 def test_actions_per_chunk_reaches_the_vla_agents_runtime() -> None:
+    from keystone_vla.policies.agent_config import AgentConfig
     from keystone_vla.policies.registry import load_policy
 
     assert load_policy("keystone-base").runtime_config.n_action_steps == 2  # the count its config.json records
-    agent = load_policy("keystone-base", n_action_steps=4)
+    agent = load_policy("keystone-base", AgentConfig(actions_per_chunk=4))
     assert agent.runtime_config.n_action_steps == 4
 
 
-def test_results_record_the_actions_per_chunk_that_ran(oracle_report, tmp_path) -> None:
-    assert oracle_report[1]["actions_per_chunk"] is None  # the oracle predicts no chunks
+def test_results_record_the_agent_and_the_actions_per_chunk_that_ran(oracle_report, tmp_path) -> None:
+    from keystone_vla.policies.agent_config import get_agent_config
+
+    assert oracle_report[1]["actions_per_chunk"] is None and oracle_report[1]["agent"] is None  # no chunks, no agent
     counts = []
-    for given in (None, 3):  # keystone-base records 2 (RECIPE=fast's ACTIONS); a flag overrides it
-        cfg = EvalConfig(policy="keystone-base", tasks=("pick_place",), splits=("seen",), episodes=1, workers=1,
-                         max_steps=3, videos=False, actions_per_chunk=given, out=tmp_path / f"r{given}")
-        summary = evaluate(cfg, progress=False)
+    for sets in ((), ("actions_per_chunk=3",)):  # keystone-base records 2; the agent config overrides it
+        out = tmp_path / f"r{len(sets)}"
+        code = main(["eval", "--policy", "keystone-base", "--tasks", "pick_place", "--split", "seen", "--episodes",
+                     "1", "--workers", "1", "--max-steps", "3", "--no-videos", "--out", str(out),
+                     *[a for s in sets for a in ("--agent-set", s)]])
+        assert code == 0
+        summary = json.loads((out / "results.json").read_text())
         assert summary["episodes_detail"][0]["actions_per_chunk"] == summary["actions_per_chunk"]
-        report = (tmp_path / f"r{given}" / "report.md").read_text()
+        report = (out / "report.md").read_text()
         assert f"**actions per chunk**: {summary['actions_per_chunk']} run per predicted chunk" in report
         counts.append(summary["actions_per_chunk"])
+        expected = get_agent_config("shipped").with_overrides(sets) if sets else get_agent_config("shipped")
+        assert summary["agent"] == json.loads(json.dumps(expected.to_dict()))  # the full config that ran
+        assert report.splitlines()[0].endswith(f"agent {expected.preset}")
+        assert set(summary["episodes_detail"][0]["assists"]) >= {"regrasps", "aligned_ticks", "still_releases"}
     assert counts == [2, 3]
+    raw = evaluate(EvalConfig(policy="keystone-base", tasks=("pick_place",), splits=("seen",), episodes=1,
+                              workers=1, max_steps=3, videos=False, agent=get_agent_config("raw")), progress=False)
+    assert raw["agent"]["preset"] == "raw" and raw["agent"]["assists"] == []
+    assert raw["episodes_detail"][0]["assists"] == {"regrasps": 0, "retries": 0}

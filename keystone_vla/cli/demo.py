@@ -1,7 +1,7 @@
 """`keystone demo`: say or type an instruction, see the plan, watch the policy do it in simulation.
 
     keystone demo ["stack the red block on the blue block"] [--wav FILE] [--policy keystone-base|PATH|oracle]
-                  [--video PATH] [--seed N] [--json]
+                  [--agent shipped|raw] [--agent-set KEY=VALUE ...] [--video PATH] [--seed N] [--json]
 
 With no instruction it runs a sample one. Until a `keystone-base` checkpoint is installed, the default policy
 falls back to the scripted oracle with a printed notice. A refused instruction is a successful refusal (exit 0,
@@ -28,6 +28,11 @@ def register(subparsers: Any) -> None:
     p.add_argument("instruction", nargs="?", help="what to do (default: a sample instruction)")
     p.add_argument("--wav", type=Path, help="a 16 kHz mono WAV file with the spoken instruction")
     p.add_argument("--policy", default=None, help="keystone-base (default), oracle, or a checkpoint folder")
+    p.add_argument("--agent", default=None, metavar="PRESET",
+                   help="VLA policies: the agent preset (shipped, raw; default: the checkpoint's agent.json, else "
+                        "shipped), resolved exactly as keystone eval and the ROS policy node do")
+    p.add_argument("--agent-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="VLA policies: change one agent setting, repeatable (see keystone eval --help)")
     p.add_argument("--video", type=Path, default=None, help="where to write the MP4 (default: runs/demo-<time>.mp4)")
     p.add_argument("--arm", default="panda", help="arm to simulate (default: panda)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
@@ -64,11 +69,12 @@ def _instruction_from_wav(path: Path) -> tuple[str | None, str, str]:
 def run(args: argparse.Namespace) -> int:
     from keystone_vla.errors import ConfigError
     from keystone_vla.policies.demo import SAMPLE_INSTRUCTION, DemoResult, default_video_path, run_demo
-    from keystone_vla.policies.registry import load_policy
+    from keystone_vla.policies.registry import agent_config_of, load_policy
 
     if args.wav is not None and args.instruction:
         raise ConfigError("give either an instruction or --wav FILE, not both")
     policy_name = _resolve_policy(args.policy)
+    agent = agent_config_of(policy_name, args.agent, args.agent_set)  # bad presets fail before any work
     if args.wav is not None:
         if not args.wav.is_file():
             raise ConfigError(f"--wav {args.wav}: no such file")
@@ -79,8 +85,9 @@ def run(args: argparse.Namespace) -> int:
         instruction = args.instruction or SAMPLE_INSTRUCTION
         if not args.instruction:
             print(f"no instruction given; running the sample: {instruction!r}", file=sys.stderr)
-    print(f"instruction: {instruction!r}  policy: {policy_name}", file=sys.stderr)
-    policy = load_policy(policy_name)
+    print(f"instruction: {instruction!r}  policy: {policy_name}" + (f"  agent: {agent.preset}" if agent else ""),
+          file=sys.stderr)
+    policy = load_policy(policy_name, agent)
     video = args.video or default_video_path()
     result = run_demo(instruction, policy, video, arm=args.arm, seed=args.seed)
     return _finish(result, policy_name, args.json)

@@ -1,7 +1,7 @@
 """`keystone eval`: evaluate a policy in simulation and write a report; `keystone eval compare A B` prints deltas.
 
     keystone eval --policy keystone-base|PATH|oracle --tasks all --split seen,unseen --episodes 50 --workers 2 \\
-        --seed 0 --out reports/NAME [--instructions-file FILE] [--json]
+        --seed 0 --out reports/NAME [--agent shipped|raw] [--agent-set KEY=VALUE ...] [--instructions-file FILE] [--json]
     keystone eval compare reports/A reports/B [--json]
 
 This module only parses arguments and prints; the harness is `keystone_vla.policies.evaluate`.
@@ -18,12 +18,7 @@ from keystone_vla.cli._common import emit_summary
 
 
 def register(subparsers: Any) -> None:
-    from keystone_vla.policies.vla_agent import (
-        DEFAULT_ALIGN_RADIUS,
-        DEFAULT_MIN_PLAN_CONFIDENCE,
-        DEFAULT_RELOCATE_EVERY,
-        DEFAULT_STILL_RELEASE,
-    )
+    from keystone_vla.policies.agent_config import PRESETS
 
     p = subparsers.add_parser(
         "eval",
@@ -44,35 +39,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--arm", default="panda", help="arm to evaluate on (default: panda)")
     p.add_argument("--max-steps", type=int, default=None, help="cut episodes after this many ticks (default: task's)")
     p.add_argument("--no-videos", action="store_true", help="do not record rollout videos")
-    p.add_argument("--max-regrasps", type=int, default=2,
-                   help="VLA policies: times a put-down step whose part lies released short of its target may go "
-                        "back to its pick (default 2; 0 turns regrasping off)")
-    p.add_argument("--keep-plan-order", action="store_true",
-                   help="VLA policies: run independent put-downs (a kit's parts) in the plan's own order instead "
-                        "of the demonstrations' (largest y first)")
-    p.add_argument("--relocate-every", type=int, default=DEFAULT_RELOCATE_EVERY, metavar="TICKS",
-                   help="VLA policies: locate a held part again every TICKS ticks of its put-down (default %(default)s; "
-                        "0: once, when the step begins), so a part that slipped in the hand is placed where it is")
-    p.add_argument("--align-radius", type=float, default=DEFAULT_ALIGN_RADIUS, metavar="METRES",
-                   help="VLA policies: final alignment's capture radius (default %(default)s; 0: off): within it the "
-                        "open hand is servoed onto the part it picks and a held part onto its target (bounded x/y/yaw correction "
-                        "of the model's command; release held until aligned)")
-    p.add_argument("--binary-gripper", action=argparse.BooleanOptionalAction, default=True,
-                   help="VLA policies: threshold the model's gripper command at 0.5, as the demonstrations only "
-                        "command 0 or 1 (default on)")
-    p.add_argument("--actions-per-chunk", type=int, default=None, metavar="N",
-                   help="learned policies: actions executed from each predicted chunk before the next prediction "
-                        "(default: the count the checkpoint records, config.json n_action_steps, else 2). A "
-                        "model that keeps predicting its gripper close N or more ticks ahead never closes; "
-                        "reports/dev-stop22")
-    p.add_argument("--min-plan-confidence", type=float, default=DEFAULT_MIN_PLAN_CONFIDENCE, metavar="P",
-                   help="VLA policies: refuse an episode whose plan the model is less sure of than P about where a "
-                        "part goes (default %(default)s; 0: off); refused episodes count as failures")
-    p.add_argument("--still-release", type=float, default=DEFAULT_STILL_RELEASE, metavar="METRES",
-                   help="VLA policies: once the hand moved less than METRES since the last tick, with the held part "
-                        "set down over its target, run an open command the latest chunk predicts later (default "
-                        "%(default)s; 0: off; needs the final alignment): a model that keeps predicting its release "
-                        "a few actions ahead lets go. reports/dev-stop25")
+    p.add_argument("--agent", default=None, metavar="PRESET", choices=sorted(PRESETS),
+                   help="VLA policies: the agent preset to run (%(choices)s; default: the checkpoint's agent.json, "
+                        "else shipped); raw is the model alone, no assists")
+    p.add_argument("--agent-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="VLA policies: change one agent setting, repeatable, e.g. alignment.radius=0.03, "
+                        "assists=alignment,binary_gripper, regrasp.max_regrasps=0, actions_per_chunk=4 "
+                        "(keys: docs/agent.md)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="eval_command", metavar="compare")
@@ -104,6 +77,7 @@ def run_eval(args: argparse.Namespace) -> int:
         parse_tasks,
         read_instructions_file,
     )
+    from keystone_vla.policies.registry import agent_config_of
 
     instructions = read_instructions_file(args.instructions_file) if args.instructions_file else ()
     tasks = tuple(dict.fromkeys(t for t, _ in instructions)) if instructions else parse_tasks(args.tasks)
@@ -112,14 +86,12 @@ def run_eval(args: argparse.Namespace) -> int:
         policy=args.policy, tasks=tasks, splits=parse_splits(args.split), episodes=args.episodes,
         workers=args.workers, seed=args.seed, out=args.out or Path("reports") / name, instructions=instructions,
         arm=args.arm, max_steps=args.max_steps, videos=not args.no_videos,
-        max_regrasps=args.max_regrasps, order_pairs=not args.keep_plan_order,
-        relocate_every=args.relocate_every, align_radius=args.align_radius, binary_gripper=args.binary_gripper,
-        min_plan_confidence=args.min_plan_confidence, still_release=args.still_release,
-        actions_per_chunk=args.actions_per_chunk,
+        agent=agent_config_of(args.policy, args.agent, args.agent_set),
     )
     summary = evaluate(config, progress=True)
     out = {
         "policy": summary["policy"],
+        "agent": summary["agent"]["preset"] if summary["agent"] else None,
         "success_rate": summary["success_rate"],
         "episodes": summary["episodes"],
         "refused": summary["refused"],
