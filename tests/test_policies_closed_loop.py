@@ -40,7 +40,9 @@ def test_shipped_agent_servoes_the_peg_into_the_hole_in_the_real_simulator():
     from keystone_vla.sim.rollout import run_episode
 
     agent = load_policy("keystone-base")
-    assert agent.align_radius > 0 and agent.binary_gripper and agent.relocate_every == 1
+    cfg = agent.config
+    assert {"alignment", "binary_gripper"} <= set(cfg.assists) and cfg.alignment.radius > 0
+    assert cfg.relocate_every == 1
     rec = run_episode(EpisodeSpec("insert", 7, "seen"), policy=agent, record=False)
-    assert agent.aligned_ticks > 10 and agent.plan is not None
+    assert agent.assist_counts()["aligned_ticks"] > 10 and agent.plan is not None
     assert rec.success, f"insert seed 7 failed after {rec.steps} ticks"
