@@ -160,16 +160,18 @@ def test_fit_learns_the_plans_and_checkpoints_round_trip(tok, encoder, tmp_path)
         assert [st.skill for st in plan.steps] == [c[0] for c in ex.calls], ex.instruction
 
 
-def test_cli_fit_plan_adapter_needs_init_from(tmp_path, capsys):
+def test_plan_adapter_stage_needs_a_model_stage_before_it(tmp_path, capsys):
     from keystone_vla.cli import main
+    from keystone_vla.vla.recipes import PlanAdapterStage, Recipe, TrainStage
 
-    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--fit-plan-adapter"]) == 2
-    assert "--fit-plan-adapter adds a plan adapter to a trained model" in capsys.readouterr().err
-    ck = tiny_checkpoint(tmp_path / "ck")
-    assert main(["train", "--data", str(tmp_path), "--out", str(tmp_path / "o"), "--init-from", str(ck),
-                 "--fit-plan-adapter", "--fit-yaw-head"]) == 2
-    assert "separate steps" in capsys.readouterr().err
+    # run alone, the tiny recipe's adapter stage needs the yaw-head stage's checkpoint in --out
+    assert main(["train", "--recipe", "tiny", "--stages", "i", "--data", str(tmp_path), "--out",
+                 str(tmp_path / "o")]) == 2
+    assert "stage 'i' starts from stage 'h''s checkpoint" in capsys.readouterr().err
     assert not (tmp_path / "o").exists()
+    # and a recipe cannot start with one: the fit copies a trained model
+    with pytest.raises(ConfigError, match="no model stage comes before it"):
+        Recipe("r", "", (PlanAdapterStage("i"), TrainStage("s", steps=1)))
 
 
 def test_tiny_checkpoint_without_adapter_plans_as_before(tmp_path):

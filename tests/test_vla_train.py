@@ -156,14 +156,10 @@ def test_keystone_train_cli_on_a_sim_store(sim_store, tmp_path):
     before, after = load_pretrained(out).model, load_pretrained(tmp_path / "spec").model
     drift = max((a - b).abs().max().item() for a, b in zip(before.state_dict().values(), after.state_dict().values()))
     assert drift < 1e-5  # started from those weights (lr 1e-9: one step barely moves them)
-    # the object frame and per-dimension loss weights are this run's choice on a warm start
+    # the object frame is this run's choice on a warm start
     proc = subprocess.run(spec + ["--out", str(tmp_path / "held"), "--init-from", str(out), "--object-frame",
-                                  "held_part", "--action-weights", "1,1,1,1,1,5,1", "--l2-dims", "5"],
-                          env=ENV, capture_output=True, text=True, timeout=300)
+                                  "held_part"], env=ENV, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    info = json.loads((tmp_path / "held" / "train_info.json").read_text())
-    assert info["train_config"]["action_loss_weights"] == [1, 1, 1, 1, 1, 5, 1]
-    assert info["train_config"]["action_l2_dims"] == [5]
     assert load_pretrained(tmp_path / "held").model.config.object_frame == "held_part"
     assert load_pretrained(out).model.config.object_frame == "gripper"
     # a cheaper model from scratch: bigger patches (fewer image tokens) and no plan batches next to the actions
@@ -188,32 +184,64 @@ def test_keystone_train_cli_on_a_sim_store(sim_store, tmp_path):
                      (["--actions-per-chunk", "0"], "--actions-per-chunk must be >= 1"),
                      (["--actions-per-chunk", "5"], "more than the chunk size 4"),
                      (["--init-from", str(out), "--chunk-size", "12"], "chunk_size"),
-                     (["--action-weights", "1,2"], "7 non-negative numbers"),
-                     (["--action-weights", "a,b"], "7 comma-separated numbers"),
                      (["--object-frame", "camera"], "unknown object_frame"),
-                     (["--l2-dims", "9"], "action dimensions 0-6"), (["--l2-dims", "yaw"], "action dimensions 0-6")):
+                     (["--fit-yaw-head"], "unrecognized arguments"),  # fits are recipe stages now
+                     (["--stages", "s"], "name it with --recipe")):
         proc = subprocess.run(spec + ["--out", str(tmp_path / "bad")] + bad, env=ENV, capture_output=True, text=True,
                               timeout=300)
         assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr[-2000:])
 
 
+def _recipe(*stages):
+    from keystone_vla.vla.recipes import Recipe
+
+    return Recipe("test", "a test recipe", stages)
+
+
+def _tiny_stage(name="run", **kw):
+    from keystone_vla.vla.recipes import TrainStage
+
+    return TrainStage(name, **{"steps": 1, "preset": "tiny", "batch_size": 4, "loader_workers": 0, **kw})
+
+
 @pytest.mark.slow
-def test_fit_yaw_head_cli_adds_a_head_and_keeps_every_other_weight(sim_store, tmp_path):
+def test_warm_start_stage_takes_its_own_object_frame_and_loss_weights(sim_store, tmp_path):
+    from keystone_vla.cli.recipe import run_recipe
+    from keystone_vla.errors import ConfigError
     from keystone_vla.vla.checkpoint import load_pretrained
 
-    base = [sys.executable, "-m", "keystone_vla.cli", "train", "--data", str(sim_store), "--preset", "tiny",
-            "--workers", "0", "--json"]
-    proc = subprocess.run(base + ["--out", str(tmp_path / "run"), "--steps", "1", "--batch-size", "4",
-                                  "--actions-per-chunk", "3"], env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    fit = base + ["--fit-yaw-head", "--steps", "50"]
-    proc = subprocess.run(fit + ["--init-from", str(tmp_path / "run"), "--out", str(tmp_path / "yaw"),
-                                 "--object-frame", "held_part"], env=ENV, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    held = _tiny_stage("held", warm_start=True, lr=1e-9, object_frame="held_part",
+                       action_loss_weights=(1, 1, 1, 1, 1, 5, 1), action_l2_dims=(5,))
+    run_recipe(_recipe(_tiny_stage(), held), tmp_path, data=sim_store, progress=False)
+    info = json.loads((tmp_path / "held" / "train_info.json").read_text())
+    assert info["train_config"]["action_loss_weights"] == [1, 1, 1, 1, 1, 5, 1]
+    assert info["train_config"]["action_l2_dims"] == [5]
+    assert info["data"]["init_from"] == str(tmp_path / "run")
+    assert load_pretrained(tmp_path / "held").model.config.object_frame == "held_part"
+    assert load_pretrained(tmp_path / "run").model.config.object_frame == "gripper"
+    for bad, msg in (({"action_loss_weights": (1, 2)}, "7 non-negative numbers"),
+                     ({"action_l2_dims": (9,)}, "action dimensions 0-6")):
+        with pytest.raises(ConfigError, match=msg):
+            run_recipe(_recipe(_tiny_stage(), _tiny_stage("bad", warm_start=True, **bad)), tmp_path, data=sim_store,
+                       stages=["bad"], progress=False)
+
+
+@pytest.mark.slow
+def test_yaw_head_stage_adds_a_head_and_keeps_every_other_weight(sim_store, tmp_path, capfd):
+    from keystone_vla.cli.recipe import run_recipe
+    from keystone_vla.errors import ConfigError, ModelError
+    from keystone_vla.vla.checkpoint import load_pretrained
+    from keystone_vla.vla.recipes import YawHeadStage
+
+    def yaw(**kw):
+        return YawHeadStage("yaw", **{"steps": 50, "object_frame": "held_part", **kw})
+
+    out = run_recipe(_recipe(_tiny_stage(actions_per_chunk=3), yaw()), tmp_path, data=sim_store)
+    summary = out["stages"][1]
+    assert summary["stage"] == "yaw" and summary["kind"] == "yaw_head" and out["final"] == str(tmp_path / "yaw")
     assert summary["steps"] == 50 and summary["train_windows"] > 0 and np.isfinite(summary["val_mse"])
     assert summary["object_frame"] == "held_part"
-    assert "yaw head" in proc.stderr  # progress bar
+    assert "yaw head" in capfd.readouterr().err  # progress bar
     before, after = load_pretrained(tmp_path / "run").model, load_pretrained(tmp_path / "yaw").model
     assert after.config.yaw_head and not before.config.yaw_head
     assert before.config.object_frame == "gripper" and after.config.object_frame == "held_part"
@@ -224,14 +252,18 @@ def test_fit_yaw_head_cli_adds_a_head_and_keeps_every_other_weight(sim_store, tm
             assert torch.equal(v, kept[k]), k
     info = json.loads((tmp_path / "yaw" / "train_info.json").read_text())
     assert info["yaw_head"]["init_from"] == str(tmp_path / "run") and info["yaw_head"]["steps"] == 50
+    assert info["recipe"]["stage"] == "yaw" and info["recipe"]["lineage"] == ["run", "yaw"]
     assert "closed_loop_eval" not in info
-    for bad, msg in (([], "name it with --init-from"), (["--init-from", str(tmp_path / "nope")], "does not exist"),
-                     (["--init-from", str(tmp_path / "run"), "--object-frame", "palm"], "unknown object_frame 'palm'"),
-                     (["--init-from", str(tmp_path / "run"), "--actions-per-chunk", "-2"], "must be >= 1"),
-                     (["--init-from", str(tmp_path / "run"), "--actions-per-chunk", "5"], "chunk size 4")):
-        proc = subprocess.run(fit + ["--out", str(tmp_path / "bad")] + bad, env=ENV, capture_output=True, text=True,
-                              timeout=300)
-        assert proc.returncode != 0 and msg in proc.stderr, (bad, proc.stderr[-2000:])
+    with pytest.raises(ConfigError, match="no model stage comes before it"):
+        _recipe(yaw(), _tiny_stage())
+    with pytest.raises(ConfigError, match="actions_per_chunk must be >= 1"):
+        yaw(actions_per_chunk=-2)
+    for stage, where, error, msg in (
+            (yaw(), tmp_path / "fresh", ConfigError, "which does not exist"),
+            (yaw(object_frame="palm"), tmp_path, ConfigError, "unknown object_frame 'palm'"),
+            (yaw(actions_per_chunk=5), tmp_path, ConfigError, "chunk size 4")):
+        with pytest.raises((error, ModelError), match=msg):
+            run_recipe(_recipe(_tiny_stage(), stage), where, data=sim_store, stages=["yaw"], progress=False)
 
 
 def test_cli_rejects_a_missing_store(tmp_path):
@@ -268,21 +300,9 @@ def test_minilm_sentence_token_trains_and_stays_out_of_the_checkpoint(tmp_path):
     assert sims[0] > sims[1]
 
 
-def test_train_base_script_names_its_recipes_on_a_bad_one():
+def test_train_base_script_runs_the_keystone_base_recipe():
+    # the script is one `keystone train --recipe keystone-base` call: a bad stage fails before anything runs
     script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_base.sh")
-    proc = subprocess.run(["bash", script], env={**ENV, "RECIPE": "quick"}, capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["bash", script, "--stages", "x"], env=ENV, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
-    assert "RECIPE=quick: use lineage" in proc.stderr and "fast (stages s, h, i" in proc.stderr
-
-
-def test_train_base_fast_recipe_refuses_to_replace_an_existing_mix_store(tmp_path):
-    # the DAgger variant (stage f) starts MIX as a copy of DATA
-    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "train_base.sh")
-    mix = tmp_path / "mix.zarr"
-    mix.mkdir()
-    (mix / "episode").write_text("kept")
-    proc = subprocess.run(["bash", script], env={**ENV, "RECIPE": "fast", "STAGES": "sfhi", "MIX": str(mix),
-                                                 "DATA": str(tmp_path)}, capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2
-    assert f"MIX={mix} already exists" in proc.stderr and "name another MIX" in proc.stderr
-    assert (mix / "episode").read_text() == "kept"  # nothing collected, trained or removed
+    assert "recipe 'keystone-base': unknown stage 'x'" in proc.stderr and "collect, h, i, s" in proc.stderr

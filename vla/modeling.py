@@ -362,7 +362,7 @@ class VLAModel(nn.Module):
         if "plan_ids" in batch and self.config.plan_adapter_rank:
             if "plan_text_features" not in batch:
                 raise ModelError("this model has a plan adapter; plan batches need plan_text_features (fit it with "
-                                 "keystone train --init-from CKPT --fit-plan-adapter)")
+                                 "a recipe's plan adapter stage, keystone_vla.vla.recipes.PlanAdapterStage)")
             losses["plan"] = plan_adapter_loss(self, batch)
         elif "plan_ids" in batch:
             losses["plan"] = self.lm(input_ids=batch["plan_ids"], labels=batch["plan_labels"]).loss

@@ -17,7 +17,7 @@ The trunk is shared with the action head, so the plan is learned by low-rank del
 layer of the LM's blocks, switched on only inside `PlanAdapter.active()`: the chunk head's outputs are
 bit-identical with and without the adapter (a test checks this), and a closed-loop action result measured
 before still holds. `fit_plan_adapter` trains only the adapter (rank 8, ~0.2 M parameters) on plan examples,
-text only, minutes on a CPU (``keystone train --init-from CKPT --fit-plan-adapter``).
+text only, minutes on a CPU (a recipe's `PlanAdapterStage`, `keystone_vla.vla.recipes`).
 
 This module must never import the simulator.
 """

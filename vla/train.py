@@ -171,7 +171,7 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
         tok, config = warm.tokenizer, warm.model.config
         if config.plan_adapter_rank:
             # the adapter's low-rank deltas fit the trunk they were trained on; training the trunk voids them, so the
-            # new run starts without one (refit it afterwards: keystone train --init-from OUT --fit-plan-adapter)
+            # new run starts without one (refit it afterwards: a recipe's PlanAdapterStage, vla/recipes.py)
             config = config.replace(plan_adapter_rank=0)
             warm.model = transfer_weights(warm.model.state_dict(), config, f"init_from {init_from}",
                                           dropped=("plan_adapter.",))

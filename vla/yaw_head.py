@@ -10,8 +10,8 @@ state added (the height and gripper tell a lift from a transit), trained with sq
 conditional mean: a steady turn where the expert would burst, which closes the same gap).
 
 `fit_yaw_head` trains only this head on a store's object features, states and yaw labels, with no images and
-no trunk pass, so adding it to a trained checkpoint takes minutes on a CPU (``keystone train --init-from CKPT
---fit-yaw-head``); a model built with ``yaw_head=True`` from the start trains it with everything else.
+no trunk pass, so adding it to a trained checkpoint takes minutes on a CPU (a recipe's `YawHeadStage`,
+`keystone_vla.vla.recipes`); a model built with ``yaw_head=True`` from the start trains it with everything else.
 
 This module must never import the simulator.
 """
