@@ -57,7 +57,6 @@ class VLAAgent:
         self.sequencer = PlanSequencer(self.config.sequencer, self.config.regrasp)
         self.runtime = ChunkRuntime(self._predict, self.runtime_config, on_chunk=self.sequencer.on_chunk)
         self.assists = self.config.build_assists()
-        self.plan: Plan | None = None
         self._locate: Locate | None = None
         self._locate_live = False  # `locate` reads the objects' poses now (not the scene as planned)
         self._step_objects: np.ndarray | None = None  # the current step's objects, as the model is shown them
@@ -89,6 +88,15 @@ class VLAAgent:
     @property
     def runtime_stats(self) -> Any:
         return self.runtime.stats
+
+    @property
+    def plan(self) -> Plan | None:
+        """The grounded plan being executed (the sequencer's)."""
+        return self.sequencer.plan
+
+    @plan.setter
+    def plan(self, plan: Plan) -> None:
+        self.sequencer.plan = plan
 
     @property
     def plan_step(self) -> int:
@@ -148,12 +156,12 @@ class VLAAgent:
         if isinstance(grounded, Refusal):
             raise GroundingError(grounded.reason)
         by_id = {o.id: o for o in objects}
-        self.plan = order_independent_pairs(grounded.plan, by_id) if self.config.pair_order else grounded.plan
-        self.sequencer.start(self.plan, step_check)
+        plan = order_independent_pairs(grounded.plan, by_id) if self.config.pair_order else grounded.plan
+        self.sequencer.start(plan, step_check)
         self._locate = locate or (lambda step: scene_step_objects(by_id, step))
         self._locate_live = locate is not None
         self.reset()
-        return self.plan
+        return plan
 
     def reset(self) -> None:
         """New episode for the prepared plan: first step, empty queue, fresh assists (the plan itself is kept)."""

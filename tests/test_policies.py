@@ -13,9 +13,12 @@ from test_vla_helpers import tiny_checkpoint
 
 from keystone_vla.errors import ConfigError, GroundingError, ModelError
 from keystone_vla.perception.objects import DetectedObject
+from keystone_vla.policies.agent_config import AgentConfig
+from keystone_vla.policies.assists.regrasp import RegraspConfig
 from keystone_vla.policies.baseline import BaselineConfig, BaselinePolicy
 from keystone_vla.policies.evaluate import EpisodeJob, EvalConfig, plan_agreement, run_job
 from keystone_vla.policies.oracle import OraclePolicy
+from keystone_vla.policies.plan_sequencer import SequencerConfig
 from keystone_vla.policies.registry import load_policy, resolve_policy_name
 from keystone_vla.policies.vla_agent import VLAAgent
 from keystone_vla.sim.rollout import make_world
@@ -46,6 +49,12 @@ def baseline_ckpt(store, tmp_path_factory) -> tuple[Path, dict]:
 @pytest.fixture(scope="module")
 def vla_ckpt(tmp_path_factory) -> Path:
     return tiny_checkpoint(tmp_path_factory.mktemp("vla") / "tiny", steps=2)
+
+
+def agent_config(relocate_every: int = 1, assists: tuple[str, ...] | None = None, **sequencer) -> AgentConfig:
+    """The shipped agent with other step hand-over settings (relocation period, assists)."""
+    extra = {} if assists is None else {"assists": assists}
+    return AgentConfig(sequencer=SequencerConfig(**sequencer), relocate_every=relocate_every, **extra)
 
 
 def obs(size: int, seed: int = 0, opening: float | None = None) -> Observation:
@@ -142,7 +151,7 @@ def test_vla_agent_refuses_a_plan_that_does_not_ground(vla_ckpt) -> None:
 
 
 def test_vla_agent_advances_steps_and_flushes_the_queue(vla_ckpt) -> None:
-    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=4, check_patience=1)
+    agent = VLAAgent.from_pretrained(vla_ckpt, agent_config(check_patience=1), n_action_steps=4)
     size = agent.image_size
     scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
              DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
@@ -173,7 +182,7 @@ def test_vla_agent_advances_steps_and_flushes_the_queue(vla_ckpt) -> None:
 
 def test_vla_agent_ends_a_step_only_when_model_and_check_agree(vla_ckpt) -> None:
     # done_threshold ~0: the model calls every chunk done; the check decides whether that ends the step
-    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1e-9, check_patience=1000)
+    agent = VLAAgent.from_pretrained(vla_ckpt, agent_config(done_threshold=1e-9, check_patience=1000), n_action_steps=2)
     size = agent.image_size
     scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
              DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
@@ -197,14 +206,13 @@ def test_vla_agent_ends_a_step_only_when_model_and_check_agree(vla_ckpt) -> None
     for _ in range(chunk + 1):  # the step ends once the chunk that called it done has run out
         agent.act(obs(size))
     assert agent.plan_step == 1 and located[-1] == "place_in(red_block, blue_bowl)"
-    with pytest.raises(ConfigError, match="check_patience"):
-        VLAAgent(agent.vla, check_patience=0)
 
 
 def test_vla_agent_regrasps_a_part_released_short_of_its_target(vla_ckpt) -> None:
     # the done head never fires; the checks alone move the plan (check_patience=1)
-    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1 - 1e-9, check_patience=1,
-                                     regrasp_patience=3, max_regrasps=1)
+    config = AgentConfig(sequencer=SequencerConfig(done_threshold=1 - 1e-9, check_patience=1),
+                         regrasp=RegraspConfig(max_regrasps=1, patience=3))
+    agent = VLAAgent.from_pretrained(vla_ckpt, config, n_action_steps=2)
     size = agent.image_size
     scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
              DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
@@ -240,16 +248,12 @@ def test_vla_agent_regrasps_a_part_released_short_of_its_target(vla_ckpt) -> Non
     for _ in range(6):
         agent.act(obs(size, opening=1.0))
     assert agent.plan_step == 1 and agent.regrasps == 0
-    with pytest.raises(ConfigError, match="regrasp_patience"):
-        VLAAgent(agent.vla, regrasp_patience=0)
-    with pytest.raises(ConfigError, match="max_regrasps"):
-        VLAAgent(agent.vla, max_regrasps=-1)
 
 
 @pytest.mark.parametrize("require_release", [True, False])
 def test_vla_agent_ends_a_put_down_by_patience_only_once_the_hand_opens(vla_ckpt, require_release) -> None:
-    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1 - 1e-9, check_patience=2,
-                                     require_release=require_release)
+    agent = VLAAgent.from_pretrained(vla_ckpt, agent_config(done_threshold=1 - 1e-9, check_patience=2,
+                                                     require_release=require_release), n_action_steps=2)
     size = agent.image_size
     scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
              DetectedObject("green_block", "green", "block", (0.5, -0.1, 0.02)),
@@ -278,8 +282,9 @@ def test_vla_agent_ends_a_put_down_by_patience_only_once_the_hand_opens(vla_ckpt
 def test_vla_agent_locates_a_held_part_again_only_while_it_is_held(vla_ckpt) -> None:
     """relocate_every: during a put-down the step's objects are located again every N ticks while the hand holds
     the part (opening between empty-closed and empty-open), never during a pick or after the release."""
-    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1 - 1e-9, check_patience=1,
-                                     relocate_every=3, align_radius=0.0)  # alignment locates every tick on its own
+    agent = VLAAgent.from_pretrained(vla_ckpt, agent_config(done_threshold=1 - 1e-9, check_patience=1, relocate_every=3,
+                                                     assists=()),  # the servo would locate every tick itself
+                                     n_action_steps=2)
     assert agent.vla.config.object_token  # the fixture's model takes the object token, so steps are located
     size = agent.image_size
     scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
@@ -308,176 +313,46 @@ def test_vla_agent_locates_a_held_part_again_only_while_it_is_held(vla_ckpt) -> 
     for _ in range(6):  # released: the last pose stands
         agent.act(obs(size, opening=1.0))
     assert located.count("place_in(red_block, blue_bowl)") == 3
-    with pytest.raises(ConfigError, match="relocate_every"):
-        VLAAgent(agent.vla, relocate_every=-1)
 
 
-def test_vla_agent_release_interlock_holds_an_open_command_off_target(vla_ckpt) -> None:
-    agent = VLAAgent.from_pretrained(vla_ckpt, release_radius=0.008)
-    size = agent.image_size
-    scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
-             DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
-    part_at = {"xy": (0.5, 0.19)}
-
-    def locate(step: PlanStep) -> np.ndarray:
-        return np.array([*part_at["xy"], 0.05, 0, 0, 0, 0, 0.5, 0.2, 0.02, 0, 0, 0, 0], np.float32)
-
-    agent.prepare("put the red block in the blue bowl", obs(size), scene, locate=locate)
-    agent.plan = Plan("x", (PlanStep.parse("pick(red_block)", "pick up the red block"),
-                            PlanStep.parse("place_in(red_block, blue_bowl)", "put it in the bowl")))
-    agent.reset()
-    opening = np.zeros(7, np.float32)  # gripper 0 = open
-    assert not agent._release_too_early(opening, obs(size, opening=0.5))  # a pick may always open
-    agent.plan_step = 1
-    assert agent._release_too_early(opening, obs(size, opening=0.5))  # 10 mm off the target: held back
-    assert not agent._release_too_early(opening, obs(size, opening=1.0))  # nothing held: nothing to hold back
-    assert not agent._release_too_early(np.ones(7, np.float32), obs(size, opening=0.5))  # a close command passes
-    part_at["xy"] = (0.5, 0.195)
-    assert not agent._release_too_early(opening, obs(size, opening=0.5))  # 5 mm: within the radius
-    with pytest.raises(ConfigError, match="release_radius"):
-        VLAAgent(agent.vla, release_radius=-0.01)
-
-
-def test_vla_agent_final_alignment_is_bounded_and_holds_the_release(vla_ckpt) -> None:
-    """align_radius: within the capture radius of its target a held part's x/y and yaw residuals are corrected by a
-    bounded step, an open command waits for the part to be aligned, and nothing changes outside a held put-down."""
-    from keystone_vla.policies.vla_agent import ALIGN_MAX_STEP, ALIGN_MAX_YAW, ALIGN_RELEASE_TOL
-
-    agent = VLAAgent.from_pretrained(vla_ckpt, align_radius=0.05)
-    size = agent.image_size
-    scene = [DetectedObject("peg", "red", "peg", (0.5, 0.0, 0.02)), DetectedObject("hole", "grey", "hole", (0.5, 0.2, 0.02))]
-    part = {"xy": (0.5, 0.18), "yaw": 0.0, "size": (0.02, 0.02, 0.06)}
-
-    def locate(step: PlanStep) -> np.ndarray:
-        return np.array([*part["xy"], 0.06, part["yaw"], *part["size"], 0.5, 0.2, 0.02, 0.3, 0.05, 0.05, 0.04],
-                        np.float32)
-
-    agent.prepare("insert the peg into the hole", obs(size), scene, locate=locate)
-    agent.plan = Plan("x", (PlanStep.parse("pick(peg)", "pick up the peg"),
-                            PlanStep.parse("insert(peg, hole)", "insert it into the hole")))
-    agent.reset()
-    release = np.zeros(7, np.float32)  # no motion, gripper 0 = open
-    held = obs(size, opening=0.5)
-    assert np.array_equal(agent._align(release, held), release)  # a pick with the hand closing: not corrected
-    over = Observation(images=held.images, state=obs(size, opening=1.0).state,
-                       ee_pose=np.array([0.5, 0.17, 0.1, 1, 0, 0, 0], np.float32))  # open hand, yaw 0, 10 mm short
-    part["yaw"] = 0.3 + np.pi  # a half turn is the same grasp for the two-finger hand
-    out = agent._align(np.ones(7, np.float32), over)
-    assert out[1] == pytest.approx(1 + ALIGN_MAX_STEP) and out[5] == pytest.approx(1 + ALIGN_MAX_YAW)
-    assert out[-1] == 1.0  # a pick's close command is the model's
-    part["yaw"] = 0.0
-    agent.plan_step = 1
-    out = agent._align(release, held)  # 20 mm short in +y: a bounded step toward the hole, release held
-    assert out[1] == pytest.approx(ALIGN_MAX_STEP) and out[0] == pytest.approx(0.0, abs=1e-7)
-    assert out[5] == pytest.approx(min(0.5 * 0.3, ALIGN_MAX_YAW)) and out[-1] == 1.0
-    assert agent.held_releases == 1 and agent.aligned_ticks == 2  # the pick above, this put-down
-    part["yaw"] = 0.3 + np.pi / 2  # a square peg a quarter turn round is aligned: no yaw correction
-    assert agent._align(release, held)[5] == pytest.approx(0.0, abs=1e-6)
-    agent.plan = Plan("x", (PlanStep.parse("pick(red_ell)", "pick up the red ell"),
-                            PlanStep.parse("place_in(red_ell, ell_slot)", "put it in the ell slot")))
-    assert abs(agent._align(release, held)[5]) == pytest.approx(ALIGN_MAX_YAW)  # an ell has no symmetry
-    agent.plan = Plan("x", (PlanStep.parse("pick(red_disc)", "pick up the red disc"),
-                            PlanStep.parse("place_in(red_disc, disc_slot)", "put it in the disc slot")))
-    assert agent._align(release, held)[5] == 0.0  # a disc is round: never turned
-    part["xy"] = (0.5, 0.2 - ALIGN_RELEASE_TOL / 2)  # aligned: the open command passes, the residual is small
-    out = agent._align(release, held)
-    assert out[-1] == 0.0 and abs(out[1]) < ALIGN_RELEASE_TOL
-    assert np.array_equal(agent._align(release, obs(size, opening=1.0)), release)  # nothing held
-    part["xy"] = (0.5, 0.1)  # 10 cm away: outside the capture radius, the model alone
-    assert np.array_equal(agent._align(release, held), release)
-    part["xy"] = (0.5, 0.195)  # 5 mm off: held back at the default tolerance, released within a given release_radius
-    assert agent._align(release, held)[-1] == 1.0
-    agent.release_radius = 0.008
-    assert agent._align(release, held)[-1] == 0.0
-    agent.release_radius = 0.0
-    agent.prepare("insert the peg into the hole", obs(size), scene)  # no live locate: the scene as planned only
-    agent.plan, agent.plan_step = Plan("x", (PlanStep.parse("pick(peg)", "pick up the peg"),
-                                             PlanStep.parse("insert(peg, hole)", "insert it"))), 1
-    assert np.array_equal(agent._align(release, held), release)
-    with pytest.raises(ConfigError, match="align_radius"):
-        VLAAgent(agent.vla, align_radius=-0.01)
-
-
-def test_vla_agent_binary_gripper_thresholds_only_the_gripper(vla_ckpt) -> None:
-    """binary_gripper: the same model and observations give the same motion, with the gripper command snapped to
-    0 or 1 at 0.5 (demonstrations only command those two)."""
-    scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
-             DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
-    raw, snapped = (VLAAgent.from_pretrained(vla_ckpt, binary_gripper=b) for b in (False, True))
-    size = raw.image_size
-    for agent in (raw, snapped):
-        agent.prepare("put the red block in the blue bowl", obs(size), scene)
-    for k in range(4):
-        o = obs(size, opening=0.3 + 0.2 * k)
-        a, b = raw.act(o), snapped.act(o)
-        np.testing.assert_array_equal(a[:6], b[:6])
-        assert b[-1] == (1.0 if a[-1] >= 0.5 else 0.0)
-
-
-def test_vla_agent_still_hand_release_runs_a_predicted_open_once_the_part_is_set_down(vla_ckpt) -> None:
-    """still_release: a model that keeps predicting its release a few actions ahead (here the 5th of 8, with 2 run
-    per chunk) lets go once the hand stops with the part set down over its target, and the hand stays open for the
-    rest of the step; not while the hand moves, not hovering above the target, not off target, never with the rule
-    off."""
+def test_vla_agent_runs_its_assists_in_the_configured_order_and_raw_is_the_model_alone(vla_ckpt) -> None:
+    """The order of `AgentConfig.assists` is the order of application; with none, the runtime's action leaves the
+    agent unchanged."""
     from keystone_vla.types import ActionChunk
 
-    agent = VLAAgent.from_pretrained(vla_ckpt, n_action_steps=2, done_threshold=1 - 1e-9, check_patience=10**6)
-    size = agent.image_size
-    scene = [DetectedObject("peg", "red", "peg", (0.5, 0.0, 0.04)), DetectedObject("hole", "grey", "hole", (0.5, 0.2, 0.0))]
-    part = {"xy": (0.5, 0.2), "z": 0.044}  # the peg in the hole: bottom 4 mm above the floor
+    scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
+             DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
+    part = np.array([0.5, 0.2, 0.04, 0, 0.04, 0.04, 0.04, 0.5, 0.2, 0.02, 0, 0.12, 0.12, 0.04], np.float32)
 
-    def locate(step: PlanStep) -> np.ndarray:
-        return np.array([*part["xy"], part["z"], 0, 0.024, 0.024, 0.08, 0.5, 0.2, 0.0, 0, 0.12, 0.12, 0.04], np.float32)
+    def run(assists: tuple[str, ...]) -> list[float]:
+        a = VLAAgent.from_pretrained(vla_ckpt, AgentConfig(assists=assists, sequencer=SequencerConfig(
+            done_threshold=1 - 1e-9, check_patience=10**6)), n_action_steps=2)
+        a.vla.predict_chunk = lambda o, t, x=None: ActionChunk(  # the model: still, gripper at 0.4, opening later
+            np.array([[0, 0, 0, 0, 0, 0, 0.6]] * 4 + [[0, 0, 0, 0, 0, 0, 0.4]] * 4, np.float32), step_done=0.0)
+        a.prepare("put the red block in the blue bowl", obs(a.image_size), scene, step_check=lambda s: s.skill == "pick",
+                  locate=lambda step: part)
+        a.plan = Plan("x", (PlanStep.parse("pick(red_block)", "pick"), PlanStep.parse("place_in(red_block, blue_bowl)",
+                                                                                  "put")))
+        a.reset()
+        a.sequencer.go_to(1)  # the put-down, the part set down on target, the hand still
+        still = Observation(images=obs(a.image_size).images, state=obs(a.image_size, opening=0.5).state,
+                            ee_pose=np.array([0.5, 0.2, 0.1, 1, 0, 0, 0], np.float32))
+        return [round(float(a.act(still)[-1]), 3) for _ in range(3)]
 
-    grip = {"open_at": 4}
+    assert run(()) == [0.6, 0.6, 0.6]  # raw: the model's own gripper command
+    assert run(("binary_gripper",)) == [1.0, 1.0, 1.0]
+    # the still-hand release fires on the second tick (the hand has stopped), whatever binary_gripper does after it
+    assert run(("still_release", "binary_gripper")) == [1.0, 0.0, 0.0]
+    assert run(("binary_gripper", "still_release")) == [1.0, 0.0, 0.0]
 
-    def predict_chunk(observation, text, objects=None) -> ActionChunk:  # a scripted model: no motion, release ahead
-        actions = np.zeros((8, 7), np.float32)
-        actions[: grip["open_at"], -1] = 1.0
-        return ActionChunk(actions, step_done=0.0)
 
-    agent.vla.predict_chunk = predict_chunk
-    agent.prepare("insert the peg into the hole", obs(size), scene, step_check=lambda s: s.skill == "pick",
-                  locate=locate)
-    agent.plan = Plan("x", (PlanStep.parse("pick(peg)", "pick up the peg"),
-                            PlanStep.parse("insert(peg, hole)", "insert it into the hole")))
+def test_policy_registry_is_one_table() -> None:
+    from keystone_vla.policies.registry import POLICIES, register_policy
 
-    def run(ticks: int, move: float = 0.0) -> list[float]:
-        """Gripper commands of `ticks` ticks of the put-down, the end effector moving `move` metres per tick."""
-        out = []
-        for k in range(ticks):
-            o = obs(size, opening=0.5)  # the part in the hand
-            o = Observation(images=o.images, state=o.state,
-                            ee_pose=np.array([0.5, 0.2 + move * k, 0.1, 1, 0, 0, 0], np.float32))
-            out.append(float(agent.act(o)[-1]))
-        return out
-
-    def restart() -> None:
-        agent.reset()
-        agent.plan_step = 1
-
-    restart()
-    assert run(6, move=0.01) == [1.0] * 6  # the hand moves: the release stays ahead, never run
-    restart()
-    assert run(6) == [1.0] + [0.0] * 5  # still from the second tick: the open runs and holds (the model says closed)
-    assert agent.still_releases == 1  # fired once
-    agent._go_to(1)  # the step begins again (a regrasp): the rule may fire again, the hand still since before
-    assert run(2) == [0.0, 0.0] and agent.still_releases == 2
-    restart()
-    part["z"] = 0.044 + 0.04 + 0.015  # the peg's bottom 1.5 cm above the fixture: hovering, not set down
-    assert run(4) == [1.0] * 4
-    part["z"], part["xy"] = 0.044, (0.5, 0.19)  # 10 mm off the hole: the servo's interlock holds it
-    restart()
-    assert 0.0 not in run(4)
-    part["xy"], grip["open_at"] = (0.5, 0.2), 8  # no open anywhere in the chunk: nothing to run early
-    restart()
-    assert run(4) == [1.0] * 4 and agent.still_releases == 0
-    grip["open_at"] = 4
-    agent.still_release = 0.0  # off
-    restart()
-    assert run(4) == [1.0] * 4
-    with pytest.raises(ConfigError, match="still_release"):
-        VLAAgent(agent.vla, still_release=-0.001)
+    assert {"oracle", "broken"} <= set(POLICIES)  # broken: registered by the tests (tests/broken_policy.py)
+    with pytest.raises(ConfigError, match="taken"):
+        register_policy("oracle")
+    assert resolve_policy_name("broken") == ("broken", None)
 
 
 def test_vla_agent_in_the_harness_reports_its_plan(vla_ckpt) -> None:
@@ -533,31 +408,3 @@ def test_policy_refusal_is_reported_and_not_run() -> None:
     assert r.refused and r.reason == "no purple block is on the table (stack)"
     assert policy.acted == 0 and r.steps == 0 and not r.success
     assert r.plan == ["pick(blue_block)", "place_on(blue_block, yellow_block)"]
-
-
-def _pairs(*pairs: tuple[str, str, str]) -> Plan:
-    steps = []
-    for part, skill, target in pairs:
-        steps += [PlanStep("pick", (part,), f"pick up the {part}"), PlanStep(skill, (part, target), f"put {part}")]
-    return Plan("assemble the kit", tuple(steps))
-
-
-def test_independent_put_downs_run_largest_y_first_and_dependent_ones_keep_their_order() -> None:
-    from keystone_vla.policies.vla_agent import order_independent_pairs
-
-    objs = {i: DetectedObject(i, None, "bar", np.array([0.5, y, 0.02])) for i, y in
-            (("red_bar", -0.1), ("blue_disc", 0.2), ("green_ell", 0.05), ("a_slot", 0), ("b_slot", 0), ("c_slot", 0))}
-    kit = _pairs(("red_bar", "place_in", "a_slot"), ("blue_disc", "place_in", "b_slot"),
-                 ("green_ell", "place_in", "c_slot"))
-    out = order_independent_pairs(kit, objs)
-    assert [s.args[0] for s in out.steps[::2]] == ["blue_disc", "green_ell", "red_bar"]
-    assert sorted(out.steps, key=str) == sorted(kit.steps, key=str) and out.instruction == kit.instruction
-    for i in range(0, 6, 2):  # every pick still directly precedes its own put-down
-        assert out.steps[i].skill == "pick" and out.steps[i + 1].args[0] == out.steps[i].args[0]
-    # a tower (each block goes onto the previous one), a shared target, a target that is a part, a missing pose
-    tower = _pairs(("blue_disc", "place_on", "red_bar"), ("green_ell", "place_on", "blue_disc"))
-    shared = _pairs(("red_bar", "place_in", "a_slot"), ("blue_disc", "place_in", "a_slot"))
-    chained = _pairs(("red_bar", "place_in", "a_slot"), ("blue_disc", "place_in", "red_bar"))
-    unknown = _pairs(("red_bar", "place_in", "a_slot"), ("white_tee", "place_in", "b_slot"))
-    for plan in (tower, shared, chained, unknown, _pairs(("red_bar", "place_in", "a_slot"))):
-        assert order_independent_pairs(plan, objs) is plan
