@@ -137,13 +137,15 @@ def gate_sweep(by_set: dict[str, list[tuple[float, bool]]]) -> dict:
 
 
 def main() -> None:
-    from keystone_vla.policies.vla_agent import DEFAULT_MIN_PLAN_CONFIDENCE
+    from keystone_vla.policies.agent_config import PRESETS
+
+    gate = PRESETS["shipped"].min_plan_confidence
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--checkpoint", default="vla/pretrained/keystone-base")
     ap.add_argument("--n", type=int, default=20, help="instructions per task and split")
     ap.add_argument("--out", default=None, help="JSON file to write (default: print only)")
-    ap.add_argument("--min-plan-confidence", type=float, default=DEFAULT_MIN_PLAN_CONFIDENCE,
+    ap.add_argument("--min-plan-confidence", type=float, default=gate,
                     help="the gate whose refusals are counted (default: the agent's, %(default)s)")
     args = ap.parse_args()
     res = evaluate(args.checkpoint, args.n, args.min_plan_confidence)

@@ -11,8 +11,8 @@
 # check ~1 min). The final checkpoint is OUT/i; the store is OUT/data.zarr (collection is skipped when it exists).
 #
 # Environment: OUT (default runs/keystone-base), THREADS (torch threads, default 2), SHIP=1 to copy the final
-# checkpoint's files (not the optimizer state) into vla/pretrained/keystone-base/. Extra arguments go to
-# `keystone train`, e.g. `--stages h,i` to refit the last two stages on an existing OUT, or `--data STORE`.
+# checkpoint's files (weights, configs, agent.json; not the optimizer state) into vla/pretrained/keystone-base/.
+# Extra arguments go to `keystone train`, e.g. `--stages h,i` to refit the last two stages on an existing OUT, or `--data STORE`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT="${OUT:-runs/keystone-base}"
@@ -33,6 +33,6 @@ if [ "$SHIP" = "1" ]; then
     [ -n "$final" ] || { echo "SHIP=1: this run wrote no checkpoint to ship" >&2; exit 2; }
     mkdir -p vla/pretrained/keystone-base
     cp "$final"/model.safetensors "$final"/config.json "$final"/normalization.json "$final"/tokenizer.json \
-       "$final"/train_info.json vla/pretrained/keystone-base/
+       "$final"/train_info.json "$final"/agent.json vla/pretrained/keystone-base/
     echo "shipped ${final} to vla/pretrained/keystone-base/" >&2
 fi

@@ -258,13 +258,15 @@ def test_shipped_planner_refuses_a_tower_it_is_unsure_of_and_plans_the_unseen_te
     planned with yellow at the bottom, target confidence ~0.6) is refused; the simulator's two unseen tower
     templates (read through MiniLM's word vectors) and the seen phrasings of every task are planned."""
     from keystone_vla.errors import GroundingError
-    from keystone_vla.policies.vla_agent import DEFAULT_MIN_PLAN_CONFIDENCE
+    from keystone_vla.policies.agent_config import PRESETS
+
+    gate = PRESETS["shipped"].min_plan_confidence
 
     policy = VLAPolicy.from_pretrained(shipped_checkpoint(), warmup=False)
     blocks = ["red_block", "green_block", "blue_block", "yellow_block"]
     with pytest.raises(GroundingError, match="not sure where the parts go"):
         policy.plan("the base is red, the middle is blue and the top is yellow", objects=blocks,
-                    min_confidence=DEFAULT_MIN_PLAN_CONFIDENCE)
+                    min_confidence=gate)
     tower = ["pick(green_block)", "place_on(green_block, blue_block)", "pick(red_block)",
              "place_on(red_block, green_block)"]
     cases = {"build a tower: blue at the bottom, then green, then red": tower,  # seen template
@@ -273,8 +275,8 @@ def test_shipped_planner_refuses_a_tower_it_is_unsure_of_and_plans_the_unseen_te
              "stack the red block on the blue block": ["pick(red_block)", "place_on(red_block, blue_block)"],
              "put the yellow block in the red bowl": ["pick(yellow_block)", "place_in(yellow_block, red_bowl)"]}
     for instruction, calls in cases.items():
-        plan = policy.plan(instruction, objects=blocks + ["red_bowl"], min_confidence=DEFAULT_MIN_PLAN_CONFIDENCE)
-        assert plan.calls() == calls and policy.last_plan_confidence >= DEFAULT_MIN_PLAN_CONFIDENCE, instruction
+        plan = policy.plan(instruction, objects=blocks + ["red_bowl"], min_confidence=gate)
+        assert plan.calls() == calls and policy.last_plan_confidence >= gate, instruction
 
 
 def test_adapter_words_get_their_own_embeddings_in_plan_prompts_only(tok, encoder, tmp_path):

@@ -124,6 +124,11 @@ def test_tiny_recipe_runs_end_to_end(tmp_path, capsys):
     for stage in ("s", "h"):
         assert json.loads((out / stage / "train_info.json").read_text())["recipe"]["stage"] == stage
     VLAPolicy.from_pretrained(out / "i", warmup=False)
+    from keystone_vla.policies.agent_config import PRESETS, AgentConfig
+
+    # every model stage carries the agent it is checked and evaluated with; the check ran exactly that agent
+    assert all(AgentConfig.load(out / stage) == PRESETS["shipped"] for stage in ("s", "h", "i"))
+    assert json.loads((out / "check" / "results.json").read_text())["agent"]["preset"] == "shipped"
     # one stage again: the store exists, so collection is skipped; the refit replaces h only
     assert main(["train", "--recipe", "tiny", "--out", str(out), "--stages", "collect,h", "--json"]) == 0
     again = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

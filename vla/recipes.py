@@ -188,12 +188,15 @@ MODEL_STAGES = (TrainStage, YawHeadStage, PlanAdapterStage)
 
 @dataclass(frozen=True)
 class Recipe:
-    """A named, ordered tuple of stages; `minutes` is the measured wall time on this project's 2-core machine."""
+    """A named, ordered tuple of stages; `minutes` is the measured wall time on this project's 2-core machine;
+    `agent` is the agent preset (`keystone_vla.policies.agent_config`) saved as agent.json beside every model
+    stage's weights, so the check and every later evaluation run the checkpoint the way it was measured."""
 
     name: str
     description: str
     stages: tuple[Stage, ...]
     minutes: float | None = None
+    agent: str = "shipped"
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.stages]

@@ -243,6 +243,9 @@ def run_recipe(recipe: Recipe, out: str | os.PathLike[str], data: str | os.PathL
 
     Every input a selected stage needs is checked before anything runs: a store no selected stage collects must
     exist, and a stage that starts from a model needs that model stage selected too or its checkpoint in `out`."""
+    from keystone_vla.policies.agent_config import get_agent_config
+
+    get_agent_config(recipe.agent)  # an unknown preset fails before any work
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("a recipe runs in one process (it collects and evaluates too); train one stage under "
                           "torchrun with plain keystone train --data --out")
@@ -295,6 +298,7 @@ def run_recipe(recipe: Recipe, out: str | os.PathLike[str], data: str | os.PathL
                 res = plan_adapter_stage(stage, store, folder, source, progress=progress)
             _stamp_train_info(folder, recipe, stage,
                               source if not isinstance(stage, TrainStage) or stage.warm_start else None)
+            get_agent_config(recipe.agent).save(folder)  # how the check and every evaluation will drive it
             final = folder
         wall = round(time.perf_counter() - t, 1)
         results.append({"stage": stage.name, "kind": stage.kind, **res, "wall_s": wall})
