@@ -7,10 +7,10 @@ from pathlib import Path
 
 import imageio.v2 as imageio
 import pytest
+from broken_policy import BrokenPolicy
 
 from keystone_vla.cli import main
 from keystone_vla.policies.demo import SAMPLE_INSTRUCTION, candidate_tasks, check_plan_agrees, run_demo
-from broken_policy import BrokenPolicy
 from keystone_vla.policies.registry import shipped_checkpoint
 from keystone_vla.types import Plan, PlanStep
 

@@ -151,6 +151,7 @@ def test_launch_files_and_ament_metadata_agree():
 
 def test_policy_node_refuses_a_policy_plan_that_disagrees_with_the_instruction():
     from broken_policy import BrokenPolicy
+
     from keystone_vla.types import Plan
 
     class WrongPlanner(BrokenPolicy):
