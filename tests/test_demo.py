@@ -46,7 +46,7 @@ def test_sample_instruction_runs_on_the_shipped_checkpoint(tmp_path, capsys) -> 
     video = tmp_path / "demo.mp4"
     assert main(["demo", "--video", str(video), "--json"]) == 0
     out, err = last_json(capsys)
-    assert out["policy"] == "keystone-base" and "not installed" not in err
+    assert out["policy"] == "keystone-base" and "not installed" not in err and out["agent"] == "shipped"
     assert out["instruction"] == SAMPLE_INSTRUCTION and out["refused"] is False
     assert out["plan"] == ["pick(blue_block)", "place_in(blue_block, yellow_bowl)"]  # planned by the VLA's plan head
     assert out["status"] in ("succeeded", "failed") and out["steps"] > 10
@@ -60,6 +60,15 @@ def test_unknown_object_is_refused_with_exit_0(tmp_path, capsys) -> None:
     assert out["status"] == "refused" and out["refused"] is True and out["success"] is False
     assert "no red bowl is on the table" in out["reason"]
     assert out["video"] is None and not video.exists() and out["plan"] == []
+
+
+def test_agent_options_are_checked_before_any_work(tmp_path, capsys) -> None:
+    video = tmp_path / "never.mp4"
+    assert main(["demo", "put the red block in the green bowl", "--agent", "shiped", "--video", str(video)]) == 2
+    assert "unknown agent preset 'shiped' (did you mean 'shipped'?)" in capsys.readouterr().err
+    assert main(["demo", "x", "--policy", "oracle", "--agent", "raw", "--video", str(video)]) == 2
+    assert "--policy oracle is not one" in capsys.readouterr().err
+    assert not video.exists()
 
 
 def test_unknown_word_is_refused(tmp_path, capsys) -> None:

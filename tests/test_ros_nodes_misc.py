@@ -149,6 +149,25 @@ def test_launch_files_and_ament_metadata_agree():
     assert (root / "resource" / "keystone_vla").exists()
 
 
+def test_policy_node_resolves_its_agent_as_keystone_eval_does():
+    from keystone_vla.policies.agent_config import PRESETS
+
+    node = build_node("policy", {"policy": "keystone-base"}, "dds")  # no preset: the checkpoint's agent.json
+    try:
+        assert node.agent == PRESETS["shipped"] and node.policy.config == PRESETS["shipped"]
+    finally:
+        node.close()
+        node.node.destroy()
+    node = build_node("policy", {"policy": "keystone-base", "agent": "raw"}, "dds")
+    try:
+        assert node.policy.config == PRESETS["raw"] and node.policy.assists == []
+    finally:
+        node.close()
+        node.node.destroy()
+    with pytest.raises(ConfigError, match="unknown agent preset 'rwa'"):
+        build_node("policy", {"policy": "keystone-base", "agent": "rwa"}, "dds")
+
+
 def test_policy_node_refuses_a_policy_plan_that_disagrees_with_the_instruction():
     from broken_policy import BrokenPolicy
 

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
             raise ConfigError(f"--wav {args.wav}: no such file")
         instruction, heard, why = _instruction_from_wav(args.wav)
         if instruction is None:
-            return _finish(DemoResult(heard, "refused", why), policy_name, args.json)
+            return _finish(DemoResult(heard, "refused", why), policy_name, args.json, agent)
     else:
         instruction = args.instruction or SAMPLE_INSTRUCTION
         if not args.instruction:
@@ -90,11 +90,11 @@ def run(args: argparse.Namespace) -> int:
     policy = load_policy(policy_name, agent)
     video = args.video or default_video_path()
     result = run_demo(instruction, policy, video, arm=args.arm, seed=args.seed)
-    return _finish(result, policy_name, args.json)
+    return _finish(result, policy_name, args.json, agent)
 
 
-def _finish(result: Any, policy_name: str, as_json: bool) -> int:
-    summary = {**result.summary(), "policy": policy_name}
+def _finish(result: Any, policy_name: str, as_json: bool, agent: Any = None) -> int:
+    summary = {**result.summary(), "policy": policy_name, "agent": agent.preset if agent is not None else None}
     if result.refused:
         print(f"refused: {result.reason}", file=sys.stderr)
     else:
