@@ -353,6 +353,18 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     return summary
 
 
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float] | None:
+    """95 % (z = 1.96) Wilson score interval of a success rate `successes` / `n`; None when n is 0. Unlike the normal
+    approximation it stays inside [0, 1] and is not empty at 0 or n successes: 50 of 50 gives [0.929, 1]."""
+    if n <= 0:
+        return None
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -382,6 +394,7 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
         # the full agent configuration that ran (None: the policy is not a VLA agent); its preset names it
         "agent": config.agent.to_dict() if config.agent is not None else None,
         "success_rate": sum(r.success for r in results) / n if n else 0.0,
+        "success_ci95": wilson_interval(sum(r.success for r in results), n),
         "episodes": n,
         "refused": n_refused,
         "plan_exact_rate": _rate(exact),
@@ -427,6 +440,7 @@ def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
     regrasps = [r.regrasps for r in ran if r.regrasps is not None]
     return {
         "success_rate": sum(r.success for r in cell) / len(cell),
+        "success_ci95": wilson_interval(sum(r.success for r in cell), len(cell)),
         "episodes": len(cell),
         "successes": sum(r.success for r in cell),
         "refused": refused,

@@ -23,12 +23,22 @@ def _num(x: float | None, fmt: str = ".1f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
+def _ci(cell: dict[str, Any]) -> str:
+    """A cell's 95 % Wilson interval as "[lo-hi] %" (computed from its counts when an older results.json lacks it)."""
+    from .evaluate import wilson_interval
+
+    ci = cell.get("success_ci95")
+    if ci is None and "successes" in cell:
+        ci = wilson_interval(int(cell["successes"]), int(cell["episodes"]))
+    return "n/a" if ci is None else f"[{100 * ci[0]:.1f}-{100 * ci[1]:.1f} %]"
+
+
 def table_rows(summary: dict[str, Any]) -> list[list[str]]:
     """Results table: one row per task x split."""
     rows = []
     for task, splits in summary["tasks"].items():
         for split, c in splits.items():
-            rows.append([task, split, _pct(c["success_rate"]), f"{c['successes']}/{c['episodes']}", str(c["refused"]),
+            rows.append([task, split, _pct(c["success_rate"]), _ci(c), f"{c['successes']}/{c['episodes']}", str(c["refused"]),
                          _num(c["mean_steps"]), _pct(c["plan_exact_rate"]), _pct(c.get("plan_same_steps_rate")),
                          _num(c["interventions_per_episode"]),
                          "n/a" if c.get("regrasps") is None else str(c["regrasps"]),
@@ -37,7 +47,7 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-HEADER = ["task", "split", "success", "succeeded", "refused", "mean steps", "plan exact", "plan steps (any order)", "shield interventions / ep",
+HEADER = ["task", "split", "success", "95 % interval", "succeeded", "refused", "mean steps", "plan exact", "plan steps (any order)", "shield interventions / ep",
           "regrasps", "latency p50 (ms)", "latency p99 (ms)", "wall (s)"]
 
 
@@ -219,7 +229,8 @@ def comparison_table(results: list[dict[str, Any]], names: list[str] | None = No
     lines = ["| task / split | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     for key in keys:
         task, split = key.split("/")
-        vals = [_pct(r["tasks"].get(task, {}).get(split, {}).get("success_rate")) for r in results]
+        cells = [r["tasks"].get(task, {}).get(split) for r in results]
+        vals = [f"{_pct(c['success_rate'])} {_ci(c)}" if c else "n/a" for c in cells]
         lines.append(f"| {key} | " + " | ".join(vals) + " |")
     lines.append("| **all** | " + " | ".join(_pct(r["success_rate"]) for r in results) + " |")
     lines.append("| latency p50 (ms) | " + " | ".join(_num(r["latency_ms"]["p50"], ".2f") for r in results) + " |")

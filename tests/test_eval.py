@@ -64,7 +64,9 @@ def test_report_files_and_numbers(oracle_report) -> None:
     assert (out / "success.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     md = (out / "report.md").read_text()
     cell = summary["tasks"]["stack"]["seen"]
-    assert f"| stack | seen | {100 * cell['success_rate']:.1f} % | {cell['successes']}/2 | 0 |" in md
+    lo, hi = cell["success_ci95"]
+    assert (f"| stack | seen | {100 * cell['success_rate']:.1f} % | [{100 * lo:.1f}-{100 * hi:.1f} %] | "
+            f"{cell['successes']}/2 | 0 |") in md
     for key, rel in summary["videos"].items():
         assert key.endswith("-success")
         assert (out / rel).is_file() and rel in md and rel in (out / "report.html").read_text()
@@ -106,8 +108,10 @@ def test_compare_writes_a_side_by_side_table(oracle_report, broken_report, tmp_p
     task, split = next((t, s) for t, ss in a["tasks"].items() for s in ss)
     row = next(line for line in lines if line.startswith(f"| {task}/{split} |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == cells[3] == f"{100 * a['tasks'][task][split]['success_rate']:.1f} %"
-    assert cells[2] == f"{100 * b['tasks'][task][split]['success_rate']:.1f} %"
+    ca, cb = a["tasks"][task][split], b["tasks"][task][split]
+    assert cells[1] == cells[3] == (f"{100 * ca['success_rate']:.1f} % [{100 * ca['success_ci95'][0]:.1f}-"
+                                    f"{100 * ca['success_ci95'][1]:.1f} %]")
+    assert cells[2].startswith(f"{100 * cb['success_rate']:.1f} % [0.0-")
 
 
 def test_instructions_file_refuses_unknown_objects_without_running(tmp_path) -> None:
@@ -215,3 +219,16 @@ def test_results_record_the_agent_and_the_actions_per_chunk_that_ran(oracle_repo
                               workers=1, max_steps=3, videos=False, agent=get_agent_config("raw")), progress=False)
     assert raw["agent"]["preset"] == "raw" and raw["agent"]["assists"] == []
     assert raw["episodes_detail"][0]["assists"] == {"regrasps": 0, "retries": 0}
+
+
+def test_success_rates_carry_95_percent_wilson_intervals(oracle_report) -> None:
+    from keystone_vla.policies.evaluate import wilson_interval
+
+    assert wilson_interval(48, 50) == pytest.approx((0.8654, 0.9890), abs=1e-4)  # the textbook Wilson score values
+    assert wilson_interval(50, 50) == pytest.approx((0.9286, 1.0), abs=1e-4)  # not empty at 100 %
+    assert wilson_interval(0, 50)[0] == 0.0 and wilson_interval(0, 0) is None
+    out, summary = oracle_report
+    cell = summary["tasks"]["stack"]["seen"]
+    assert tuple(cell["success_ci95"]) == wilson_interval(cell["successes"], cell["episodes"])
+    lo, hi = cell["success_ci95"]
+    assert f"[{100 * lo:.1f}-{100 * hi:.1f} %]" in (out / "report.md").read_text()
