@@ -77,7 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--actions-per-chunk", type=int, default=None,
                    help="record in the checkpoint written to --out how many actions of each predicted chunk an agent "
                         "executes before it predicts again (config.json n_action_steps; default: the --init-from "
-                        "checkpoint's, else 2); `keystone eval --actions-per-chunk` still overrides it")
+                        "checkpoint's, else 2); `keystone eval --agent-set actions_per_chunk=N` still overrides it")
     p.add_argument("--no-object-token", action="store_true",
                    help="no object token (the step's object poses) in the prefix: images and text only")
     p.add_argument("--object-frame", default=None,
