@@ -86,7 +86,11 @@ class PolicyNode:
 
     def on_instruction(self, msg: m.String) -> None:
         text = msg.data.strip()
-        if not text:
+        if not text:  # e.g. a speech front end that heard nothing: refused, never run
+            from keystone_vla.perception.grounding import check_instruction
+
+            refusal = check_instruction(text)
+            self.refuse(msg.data, refusal.reason if refusal is not None else "the instruction is empty")
             return
         if self.scene is None:
             self.refuse(text, "no scene yet from sim_bridge (/keystone/scene); cannot ground the instruction")

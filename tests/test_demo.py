@@ -62,6 +62,16 @@ def test_unknown_object_is_refused_with_exit_0(tmp_path, capsys) -> None:
     assert out["video"] is None and not video.exists() and out["plan"] == []
 
 
+@pytest.mark.parametrize("text", ["", "   "])
+def test_an_empty_instruction_is_refused_and_moves_nothing(tmp_path, capsys, text) -> None:
+    """Only a missing argument runs the sample instruction; empty text (e.g. from speech that heard nothing) is refused."""
+    video = tmp_path / "never.mp4"
+    assert main(["demo", text, "--policy", "oracle", "--video", str(video), "--json"]) == 0
+    out, _ = last_json(capsys)
+    assert out["status"] == "refused" and "empty" in out["reason"] and out["plan"] == []
+    assert not video.exists()
+
+
 def test_agent_options_are_checked_before_any_work(tmp_path, capsys) -> None:
     video = tmp_path / "never.mp4"
     assert main(["demo", "put the red block in the green bowl", "--agent", "shiped", "--video", str(video)]) == 2

@@ -181,6 +181,8 @@ def test_policy_node_refuses_a_policy_plan_that_disagrees_with_the_instruction()
     try:
         scene = {"task": "pick_place", "seed": 0, "split": "seen", "objects": {}, "success": False}
         node.on_scene(m.String(json.dumps(scene)))
+        node.on_instruction(m.String("   "))
+        assert node.state == "refused" and "empty" in node.reason and node.ticks == 0  # nothing heard: no motion
         node.on_instruction(m.String("place the blue block in the yellow bowl"))
         assert node.state == "executing"  # a policy without its own plan runs the grounded one
         node.state = "idle"

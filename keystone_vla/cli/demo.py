@@ -82,8 +82,9 @@ def run(args: argparse.Namespace) -> int:
         if instruction is None:
             return _finish(DemoResult(heard, "refused", why), policy_name, args.json, agent)
     else:
-        instruction = args.instruction or SAMPLE_INSTRUCTION
-        if not args.instruction:
+        # only a missing argument runs the sample: an empty one (a speech front end that heard nothing) is refused
+        instruction = SAMPLE_INSTRUCTION if args.instruction is None else args.instruction
+        if args.instruction is None:
             print(f"no instruction given; running the sample: {instruction!r}", file=sys.stderr)
     print(f"instruction: {instruction!r}  policy: {policy_name}" + (f"  agent: {agent.preset}" if agent else ""),
           file=sys.stderr)
