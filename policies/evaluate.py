@@ -306,7 +306,10 @@ def evaluate(config: EvalConfig, progress: bool = True) -> dict[str, Any]:
     from keystone_vla.policies.registry import agent_config_of
 
     # fail fast, before any worker starts; and fix the agent config every worker runs (and results.json records)
-    config = replace(config, agent=config.agent or agent_config_of(config.policy))
+    resolved = agent_config_of(config.policy)  # None: the policy is not a VLA agent
+    if resolved is None and config.agent is not None:
+        raise ConfigError(f"an agent config was given, but --policy {config.policy} is not a VLA agent")
+    config = replace(config, agent=config.agent or resolved)
     jobs = make_jobs(config)
     out = Path(config.out) if config.out else None
     video_dir = None

@@ -218,6 +218,8 @@ def test_results_record_the_agent_and_the_actions_per_chunk_that_ran(oracle_repo
     raw = evaluate(EvalConfig(policy="keystone-base", tasks=("pick_place",), splits=("seen",), episodes=1,
                               workers=1, max_steps=3, videos=False, agent=get_agent_config("raw")), progress=False)
     assert raw["agent"]["preset"] == "raw" and raw["agent"]["assists"] == []
+    with pytest.raises(ConfigError, match="not a VLA agent"):
+        evaluate(EvalConfig(policy="oracle", tasks=("stack",), episodes=1, agent=get_agent_config("raw")))
     assert raw["episodes_detail"][0]["assists"] == {"regrasps": 0, "retries": 0}
 
 
