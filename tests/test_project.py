@@ -123,3 +123,24 @@ def test_no_module_imports_a_higher_layer():
             if _layer(imported) in forbidden:
                 violations.append(f"{path.relative_to(REPO)}:{line} {module} imports {imported}")
     assert not violations, "imports against the layer direction:\n" + "\n".join(violations)
+
+
+def test_every_package_folder_is_listed_for_installation():
+    """A folder of modules missing from pyproject's `packages` would be absent from a wheel install."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10: pytest's own dependency
+        import tomli as tomllib
+
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    listed = set(setuptools["packages"])
+    folders = _package_folders()
+    # folders shipped as package data (launch files are Python, but data to ROS 2, not modules)
+    data_dirs = {folders[pkg] / pattern.split("/")[0] for pkg, patterns in setuptools["package-data"].items()
+                 for pattern in patterns if "/" in pattern}
+    found = {_module_name(init, folders) for folder in folders.values() for init in folder.rglob("__init__.py")
+             if "__pycache__" not in init.parts}
+    modules_without_init = {p.parent for folder in folders.values() for p in folder.rglob("*.py")
+                            if not (p.parent / "__init__.py").exists() and p.parent not in data_dirs}
+    assert not modules_without_init, f"folders of modules without __init__.py: {sorted(modules_without_init)}"
+    assert found <= listed, f"not in pyproject's packages: {sorted(found - listed)}"
