@@ -9,7 +9,9 @@ Presets (`PRESETS`, `get_agent_config(name)`):
 - `shipped`: what keystone-base is evaluated and deployed with; see docs/agent.md for why each rule exists;
 - `raw`: the model alone: no assist, no reordering, no regrasp, the held part located once per step (the object
   token as the step began). The plan gate and the step hand-over stay: they decide *whether* and *which* step
-  runs, not how the arm moves.
+  runs, not how the arm moves;
+- `blind`: a control, not for deployment: `shipped` with every camera frame the model sees replaced by one
+  constant grey frame (`images="blank"`), which measures what vision contributes.
 
 A checkpoint folder may hold `agent.json` (`save` / `load`): the config it was measured with. `keystone eval`,
 `keystone demo` and the ROS policy node all resolve the agent with `resolve_agent_config`, so an evaluated
@@ -48,6 +50,7 @@ ASSISTS: dict[str, type] = {
     "binary_gripper": BinaryGripper,
 }
 SHIPPED_ASSISTS = ("alignment", "release_interlock", "still_release", "binary_gripper")
+IMAGE_SOURCES = ("camera", "blank")
 
 
 @dataclass(frozen=True)
@@ -64,8 +67,12 @@ class AgentConfig:
     relocate_every: int = 1  # ticks between locating a held part again during its put-down (0: once per step)
     min_plan_confidence: float = 0.9  # refuse a plan less sure than this of where a part goes (0: never)
     actions_per_chunk: int | None = None  # actions run per predicted chunk (None: the checkpoint's count)
+    images: str = "camera"  # what the model sees: "camera" frames, or "blank" (a constant frame: a control run)
 
     def __post_init__(self) -> None:
+        if self.images not in IMAGE_SOURCES:
+            raise ConfigError(f"images must be one of {', '.join(IMAGE_SOURCES)} (blank: a constant grey frame, to "
+                              f"measure what vision contributes), got {self.images!r}")
         if isinstance(self.assists, (list, str)):
             object.__setattr__(self, "assists", tuple(_split(self.assists)))
         for name in self.assists:
@@ -156,7 +163,13 @@ def _raw() -> AgentConfig:
                        relocate_every=0)
 
 
-PRESETS: dict[str, AgentConfig] = {"shipped": AgentConfig(), "raw": _raw()}
+PRESETS: dict[str, AgentConfig] = {
+    "shipped": AgentConfig(),
+    "raw": _raw(),
+    # a control, never a deployment: the shipped agent with every camera frame replaced by one constant frame, so
+    # the run shows what the images contribute beyond the instruction, the object token and the proprio state
+    "blind": AgentConfig(preset="blind", images="blank"),
+}
 
 
 def get_agent_config(name: str) -> AgentConfig:

@@ -20,6 +20,7 @@ task's per-step checks, which is privileged simulator state. Nothing else in thi
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -147,7 +148,7 @@ class VLAAgent:
         objects = as_scene(scene)
         if not objects:
             raise GroundingError("I see no objects on the table, so there is nothing to act on")
-        plan = self.vla.plan(instruction, observation, objects=[o.id for o in objects],
+        plan = self.vla.plan(instruction, self._model_view(observation), objects=[o.id for o in objects],
                              min_confidence=self.config.min_plan_confidence)
         if not plan.steps:
             raise GroundingError(f"the model found no executable step for {instruction!r}; rephrase it, e.g. "
@@ -213,9 +214,17 @@ class VLAAgent:
 
     def _predict(self, observation: Observation) -> ActionChunk:
         step = self.sequencer.step
+        observation = self._model_view(observation)
         if self._step_objects is None:
             return self.vla.predict_chunk(observation, step.text)
         return self.vla.predict_chunk(observation, step.text, self._step_objects)
+
+    def _model_view(self, observation: Observation) -> Observation:
+        """The observation the model is shown: as observed, or (`images="blank"`, a control) with every camera frame
+        replaced by one constant mid-grey frame of the same size; state, pose and depth unchanged."""
+        if self.config.images == "camera":
+            return observation
+        return dataclasses.replace(observation, images={k: np.full_like(v, 128) for k, v in observation.images.items()})
 
 
 def scene_step_objects(objects: dict[str, Any], step: PlanStep) -> np.ndarray:

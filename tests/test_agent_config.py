@@ -23,6 +23,10 @@ def test_presets_shipped_and_raw() -> None:
     assert [type(a).__name__ for a in shipped.build_assists()] == [
         "FinalAlignment", "ReleaseInterlock", "StillHandRelease", "BinaryGripper"]
     assert raw.build_assists() == []
+    blind = get_agent_config("blind")
+    assert blind.images == "blank" and blind.assists == shipped.assists and shipped.images == "camera"
+    with pytest.raises(ConfigError, match="images must be one of camera, blank"):
+        shipped.with_overrides(["images=black"])
     with pytest.raises(ConfigError, match="unknown agent preset 'shiped' \\(did you mean 'shipped'\\?\\)"):
         get_agent_config("shiped")
     with pytest.raises(dataclasses_frozen()):

@@ -346,6 +346,28 @@ def test_vla_agent_runs_its_assists_in_the_configured_order_and_raw_is_the_model
     assert run(("binary_gripper", "still_release")) == [1.0, 0.0, 0.0]
 
 
+def test_a_blind_agent_shows_the_model_one_constant_frame(vla_ckpt) -> None:
+    """images="blank" (the blind control): the model sees the same grey frame whatever the camera shows; the rest
+    of the observation is untouched."""
+    from keystone_vla.types import ActionChunk
+
+    seen: list[np.ndarray] = []
+    states: list[np.ndarray] = []
+    for images in ("camera", "blank"):
+        a = VLAAgent.from_pretrained(vla_ckpt, AgentConfig(images=images), n_action_steps=1)
+        a.vla.predict_chunk = lambda o, t, x=None: (seen.append(o.images["front"]), states.append(o.state),
+                                                   ActionChunk(np.zeros((8, 7), np.float32), 0.0))[-1]
+        scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
+                 DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
+        a.prepare("put the red block in the blue bowl", obs(a.image_size), scene)
+        for seed in (1, 2):
+            a.act(obs(a.image_size, seed))
+    cam1, cam2, blank1, blank2 = seen
+    assert not np.array_equal(cam1, cam2)  # the camera agent sees what the camera shows
+    assert np.array_equal(blank1, blank2) and blank1.shape == cam1.shape and np.all(blank1 == 128)
+    np.testing.assert_array_equal(states[2], obs(a.image_size, 1).state)  # the state still reaches the model
+
+
 def test_policy_registry_is_one_table() -> None:
     from keystone_vla.policies.registry import POLICIES, register_policy
 
