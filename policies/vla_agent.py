@@ -52,9 +52,7 @@ class VLAAgent:
     def __init__(self, vla: Any, config: AgentConfig | None = None, runtime: RuntimeConfig | None = None) -> None:
         self.vla = vla
         self.config = config or AgentConfig()
-        chunk = int(vla.config.chunk_size)
-        n = self.config.actions_per_chunk or int(vla.config.n_action_steps)
-        self.runtime_config = runtime or RuntimeConfig(n_action_steps=min(chunk, n))
+        self.runtime_config = runtime or RuntimeConfig(n_action_steps=actions_per_chunk(vla, self.config))
         self.sequencer = PlanSequencer(self.config.sequencer, self.config.regrasp)
         self.runtime = ChunkRuntime(self._predict, self.runtime_config, on_chunk=self.sequencer.on_chunk)
         self.assists = self.config.build_assists()
@@ -73,9 +71,7 @@ class VLAAgent:
         vla = VLAPolicy.from_pretrained(folder, bf16=bf16)
         config = config or resolve_agent_config(folder)
         if runtime:
-            n = config.actions_per_chunk or int(vla.config.n_action_steps)
-            runtime = {"n_action_steps": min(int(vla.config.chunk_size), n), **runtime}
-            return cls(vla, config, RuntimeConfig(**runtime))
+            return cls(vla, config, RuntimeConfig(**{"n_action_steps": actions_per_chunk(vla, config), **runtime}))
         return cls(vla, config)
 
     @property
@@ -225,6 +221,12 @@ class VLAAgent:
         if self.config.images == "camera":
             return observation
         return dataclasses.replace(observation, images={k: np.full_like(v, 128) for k, v in observation.images.items()})
+
+
+def actions_per_chunk(vla: Any, config: AgentConfig) -> int:
+    """Actions run per predicted chunk: the agent config's, else the checkpoint's (config.json n_action_steps), at
+    most the chunk size."""
+    return min(int(vla.config.chunk_size), config.actions_per_chunk or int(vla.config.n_action_steps))
 
 
 def scene_step_objects(objects: dict[str, Any], step: PlanStep) -> np.ndarray:
