@@ -189,7 +189,9 @@ class VLAAgent:
         if self._step_objects is None and self._locate is not None and getattr(self.vla.config, "object_token", False):
             from keystone_vla.vla.object_token import with_step_start
 
-            self._step_objects = with_step_start(self._locate(step), observation.ee_pose)
+            # a live scene is read once per tick: the token and the assists share this tick's lookup
+            located = ctx.located if ctx.locate is not None else self._locate(step)
+            self._step_objects = with_step_start(located, observation.ee_pose)
             self._located_at = self.sequencer.tick
         action = self.runtime.act(observation)
         ctx.chunk = self.runtime.last_chunk

@@ -315,6 +315,30 @@ def test_vla_agent_locates_a_held_part_again_only_while_it_is_held(vla_ckpt) -> 
     assert located.count("place_in(red_block, blue_bowl)") == 3
 
 
+def test_vla_agent_reads_a_live_scene_once_per_tick(vla_ckpt) -> None:
+    """During a held put-down the object token is located again every tick and the assists need the objects too:
+    they share one lookup per tick (on a robot, one scene query)."""
+    agent = VLAAgent.from_pretrained(vla_ckpt, agent_config(done_threshold=1 - 1e-9, check_patience=10**6),
+                                     n_action_steps=2)
+    scene = [DetectedObject("red_block", "red", "block", (0.5, 0.0, 0.02)),
+             DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.02))]
+    calls: list[str] = []
+
+    def locate(step: PlanStep) -> np.ndarray:
+        calls.append(step.call)
+        return np.array([0.5, 0.19, 0.05, 0, 0.04, 0.04, 0.04, 0.5, 0.2, 0.02, 0, 0.12, 0.12, 0.04], np.float32)
+
+    agent.prepare("put the red block in the blue bowl", obs(agent.image_size), scene, step_check=lambda s: False,
+                  locate=locate)
+    agent.plan = Plan("x", (PlanStep.parse("pick(red_block)", "pick"),
+                            PlanStep.parse("place_in(red_block, blue_bowl)", "put")))
+    agent.reset()
+    agent.sequencer.go_to(1)
+    for k in range(5):  # the part in the hand, 10 mm off its target: relocated and aligned every tick
+        agent.act(obs(agent.image_size, k, opening=0.5))
+    assert len(calls) == 5 and agent.assist_counts()["aligned_ticks"] == 5
+
+
 def test_vla_agent_runs_its_assists_in_the_configured_order_and_raw_is_the_model_alone(vla_ckpt) -> None:
     """The order of `AgentConfig.assists` is the order of application; with none, the runtime's action leaves the
     agent unchanged."""
