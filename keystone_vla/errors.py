@@ -6,6 +6,7 @@ subclass so callers (CLI, ROS nodes) can catch one family without swallowing bug
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Iterable
 
 
@@ -45,3 +46,22 @@ def unknown_choice(kind: str, value: object, valid: Iterable[str], error: type[K
     """
     choices = ", ".join(sorted(valid))
     return error(f"unknown {kind} {value!r}; valid choices: {choices}")
+
+
+def near_names(value: object, valid: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
+    """The valid names closest to `value` (a typo's likely fix), best first; empty when none is close."""
+    return difflib.get_close_matches(str(value), list(valid), n=n, cutoff=cutoff)
+
+
+def unknown_near(kind: str, value: object, valid: Iterable[str]) -> ConfigError:
+    """`unknown_choice`'s error, with the valid names closest to `value` suggested (a typo's fix).
+
+    >>> str(unknown_near("recipe", "keystone-bse", ["keystone-base", "tiny"]))
+    "unknown recipe 'keystone-bse'; valid choices: keystone-base, tiny; did you mean 'keystone-base'?"
+    """
+    valid = list(valid)
+    base = unknown_choice(kind, value, valid)
+    near = near_names(value, valid, n=3, cutoff=0.5)
+    if not near:
+        return ConfigError(str(base))
+    return ConfigError(f"{base}; did you mean {' or '.join(repr(n) for n in near)}?")

@@ -22,7 +22,6 @@ a config is never guessed.
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import types
@@ -31,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from keystone_vla.errors import ConfigError
+from keystone_vla.errors import ConfigError, near_names
 
 from .assists.alignment import AlignmentConfig, FinalAlignment
 from .assists.binary_gripper import BinaryGripper, BinaryGripperConfig
@@ -197,7 +196,7 @@ def _hints(cls: type) -> dict[str, Any]:
 
 
 def _suggest(name: str, valid: Any) -> str:
-    close = difflib.get_close_matches(name, list(valid), n=1)
+    close = near_names(name, valid)
     return f" (did you mean {close[0]!r}?)" if close else ""
 
 

@@ -90,7 +90,8 @@ class PolicyNode:
             from keystone_vla.perception.grounding import check_instruction
 
             refusal = check_instruction(text)
-            self.refuse(msg.data, refusal.reason if refusal is not None else "the instruction is empty")
+            assert refusal is not None  # empty text is always refused
+            self.refuse(msg.data, refusal.reason)
             return
         if self.scene is None:
             self.refuse(text, "no scene yet from sim_bridge (/keystone/scene); cannot ground the instruction")

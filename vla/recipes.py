@@ -20,13 +20,12 @@ change to `keystone-base` changes the shipped checkpoint's recipe (tests pin its
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import ClassVar, Union
 
-from keystone_vla.errors import ConfigError, unknown_choice
+from keystone_vla.errors import ConfigError, unknown_near
 
 MAIN_STORE = "data"  # the store `keystone train --recipe ... --data STORE` names
 
@@ -250,15 +249,6 @@ class Recipe:
             if isinstance(s, MODEL_STAGES):
                 prev = s.name
         return self.stage(name) and None  # an unknown name: stage() raises
-
-
-def unknown_near(kind: str, value: str, valid: Sequence[str]) -> ConfigError:
-    """`unknown_choice`'s error, with the valid names closest to `value` suggested first (a typo's fix)."""
-    base = unknown_choice(kind, value, valid)
-    near = difflib.get_close_matches(str(value), list(valid), n=3, cutoff=0.5)
-    if not near:
-        return ConfigError(str(base))
-    return ConfigError(f"{base}; did you mean {' or '.join(repr(n) for n in near)}?")
 
 
 # ------------------------------------------------------------------------------------------------ the recipes
