@@ -49,6 +49,7 @@ class DemoResult:
     seed: int | None = None
     steps: int = 0
     video: str | None = None
+    scene: str = "perception"  # the agent's scene source; "privileged" = simulator truth, an upper bound
 
     @property
     def success(self) -> bool:
@@ -61,7 +62,8 @@ class DemoResult:
     def summary(self) -> dict[str, Any]:
         return {"instruction": self.instruction, "status": self.status, "success": self.success,
                 "refused": self.refused, "reason": self.reason, "plan": self.plan, "video": self.video,
-                "task": self.task, "split": self.split, "seed": self.seed, "steps": self.steps}
+                "task": self.task, "split": self.split, "seed": self.seed, "steps": self.steps,
+                "scene": self.scene, "privileged": self.scene == "privileged"}
 
 
 def candidate_tasks(instruction: str) -> list[str]:
@@ -86,8 +88,7 @@ class _Progress(EpisodeAdapter):
         self.bar, self.show = bar, show
         self.shown_plan: Plan | None = None
 
-    def bind(self, world: Any, instance: Any) -> None:
-        super().bind(world, instance)
+    def on_bound(self) -> None:
         self.shown_plan = getattr(self.policy, "plan", None) or self.true_plan
         self.show(self.shown_plan)
         check_plan_agrees(self.shown_plan, self.true_plan)
@@ -98,7 +99,7 @@ class _Progress(EpisodeAdapter):
 
 
 def run_demo(instruction: str, policy: Any, video: Path | None, *, arm: str = "panda", seed: int = 0,
-             scene_variants: int = 24, progress: bool = True) -> DemoResult:
+             scene_variants: int = 24, progress: bool = True, scene: str = "perception") -> DemoResult:
     """Ground `instruction` in a sampled scene, run `policy` on it, write the video; see module docstring."""
     from tqdm import tqdm
 
@@ -128,7 +129,7 @@ def run_demo(instruction: str, policy: Any, video: Path | None, *, arm: str = "p
         if found is None:
             return DemoResult(instruction, "refused", first_reason)
         task_name, split, scene_seed, goal_plan = found
-        result = DemoResult(instruction, "failed", task=task_name, split=split, seed=scene_seed)
+        result = DemoResult(instruction, "failed", task=task_name, split=split, seed=scene_seed, scene=scene)
         limit = get_task(task_name).max_steps
         bar = tqdm(total=limit, desc="running", unit="tick", file=sys.stderr, disable=not progress)
 
@@ -142,7 +143,7 @@ def run_demo(instruction: str, policy: Any, video: Path | None, *, arm: str = "p
         try:
             rec = run_episode(EpisodeSpec(task_name, scene_seed, split, arm, instruction), policy=adapter,
                               cameras=cameras, image_size=image_size, record=False, video=video is not None,
-                              world=world)
+                              world=world, scene=scene)
         except GroundingError as exc:
             bar.close()
             result.status, result.reason = "refused", str(exc)
@@ -153,7 +154,8 @@ def run_demo(instruction: str, policy: Any, video: Path | None, *, arm: str = "p
         result.steps = rec.steps
         result.plan = (adapter.shown_plan or rec.plan).calls()
         if not success:
-            result.reason = f"the goal did not hold after {rec.steps} control ticks"
+            result.reason = (f"stopped: {rec.halted}" if rec.halted else
+                             f"the goal did not hold after {rec.steps} control ticks")
         if video is not None and rec.video_frames:
             video.parent.mkdir(parents=True, exist_ok=True)
             result.video = write_video(rec.video_frames, str(video))

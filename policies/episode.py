@@ -107,6 +107,9 @@ class EpisodeAdapter:
         self.instruction: str | None = None
 
     def bind(self, world: Any, instance: Any) -> None:
+        """Harness side (the judge's): substitute the goal, remember the plan the episode is scored against, and
+        hand the world to a policy that reads it itself (the oracle). The VLA agent never gets the world: it
+        gets the episode's scene source through `begin`."""
         if self.goal_plan is not None:
             instance.plan = self.goal_plan
         self.true_plan = instance.plan
@@ -114,6 +117,29 @@ class EpisodeAdapter:
         bind = getattr(self.policy, "bind", None)
         if bind is not None:
             bind(world, instance)
+        if getattr(self.policy, "begin", None) is None:
+            self.on_bound()
+
+    @property
+    def begin(self) -> Any:
+        """The wrapped policy's `begin` (None when it has none, so harnesses see what the policy needs)."""
+        inner = getattr(self.policy, "begin", None)
+        if inner is None:
+            return None
+
+        def begin(instruction: str, observation: Observation, scene: Any, robot: Any = None) -> Plan:
+            plan = inner(instruction, observation, scene, robot)
+            self.on_bound()
+            return plan
+
+        return begin
+
+    def on_bound(self) -> None:
+        """Called once the policy knows its episode (after `bind` or `begin`)."""
+
+    @property
+    def halted(self) -> str | None:
+        return getattr(self.policy, "halted", None)
 
     def reset(self) -> None:
         self.policy.reset()

@@ -1,7 +1,7 @@
 """`VLAAgent`: a `keystone_vla.vla.VLAPolicy` driven as a per-tick policy: plan -> ground -> steps -> chunks -> assists.
 
-1. Before any motion (`prepare`; in simulation `bind` calls it), the model plans the instruction over the scene's
-   object ids and the plan is grounded with `keystone_vla.perception.grounding.ground_plan`. A plan that does not
+1. Before any motion (`begin`, which the harness calls with the episode's scene source), the model plans the
+   instruction over the ids of the objects the scene shows and the plan is grounded with `keystone_vla.perception.grounding.ground_plan`. A plan that does not
    ground (unknown, ambiguous or unreachable object, no step) or that the model is unsure of
    (`AgentConfig.min_plan_confidence`) raises `GroundingError` with the reason: the episode is refused and the
    arm never moves. A kit's independent put-downs may be reordered (`assists.pair_order`).
@@ -12,10 +12,15 @@
 4. The assists `AgentConfig.assists` names (`keystone_vla.policies.assists`) then change the commanded action,
    in that order, each within its own bounds.
 
-Everything the agent reads at run time comes through three seams: the observation, the `locate` it is given
-(step -> the step's objects now; on a robot the scene graph's) and the `step_check` it is given. `bind` is the
-simulator's adapter and the only place that touches a world: it hands over the world's object poses and the
-task's per-step checks, which is privileged simulator state. Nothing else in this module may read the simulator.
+Everything the agent reads at run time comes through two seams: the observation and the scene source it is given
+for the episode (`begin`). The source (`keystone_vla.perception.scene_source`) turns each tick's observation
+into a `SceneView`: the robot's own perception by default (the cameras' RGB-D frames -> scene graph -> tracks,
+the part in the hand following the gripper's forward kinematics), or simulator truth only when a run asks for
+it explicitly and labels itself privileged. The object token, the assists, the step checks that advance the plan
+(`keystone_vla.perception.relations`), regrasps and the kit's pair order all read that one view, looked up once
+per tick. When the view cannot be trusted (no depth frame, an empty scene, an object the step needs lost), the
+agent holds the arm and says why (`hold_reason`); after `HALT_AFTER` such ticks in a row it stops for good
+(`halted`). This module never imports the simulator: it cannot reach a world, only what a source hands it.
 """
 
 from __future__ import annotations
@@ -29,13 +34,20 @@ import numpy as np
 
 from keystone_vla.errors import ConfigError, GroundingError
 from keystone_vla.robots import RobotSpec
+from keystone_vla.perception.objects import DetectedObject, as_scene
+from keystone_vla.perception.relations import effect_holds
+from keystone_vla.perception.tracker import SceneView
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
 
 from .agent_config import AgentConfig, resolve_agent_config
 from .assists.base import AssistContext
 from .assists.pair_order import order_independent_pairs
+from .base import gripper_command_from_state, hold_action
 from .plan_sequencer import Event, PlanSequencer, StepCheck
 from .runtime import ChunkRuntime, RuntimeConfig
+
+#: ticks in a row the scene may be untrustworthy (the arm holding) before the agent gives the episode up
+HALT_AFTER = 30
 
 Locate = Callable[[PlanStep], np.ndarray]  # a step -> float [14]: its first and last object (x y z yaw size_xyz)
 # (the agent appends the end-effector pose at that moment: the model's 21-number step_objects)
@@ -60,6 +72,14 @@ class VLAAgent:
         self._locate_live = False  # `locate` reads the objects' poses now (not the scene as planned)
         self._step_objects: np.ndarray | None = None  # the current step's objects, as the model is shown them
         self._located_at = 0  # tick at which they were located
+        self.scene: Any = None  # the episode's scene source
+        self.view: SceneView | None = None  # this tick's scene
+        self._step_check: StepCheck | None = None
+        self._last_grip = 0.0
+        self._hold_ticks = 0
+        self.hold_reason: str | None = None  # why the arm last held for the scene (None: never this episode)
+        self.holds = 0  # ticks held for the scene this episode
+        self.halted: str | None = None  # why the agent gave the episode up, or None
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], config: AgentConfig | None = None, *,
@@ -115,33 +135,34 @@ class VLAAgent:
         return counts
 
     # ------------------------------------------------------------------------------------------ episode
-    def bind(self, world: Any, instance: Any) -> None:
-        """Simulation: plan and ground against the world's objects; the task's per-step check ends steps."""
-        from keystone_vla.sim.objects import step_object_vector
-        from keystone_vla.sim.tasks import get_task
+    @property
+    def scene_name(self) -> str | None:
+        """'perception' or 'privileged' (the episode's scene source), or None before `begin`."""
+        return getattr(self.scene, "name", None)
 
-        task = get_task(instance.task)
+    def begin(self, instruction: str, observation: Observation, scene: Any, robot: RobotSpec | None = None) -> Plan:
+        """Start an episode: plan `instruction` over what `scene` (a scene source) shows in `observation`, ground
+        it and get ready to act. Raises GroundingError (nothing moves) when the scene cannot be seen or the plan
+        does not ground."""
+        return self.prepare(instruction, observation, scene, robot)
 
-        def step_check(step: PlanStep) -> bool:
-            try:
-                return bool(task.step_success(world, instance, step))
-            except KeyError:  # a grammatical but meaningless step (place_in a block): its effect cannot hold
-                return False
-
-        observation = world.observation(instance.instruction, cameras=self.cameras)
-        self.prepare(instance.instruction, observation, list(world.objects.values()), world.spec, step_check,
-                     locate=lambda step: step_object_vector(world.objects, step))
-
-    def prepare(self, instruction: str, observation: Observation, scene: Iterable[Any],
+    def prepare(self, instruction: str, observation: Observation, scene: Any,
                 robot: RobotSpec | None = None, step_check: StepCheck | None = None,
                 locate: Locate | None = None) -> Plan:
-        """Plan `instruction` over `scene` (scene-graph objects or sim objects) and ground it; raises GroundingError.
-        `locate` gives a step's objects now (default: their poses in `scene`, as planned; the assists that need
-        the objects as they are now stay off without one)."""
-        from keystone_vla.perception.grounding import Refusal, ground_plan
-        from keystone_vla.perception.objects import as_scene
+        """Plan `instruction` over `scene` and ground it; raises GroundingError.
 
-        objects = as_scene(scene)
+        `scene` is a scene source (`observe(observation) -> SceneView`, read every tick) or a fixed list of
+        objects (scene-graph objects or dicts in that shape: a static scene; the assists that need the objects as
+        they are now stay off). `step_check` / `locate` replace the view-based step check and lookup (tests)."""
+        from keystone_vla.perception.grounding import Refusal, ground_plan
+
+        if not hasattr(scene, "observe"):
+            scene = StaticScene(as_scene(scene))
+        scene.reset()
+        view = scene.observe(observation)
+        if view.failure:
+            raise GroundingError(f"cannot ground the instruction: {view.failure}")
+        objects = list(view.objects.values())
         if not objects:
             raise GroundingError("I see no objects on the table, so there is nothing to act on")
         plan = self.vla.plan(instruction, self._model_view(observation), objects=[o.id for o in objects],
@@ -154,11 +175,21 @@ class VLAAgent:
             raise GroundingError(grounded.reason)
         by_id = {o.id: o for o in objects}
         plan = order_independent_pairs(grounded.plan, by_id) if self.config.pair_order else grounded.plan
-        self.sequencer.start(plan, step_check)
-        self._locate = locate or (lambda step: scene_step_objects(by_id, step))
-        self._locate_live = locate is not None
+        self.scene, self.view = scene, view
+        self.sequencer.start(plan, step_check or self._view_step_check)
+        self._locate = locate or self._view_locate
+        self._locate_live = locate is not None or not isinstance(scene, StaticScene)
         self.reset()
+        self._last_grip = gripper_command_from_state(observation)
         return plan
+
+    def _view_step_check(self, step: PlanStep) -> bool:
+        assert self.view is not None
+        return effect_holds(step, self.view.objects)
+
+    def _view_locate(self, step: PlanStep) -> np.ndarray:
+        assert self.view is not None
+        return scene_step_objects(self.view.objects, step)
 
     def reset(self) -> None:
         """New episode for the prepared plan: first step, empty queue, fresh assists (the plan itself is kept)."""
@@ -166,6 +197,7 @@ class VLAAgent:
         for assist in self.assists:
             assist.reset()
         self._step_objects = None
+        self._hold_ticks, self.holds, self.hold_reason, self.halted = 0, 0, None, None
         self.runtime.reset()
 
     def close(self) -> None:
@@ -174,8 +206,21 @@ class VLAAgent:
     # ------------------------------------------------------------------------------------------ control
     def act(self, observation: Observation) -> np.ndarray:
         if self.plan is None:
-            raise ConfigError("VLAAgent has no plan: call prepare(instruction, observation, scene) (or run it "
-                              "through run_episode / keystone eval, which call bind) before act()")
+            raise ConfigError("VLAAgent has no plan: call begin(instruction, observation, scene_source) (or run "
+                              "it through run_episode / keystone eval, which do) before act()")
+        if self.halted:
+            return hold_action(self._last_grip)
+        self.view = self.scene.observe(observation)
+        problem = self.view.problem(self.sequencer.step.args)
+        if problem is not None:  # the scene cannot be trusted: hold, never act on a guess
+            self.holds += 1
+            self._hold_ticks += 1
+            self.hold_reason = problem
+            if self._hold_ticks >= HALT_AFTER:
+                self.halted = f"{problem} (gave up after {HALT_AFTER} ticks)"
+            self.runtime.flush()
+            return hold_action(self._last_grip)
+        self._hold_ticks = 0
         event = self.sequencer.update(observation)
         if event in (Event.ADVANCED, Event.REGRASP):  # no action of the old step may run in the new one
             self.runtime.flush()
@@ -198,6 +243,7 @@ class VLAAgent:
         for assist in self.assists:
             action = assist.apply(ctx, action)
         self.sequencer.end_tick()
+        self._last_grip = float(action[6])
         return action
 
     def _should_relocate(self, ctx: AssistContext) -> bool:
@@ -229,6 +275,22 @@ def actions_per_chunk(vla: Any, config: AgentConfig) -> int:
     """Actions run per predicted chunk: the agent config's, else the checkpoint's (config.json n_action_steps), at
     most the chunk size."""
     return min(int(vla.config.chunk_size), config.actions_per_chunk or int(vla.config.n_action_steps))
+
+
+class StaticScene:
+    """A fixed list of objects as a scene source (tests, a scene graph computed once): every view is the same."""
+
+    name = "static"
+    privileged = False
+
+    def __init__(self, objects: Iterable[DetectedObject]) -> None:
+        self.objects = {o.id: o for o in objects}
+
+    def reset(self) -> None:
+        """Nothing to forget."""
+
+    def observe(self, observation: Observation) -> SceneView:
+        return SceneView(dict(self.objects), source=self.name)
 
 
 def scene_step_objects(objects: dict[str, Any], step: PlanStep) -> np.ndarray:

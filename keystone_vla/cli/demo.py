@@ -36,6 +36,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--video", type=Path, default=None, help="where to write the MP4 (default: runs/demo-<time>.mp4)")
     p.add_argument("--arm", default="panda", help="arm to simulate (default: panda)")
     p.add_argument("--seed", type=int, default=0, help="scene seed (default: 0)")
+    p.add_argument("--scene", default="perception", choices=["perception", "privileged"],
+                   help="where the agent's objects come from: 'perception' (default: its cameras) or 'privileged' "
+                        "(simulator truth: an upper bound, labelled in the summary)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.set_defaults(func=run)
 
@@ -90,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr)
     policy = load_policy(policy_name, agent)
     video = args.video or default_video_path()
-    result = run_demo(instruction, policy, video, arm=args.arm, seed=args.seed)
+    result = run_demo(instruction, policy, video, arm=args.arm, seed=args.seed, scene=args.scene)
     return _finish(result, policy_name, args.json, agent)
 
 

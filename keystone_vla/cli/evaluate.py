@@ -46,6 +46,10 @@ def register(subparsers: Any) -> None:
                    help="VLA policies: change one agent setting, repeatable, e.g. alignment.radius=0.03, "
                         "assists=alignment,binary_gripper, regrasp.max_regrasps=0, actions_per_chunk=4 "
                         "(keys: docs/agent.md)")
+    p.add_argument("--scene", default="perception", choices=["perception", "privileged"],
+                   help="where a VLA agent's objects come from: 'perception' (default: its cameras' RGB-D frames, "
+                        "what a real cell has) or 'privileged' (simulator truth: an upper bound, labelled as such "
+                        "in results.json and the report)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON object on the last line")
     p.set_defaults(func=run)
     sub = p.add_subparsers(dest="eval_command", metavar="compare")
@@ -86,12 +90,17 @@ def run_eval(args: argparse.Namespace) -> int:
         policy=args.policy, tasks=tasks, splits=parse_splits(args.split), episodes=args.episodes,
         workers=args.workers, seed=args.seed, out=args.out or Path("reports") / name, instructions=instructions,
         arm=args.arm, max_steps=args.max_steps, videos=not args.no_videos,
-        agent=agent_config_of(args.policy, args.agent, args.agent_set),
+        agent=agent_config_of(args.policy, args.agent, args.agent_set), scene=args.scene,
     )
+    if config.scene == "privileged":
+        print("PRIVILEGED RUN: the agent reads simulator truth (object poses, no perception); the numbers are an "
+              "upper bound, not what a robot with cameras would do", file=sys.stderr)
     summary = evaluate(config, progress=True)
     out = {
         "policy": summary["policy"],
         "agent": summary["agent"]["preset"] if summary["agent"] else None,
+        "scene": summary["scene"],
+        "privileged": summary["privileged"],
         "success_rate": summary["success_rate"],
         "episodes": summary["episodes"],
         "refused": summary["refused"],
@@ -106,7 +115,7 @@ def run_eval(args: argparse.Namespace) -> int:
     }
     if not args.json:
         _print_table(summary)
-    emit_summary(out, args.json, title=f"keystone eval: {summary['policy']}")
+    emit_summary(out, args.json, title=f"keystone eval: {summary['policy']} ({summary['scene']})")
     return 0
 
 

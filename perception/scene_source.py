@@ -1,0 +1,123 @@
+"""Scene sources: where a closed loop gets the objects it acts on, one `SceneView` per control tick.
+
+Everything an agent needs about objects at run time (the plan's grounding, the object token, step progress,
+regrasps, the alignment and release assists, the kit's pair order) comes from one source, chosen per run:
+
+- `CameraScene` ("perception", the default everywhere): the cameras' RGB-D frames of each observation through
+  `build_scene_graph` (no segmentation masks, no simulator poses) and a `SceneTracker` (identities, the part in
+  the hand, occlusions). Its camera models are calibration (intrinsics and the camera's pose in the robot base
+  frame), which every cell has.
+- `DetectionScene`: the same tracker fed with scene graphs computed elsewhere (the ROS perception node publishes
+  them; the policy node feeds the latest one each tick and says how old it is).
+- "privileged" (`keystone_vla.sim.privileged.PrivilegedScene`): the simulator's true poses in the same shape. An
+  upper bound for evaluation only: every report and results.json that uses it says so.
+
+A source has `name`, `privileged`, `reset()` and `observe(observation) -> SceneView`. This module must never
+import the simulator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from keystone_vla.errors import ConfigError
+from keystone_vla.types import Observation
+
+from .cameras import PinholeCamera
+from .objects import DetectedObject
+from .tracker import SceneTracker, SceneView, TrackerConfig
+
+SCENE_SOURCES = ("perception", "privileged")
+
+
+@runtime_checkable
+class SceneSource(Protocol):
+    name: str
+    privileged: bool
+
+    def reset(self) -> None:
+        """Forget the previous scene (tracks, the held part)."""
+
+    def observe(self, observation: Observation) -> SceneView:
+        """The scene at this tick; call once per control tick, in order."""
+
+
+class CameraScene:
+    """Perception from the observation's own RGB-D frames (see module docstring).
+
+    `cameras` maps camera name -> `PinholeCamera`; the first one whose colour and depth frames the observation
+    carries is used (today: the fixed front camera; the wrist camera's view of a held part is mostly fingers).
+    """
+
+    name = "perception"
+    privileged = False
+
+    def __init__(self, cameras: Mapping[str, PinholeCamera], tracker: TrackerConfig | None = None,
+                 scene_graph: Any = None) -> None:
+        if not cameras:
+            raise ConfigError("CameraScene needs at least one calibrated camera (name -> PinholeCamera)")
+        self.cameras = dict(cameras)
+        self.tracker = SceneTracker(tracker)
+        self.scene_graph = scene_graph  # SceneGraphConfig or None (defaults)
+        self.last_detections: list[DetectedObject] | None = None
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        self.last_detections = None
+
+    def detect(self, observation: Observation) -> tuple[list[DetectedObject] | None, str | None]:
+        """This frame's scene graph, or (None, why not)."""
+        from .scene_graph import SceneGraphConfig, build_scene_graph
+
+        for name, camera in self.cameras.items():
+            rgb, depth = observation.images.get(name), observation.depth.get(name)
+            if rgb is None:
+                continue
+            if depth is None:
+                return None, f"no depth frame from camera {name!r}; perception needs RGB-D"
+            return build_scene_graph(rgb, depth, camera, self.scene_graph or SceneGraphConfig()), None
+        return None, f"no frame from cameras {sorted(self.cameras)} in this observation"
+
+    def observe(self, observation: Observation) -> SceneView:
+        detections, failure = self.detect(observation)
+        self.last_detections = detections
+        return self.tracker.update(detections, observation.ee_pose, _opening(observation), failure)
+
+
+class DetectionScene:
+    """The tracker over scene graphs that arrive from elsewhere (e.g. a ROS topic): `feed(objects, stamp)` when
+    one arrives, `observe(observation)` once per control tick. A scene graph older than `max_age` seconds (by
+    the observation's timestamp) is a failure: the arm holds rather than act on an old picture."""
+
+    name = "perception"
+    privileged = False
+
+    def __init__(self, tracker: TrackerConfig | None = None, max_age: float = 0.5) -> None:
+        self.tracker = SceneTracker(tracker)
+        self.max_age = float(max_age)
+        self.reset()
+
+    def reset(self) -> None:
+        self.tracker.reset()
+        self._objects: list[DetectedObject] | None = None
+        self._stamp = float("-inf")
+
+    def feed(self, objects: Sequence[DetectedObject], stamp: float) -> None:
+        self._objects, self._stamp = list(objects), float(stamp)
+
+    def observe(self, observation: Observation) -> SceneView:
+        """Fold the latest scene graph into the tracks (a graph seen before is folded again: poses do not move,
+        the held part follows the hand)."""
+        failure = None
+        if self._objects is None:
+            failure = "no scene graph received yet from the perception node"
+        elif observation.timestamp - self._stamp > self.max_age:
+            failure = (f"the latest scene graph is {observation.timestamp - self._stamp:.2f} s old "
+                       f"(limit {self.max_age} s); is the camera or the perception node down?")
+        detections = self._objects if failure is None else None
+        return self.tracker.update(detections, observation.ee_pose, _opening(observation), failure)
+
+
+def _opening(observation: Observation) -> float:
+    return float(observation.state[-1]) if observation.state.size else 0.5

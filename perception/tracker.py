@@ -1,0 +1,214 @@
+"""Objects kept across control ticks: identities, the part in the hand, occlusions, and when to stop trusting the scene.
+
+`build_scene_graph` describes one frame. A closed loop needs more: the same object under the same id tick after
+tick, a pose for the part the fingers hide, and a clear "I cannot see X" instead of a stale guess.
+`SceneTracker.update(detections, ee_pose, gripper_opening)` returns a `SceneView` each tick:
+
+- **Tracks** are created from the first frame (the scene an instruction is grounded in) and never invented
+  later: a later detection only continues the track it matches (same id, else same colour, within
+  `match_radius`). A detection whose extents differ from the track's by more than `size_tol` is two objects
+  merged into one cluster (a block on a block, a part against a rim) or an object half hidden; it does not move
+  the track, whose pose stays the last trusted one.
+- **The part in the hand**: when the gripper closes on something (its opening stops between `EMPTY_CLOSED` and
+  `EMPTY_OPEN`), the movable object nearest the grasp point within `grasp_radius` becomes held; its offset from
+  the end effector is fixed at that moment and, while the grasp holds, its pose is the end effector's pose
+  (joint encoders + forward kinematics) times that offset. Fingers hide most of a held part and the arm lifts it
+  out of the camera's height band, so its own detections are not used until it is released.
+- **Occlusion and loss**: an object not seen in a frame keeps its last pose. Near the hand (within
+  `occlusion_radius` in xy) that is expected and costs nothing; elsewhere each unseen tick counts, and after
+  `lost_after` ticks the object is reported `lost`. The agent holds the arm when an object its step needs is lost.
+- **Frame failures**: no frame, or a frame in which nothing was detected, is reported as `failure` with the
+  reason; the view then carries the last trusted poses, flagged, never new guesses.
+
+This module must never import the simulator.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from keystone_vla.errors import ConfigError
+from keystone_vla.vocab import MOVABLE_KINDS
+
+from .objects import DetectedObject
+
+EMPTY_OPEN, EMPTY_CLOSED = 0.9, 0.05  # gripper opening (1 = open) between which the fingers hold something
+
+
+@dataclass(frozen=True)
+class TrackerConfig:
+    match_radius: float = 0.08  # m: how far an object may move between two frames and keep its track
+    size_tol: float = 0.015  # m: larger extent differences mean a merged or half-hidden cluster
+    grasp_radius: float = 0.06  # m: how far from the end effector a grasped object's centre may be
+    occlusion_radius: float = 0.12  # m (xy): objects this close to the hand may be hidden by it
+    lost_after: int = 20  # unseen ticks (away from the hand) after which an object is lost
+
+    def __post_init__(self) -> None:
+        for name in ("match_radius", "size_tol", "grasp_radius", "occlusion_radius"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"tracker.{name} must be > 0 m, got {getattr(self, name)}")
+        if self.lost_after < 1:
+            raise ConfigError(f"tracker.lost_after must be >= 1 tick, got {self.lost_after}")
+
+
+@dataclass
+class SceneView:
+    """The scene at one tick: `objects` (id -> DetectedObject, the held one at its forward-kinematics pose),
+    `held` (id or None), `lost` (ids not seen for too long), `failure` (why this tick's frame cannot be
+    trusted, or None), `source` ('perception' or 'privileged') and `privileged` (simulator truth: an upper
+    bound, never a robot's view)."""
+
+    objects: dict[str, DetectedObject]
+    held: str | None = None
+    lost: tuple[str, ...] = ()
+    failure: str | None = None
+    source: str = "perception"
+    privileged: bool = False
+    unseen: dict[str, int] = field(default_factory=dict)
+
+    def problem(self, needed: Sequence[str] = ()) -> str | None:
+        """Why the arm must hold now for a step that needs objects `needed`, or None."""
+        if self.failure:
+            return self.failure
+        gone = [n for n in needed if n in self.lost or n not in self.objects]
+        if gone:
+            ticks = max((self.unseen.get(n, 0) for n in gone), default=0)
+            return (f"lost sight of {', '.join(gone)}" + (f" for {ticks} ticks" if ticks else "")
+                    + "; holding until the camera sees it again")
+        return None
+
+
+@dataclass
+class _Track:
+    obj: DetectedObject
+    unseen: int = 0
+
+
+class SceneTracker:
+    """See the module docstring. `update` once per control tick; `reset` before a new scene."""
+
+    def __init__(self, config: TrackerConfig | None = None) -> None:
+        self.config = config or TrackerConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self.tracks: dict[str, _Track] = {}
+        self.held: str | None = None
+        self._offset: np.ndarray | None = None  # held object's pose in the end-effector frame [4, 4]
+        self.ticks = 0
+
+    # ------------------------------------------------------------------------------------------------ update
+    def update(self, detections: Sequence[DetectedObject] | None, ee_pose: np.ndarray, gripper_opening: float,
+               failure: str | None = None) -> SceneView:
+        """Fold one frame's detections (None: no frame) and the arm's state into the tracks; see module docstring."""
+        self.ticks += 1
+        ee = pose_matrix(ee_pose)
+        if detections is None and failure is None:
+            failure = "no camera frame this tick"
+        elif detections is not None and not detections and failure is None:
+            failure = "the camera sees no objects on the table (empty scene graph)"
+        if not self.tracks:
+            if failure is None and detections:
+                self.tracks = {d.id: _Track(copy.deepcopy(d)) for d in detections}
+            return self._view(failure)
+        self._update_grasp(ee, gripper_opening)
+        if failure is None and detections:
+            self._match(list(detections), ee)
+        if self.held is not None and self._offset is not None:
+            track = self.tracks[self.held]
+            pose = ee @ self._offset
+            track.obj.position = pose[:3, 3].copy()
+            track.obj.yaw = float(np.arctan2(pose[1, 0], pose[0, 0]))
+            track.unseen = 0
+        return self._view(failure)
+
+    def _update_grasp(self, ee: np.ndarray, opening: float) -> None:
+        holding = EMPTY_CLOSED < opening < EMPTY_OPEN
+        if not holding:
+            self.held, self._offset = None, None
+            return
+        if self.held is not None:
+            return
+        best, best_d = None, self.config.grasp_radius
+        for name, track in self.tracks.items():
+            if track.obj.shape not in MOVABLE_KINDS:
+                continue
+            d = float(np.linalg.norm(track.obj.position - ee[:3, 3]))
+            if d < best_d:
+                best, best_d = name, d
+        if best is not None:
+            self.held = best
+            self._offset = np.linalg.inv(ee) @ object_matrix(self.tracks[best].obj)
+
+    def _match(self, detections: list[DetectedObject], ee: np.ndarray) -> None:
+        cfg = self.config
+        pairs: list[tuple[int, float, str, int]] = []  # (id mismatch, distance, track, detection index)
+        for name, track in self.tracks.items():
+            if name == self.held:
+                continue
+            for i, det in enumerate(detections):
+                if det.colour != track.obj.colour:
+                    continue
+                d = float(np.linalg.norm(det.position[:2] - track.obj.position[:2]))
+                if d < cfg.match_radius:
+                    pairs.append((int(det.id != name), d, name, i))
+        pairs.sort()
+        used_tracks: set[str] = set()
+        used_dets: set[int] = set()
+        for _, _, name, i in pairs:
+            if name in used_tracks or i in used_dets:
+                continue
+            used_tracks.add(name)
+            used_dets.add(i)
+            track, det = self.tracks[name], detections[i]
+            if np.any(np.abs(_extents(det) - _extents(track.obj)) > cfg.size_tol):
+                self._miss(track, ee)  # merged with a neighbour or half hidden: not a pose to trust
+                continue
+            track.obj.position = det.position.copy()
+            track.obj.yaw = det.yaw
+            track.obj.confidence = det.confidence
+            track.unseen = 0
+        for name, track in self.tracks.items():
+            if name not in used_tracks and name != self.held:
+                self._miss(track, ee)
+
+    def _miss(self, track: _Track, ee: np.ndarray) -> None:
+        near_hand = np.linalg.norm(track.obj.position[:2] - ee[:2, 3]) < self.config.occlusion_radius
+        if not near_hand:
+            track.unseen += 1
+
+    def _view(self, failure: str | None) -> SceneView:
+        lost = tuple(n for n, t in self.tracks.items() if t.unseen >= self.config.lost_after)
+        return SceneView({n: copy.deepcopy(t.obj) for n, t in self.tracks.items()}, self.held, lost, failure,
+                         unseen={n: t.unseen for n, t in self.tracks.items() if t.unseen})
+
+
+def _extents(obj: DetectedObject) -> np.ndarray:
+    """Footprint length >= width, then height (detectors and simulators order xy extents differently)."""
+    s = np.asarray(obj.size, np.float64)
+    return np.array([max(s[0], s[1]), min(s[0], s[1]), s[2]])
+
+
+def pose_matrix(pose: np.ndarray) -> np.ndarray:
+    """xyz + quaternion xyzw (float [7]) -> homogeneous transform [4, 4]."""
+    pose = np.asarray(pose, np.float64)
+    x, y, z, w = pose[3:7] / max(np.linalg.norm(pose[3:7]), 1e-12)
+    m = np.eye(4)
+    m[:3, :3] = [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                 [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                 [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]]
+    m[:3, 3] = pose[:3]
+    return m
+
+
+def object_matrix(obj: DetectedObject) -> np.ndarray:
+    """An upright object's pose (position, yaw about +z) as a transform [4, 4]."""
+    c, s = np.cos(obj.yaw), np.sin(obj.yaw)
+    m = np.eye(4)
+    m[:3, :3] = [[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]
+    m[:3, 3] = obj.position
+    return m
