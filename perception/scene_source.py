@@ -29,6 +29,10 @@ from .objects import DetectedObject
 from .tracker import SceneTracker, SceneView, TrackerConfig
 
 SCENE_SOURCES = ("perception", "privileged")
+#: the height band perception looks in reaches this far above the table (m); a cluster taller than
+#: `TALLEST_OBJECT` there comes down from above it: the arm (or the hand with its part), never a table object
+WORK_BAND_TOP = 0.2
+TALLEST_OBJECT = 0.15  # a three-block tower is 12 cm, the peg 8 cm
 
 
 @runtime_checkable
@@ -48,6 +52,8 @@ class CameraScene:
 
     `cameras` maps camera name -> `PinholeCamera`; the first one whose colour and depth frames the observation
     carries is used (today: the fixed front camera; the wrist camera's view of a held part is mostly fingers).
+    Clusters that reach above `TALLEST_OBJECT` are the arm reaching into the work band and are dropped (a robot
+    self-filter by height: the arm always enters the table's band from above).
     """
 
     name = "perception"
@@ -76,7 +82,9 @@ class CameraScene:
                 continue
             if depth is None:
                 return None, f"no depth frame from camera {name!r}; perception needs RGB-D"
-            return build_scene_graph(rgb, depth, camera, self.scene_graph or SceneGraphConfig()), None
+            config = self.scene_graph or SceneGraphConfig(max_height=WORK_BAND_TOP)
+            objects = build_scene_graph(rgb, depth, camera, config)
+            return [o for o in objects if o.size[2] <= TALLEST_OBJECT], None
         return None, f"no frame from cameras {sorted(self.cameras)} in this observation"
 
     def observe(self, observation: Observation) -> SceneView:

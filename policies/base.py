@@ -1,12 +1,19 @@
 """The Policy protocol: what every Keystone policy looks like to an executor (sim, evaluation, ROS).
 
 A policy is any object with ``reset()`` and ``act(observation) -> float32 [7]`` (the 7-D end-effector action of
-`keystone_vla.types`). Policies that need to know the episode (the scripted oracle reads privileged simulator
-state, the baseline its task id, the VLA agent the scene objects to ground its plan in) additionally implement
-``bind(world, instance)``; `keystone_vla.sim.rollout.run_episode` calls it after the scene is built and before
-``reset()`` and the first ``act``. A policy that refuses the episode raises `GroundingError` from ``bind`` with
-a reason a person understands; the harness reports the episode as refused and does not run it. A policy may
-expose ``plan_step`` (index of the plan step it executes) and ``plan`` (the plan it follows).
+`keystone_vla.types`). A policy that needs to know the episode implements one of two hooks, which
+`keystone_vla.sim.rollout.run_episode` calls after the scene is built and before ``reset()`` and the first ``act``:
+
+- ``begin(instruction, observation, scene_source, robot)`` (the VLA agent): it gets the instruction, the first
+  observation and a scene source (`keystone_vla.perception.scene_source`: perception by default, simulator truth
+  only in runs labelled privileged) and nothing of the simulator. This is the only hook a policy that may drive a
+  real arm can have.
+- ``bind(world, instance)`` (`WorldBoundPolicy`: the scripted oracle, the baseline's task id): it gets the
+  simulator's world itself, so it is privileged by construction and sim-only.
+
+A policy that refuses the episode raises `GroundingError` from its hook with a reason a person understands; the
+harness reports the episode as refused and does not run it. A policy may expose ``plan_step`` (index of the plan
+step it executes) and ``plan`` (the plan it follows).
 
 This module must never import anything heavy (torch, pybullet): it defines contracts only.
 """
