@@ -1,6 +1,7 @@
 """Conversions between ROS messages (`msgs`) and the numpy arrays Keystone computes with.
 
-Shapes: positions float64 [P, dof], times_from_start float64 [P] (seconds), joint vectors float64 [dof].
+Shapes: positions float64 [P, dof], times_from_start float64 [P] (seconds), joint vectors float64 [dof], poses
+float [7] (x y z metres, quaternion qx qy qz qw), transforms float64 [4, 4].
 Pure functions; never publish or hold state here.
 """
 
@@ -59,3 +60,33 @@ def _plain(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         return value.tolist()
     return str(value)
+
+
+def camera_info_mapping(msg: m.CameraInfo) -> dict[str, Any]:
+    """The CameraInfo fields `keystone_vla.perception.cameras.PinholeCamera.from_camera_info` reads."""
+    return {"width": int(msg.width), "height": int(msg.height), "k": [float(v) for v in msg.k],
+            "distortion_model": msg.distortion_model, "d": [float(v) for v in msg.d]}
+
+
+def matrix_to_pose(transform: np.ndarray) -> list[float]:
+    """A rigid transform float [4, 4] -> [x, y, z, qx, qy, qz, qw] (unit quaternion, qw >= 0). The inverse is
+    `keystone_vla.perception.tracker.pose_matrix`."""
+    t = np.asarray(transform, dtype=np.float64)
+    r = t[:3, :3]
+    trace = float(np.trace(r))
+    if trace > 0:  # Shepperd: divide by the largest of w, x, y, z for accuracy
+        s = 2.0 * np.sqrt(trace + 1.0)
+        q = [(r[2, 1] - r[1, 2]) / s, (r[0, 2] - r[2, 0]) / s, (r[1, 0] - r[0, 1]) / s, s / 4]
+    elif r[0, 0] > r[1, 1] and r[0, 0] > r[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + r[0, 0] - r[1, 1] - r[2, 2])
+        q = [s / 4, (r[0, 1] + r[1, 0]) / s, (r[0, 2] + r[2, 0]) / s, (r[2, 1] - r[1, 2]) / s]
+    elif r[1, 1] > r[2, 2]:
+        s = 2.0 * np.sqrt(1.0 + r[1, 1] - r[0, 0] - r[2, 2])
+        q = [(r[0, 1] + r[1, 0]) / s, s / 4, (r[1, 2] + r[2, 1]) / s, (r[0, 2] - r[2, 0]) / s]
+    else:
+        s = 2.0 * np.sqrt(1.0 + r[2, 2] - r[0, 0] - r[1, 1])
+        q = [(r[0, 2] + r[2, 0]) / s, (r[1, 2] + r[2, 1]) / s, s / 4, (r[1, 0] - r[0, 1]) / s]
+    quat = np.asarray(q) / np.linalg.norm(q)
+    if quat[3] < 0:
+        quat = -quat
+    return [float(v) for v in (*t[:3, 3], *quat)]

@@ -1,8 +1,10 @@
 """Start the Keystone ROS graph as separate processes over DDS (what `sim.launch.py` does with ROS 2 installed).
 
-`SimGraph` runs sim_bridge, safety and policy as `keystone ros node NAME` child processes on the loopback DDS
-config (and a chosen ROS domain), plus an in-process monitor node that sees joint states, scene, status and
-safety events and can publish instructions / e-stops. Used by `keystone ros up --sim` and the integration test.
+`SimGraph` runs sim_bridge, perception, safety and policy as `keystone ros node NAME` child processes on the
+loopback DDS config (and a chosen ROS domain), plus an in-process monitor node that sees joint states, the
+perceived scene, status, safety events and the simulator's truth (`/keystone/sim_truth`: the monitor is the
+scorer, not part of the stack) and can publish instructions / e-stops. `endpoints(name)` lists the topics a node's
+process reads and writes, from DDS discovery. Used by `keystone ros up --sim` and the integration test.
 
 It must never leave child processes behind: `close()` terminates (then kills) every process it started.
 """
@@ -27,7 +29,7 @@ from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.transport import LATCHED_QOS, SENSOR_QOS, loopback_env
 
 CONFIG_DIR = Path(__file__).parent / "config"
-SIM_NODES = ("sim_bridge", "safety", "policy")
+SIM_NODES = ("sim_bridge", "perception", "safety", "policy")
 _CLI = "import sys; from keystone_vla.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
@@ -47,7 +49,9 @@ class SimGraph:
         self.joint_states: list[tuple[float, np.ndarray, np.ndarray]] = []  # (monotonic t, position, velocity)
         self.events: list[dict] = []  # safety events, each with "received" (monotonic s) added
         self.status: dict = {}
-        self.scene: dict = {}
+        self.scene: dict = {}  # the perception node's latest scene graph message
+        self.truth: dict = {}  # the simulator's truth (scoring only)
+        self.perception: dict = {}  # the perception node's status (frame counts, latency)
         self.monitor = None
 
     # ---- processes ----------------------------------------------------------------------------------------
@@ -70,7 +74,12 @@ class SimGraph:
         mon.create_subscription(m.String, topics.SAFETY_EVENTS,
                                 lambda s: self.events.append({**json.loads(s.data), "received": time.monotonic()}))
         mon.create_subscription(m.String, topics.STATUS, lambda s: self.status.update(json.loads(s.data)), LATCHED_QOS)
-        mon.create_subscription(m.String, topics.SCENE, lambda s: self.scene.update(json.loads(s.data)), LATCHED_QOS)
+        mon.create_subscription(m.String, topics.SCENE, lambda s: setattr(self, "scene", json.loads(s.data)),
+                                LATCHED_QOS)
+        mon.create_subscription(m.String, topics.SIM_TRUTH, lambda s: self.truth.update(json.loads(s.data)),
+                                LATCHED_QOS)
+        mon.create_subscription(m.String, topics.PERCEPTION_STATUS,
+                                lambda s: self.perception.update(json.loads(s.data)), LATCHED_QOS)
         self.instruction_pub = mon.create_publisher(m.String, topics.INSTRUCTION)
         self.estop_pub = mon.create_publisher(m.Bool, topics.ESTOP)
         self.reset_pub = mon.create_publisher(m.Bool, topics.ESTOP_RESET)
@@ -144,12 +153,38 @@ class SimGraph:
         raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
-        """Joint states flowing, the scene known here and the policy reporting that it has the scene too."""
-        self.wait_for(lambda: len(self.joint_states) > 5 and self.scene and
-                      ("policy" not in self.nodes or self.status.get("scene_ready")), timeout, "the graph to come up")
+        """Joint states flowing, the truth known here, perception publishing scene graphs with objects and the
+        policy reporting that it has joint states, an image and a scene graph too (`ready`)."""
+        self.wait_for(lambda: len(self.joint_states) > 5 and self.truth and
+                      ("perception" not in self.nodes or self.scene.get("objects")) and
+                      ("policy" not in self.nodes or self.status.get("ready")), timeout, "the graph to come up")
         # the instruction publisher must be matched with the policy's subscription before we publish
         if "policy" in self.nodes:
             self.wait_for(lambda: self.instruction_pub.matched_subscriptions() > 0, timeout, "the policy's subscription")
+
+    def endpoints(self, name: str, settle: float = 0.5) -> dict[str, set[str]]:
+        """ROS topics the process of node `name` subscribes to ("subscriptions") and publishes ("publications"),
+        read from DDS discovery (each participant announces its process id), not from the node's code."""
+        from cyclonedds.builtin import (
+            BuiltinDataReader,
+            BuiltinTopicDcpsParticipant,
+            BuiltinTopicDcpsPublication,
+            BuiltinTopicDcpsSubscription,
+        )
+
+        pid = str(self.procs[name].pid)
+        participant = self.monitor.participant
+        readers = {kind: BuiltinDataReader(participant, topic) for kind, topic in
+                   (("participants", BuiltinTopicDcpsParticipant), ("subscriptions", BuiltinTopicDcpsSubscription),
+                    ("publications", BuiltinTopicDcpsPublication))}
+        time.sleep(settle)  # the builtin readers get the discovery data that is already known asynchronously
+        keys = {s.key for s in readers["participants"].read(N=1000)
+                if any(getattr(prop, "key", None) == "__Pid" and prop.value == pid for prop in s.qos)}
+        out: dict[str, set[str]] = {}
+        for kind in ("subscriptions", "publications"):
+            out[kind] = {"/" + e.topic_name[3:] for e in readers[kind].read(N=1000)
+                         if e.participant_key in keys and e.topic_name.startswith("rt/")}
+        return out
 
     def instruct(self, text: str) -> None:
         self.instruction_pub.publish(m.String(text))

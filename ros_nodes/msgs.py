@@ -87,7 +87,8 @@ class JointState(IdlStruct, typename="sensor_msgs.msg.dds_.JointState_"):
 @dataclass
 @final
 class Image(IdlStruct, typename="sensor_msgs.msg.dds_.Image_"):
-    """`data` is row-major bytes (`bytes` on receive); build from an array with `Image.from_rgb`."""
+    """`data` is row-major bytes (`bytes` on receive); build from an array with `Image.from_rgb` (colour) or
+    `Image.from_depth` (metric depth)."""
 
     header: Header = field(default_factory=Header)
     height: uint32 = 0
@@ -110,6 +111,29 @@ class Image(IdlStruct, typename="sensor_msgs.msg.dds_.Image_"):
 
             raise ConfigError(f"image encoding {self.encoding!r} is not supported; publish rgb8")
         return np.frombuffer(bytes(self.data), dtype=np.uint8).reshape(self.height, self.width, 3)
+
+    @classmethod
+    def from_depth(cls, depth: np.ndarray, header: "Header | None" = None) -> "Image":
+        """depth: float32 [H, W] metres along the optical axis (NaN: no return, REP 118) -> a ``32FC1`` Image."""
+        h, w = depth.shape[:2]
+        data = np.ascontiguousarray(depth, dtype="<f4").tobytes()
+        return cls(header or Header.now(), h, w, "32FC1", 0, w * 4, data)
+
+    def to_depth(self) -> np.ndarray:
+        """-> float32 [H, W] metres: ``32FC1`` as sent, ``16UC1`` millimetres (as RGB-D drivers publish) scaled,
+        their 0 ("no return") as NaN."""
+        if self.encoding == "32FC1":
+            dtype = ">f4" if self.is_bigendian else "<f4"
+            rows = np.frombuffer(bytes(self.data), dtype=dtype).reshape(self.height, self.step // 4)
+            return rows[:, : self.width].astype(np.float32)
+        if self.encoding == "16UC1":
+            dtype = ">u2" if self.is_bigendian else "<u2"
+            mm = np.frombuffer(bytes(self.data), dtype=dtype).reshape(self.height, self.step // 2)[:, : self.width]
+            return np.where(mm > 0, mm.astype(np.float32) / 1000.0, np.float32(np.nan)).astype(np.float32)
+        from keystone_vla.errors import ConfigError
+
+        raise ConfigError(f"depth image encoding {self.encoding!r} is not supported; publish 32FC1 (metres) or "
+                          "16UC1 (millimetres)")
 
 
 @dataclass

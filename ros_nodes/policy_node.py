@@ -1,31 +1,74 @@
-"""policy node: turns an instruction into joint-trajectory proposals for the safety node.
+"""policy node: turns an instruction into joint-trajectory proposals for the safety node, from what the cell sees.
 
-Subscribes `/camera/front/image_raw`, `/joint_states`, `/keystone/instruction` and `/keystone/scene`. It keeps a
-*shadow* SimWorld (never stepped) reset with the task/seed the scene topic announces; each control tick it syncs
-the shadow's arm joints and object poses from the topics, asks the policy (`oracle`, `keystone-base` or a
-checkpoint folder, loaded by `keystone_vla.policies.registry`) for the 7-D action, turns it into joint targets
-with the simulator's IK, and publishes a short JointTrajectory (arm + finger joints) on
-`/keystone/proposed_trajectory`, plus status/plan JSON on `/keystone/status`. When the task is done it
-publishes an empty trajectory (stop).
+Subscribes `/joint_states`, the front colour image, `/keystone/instruction`, `/keystone/scene` (the perception
+node's scene graphs) and the safety state. The agent (`keystone-base`, `scripted` or a VLA checkpoint folder,
+loaded by `keystone_vla.policies.registry`) reads objects only through its scene source, a
+`keystone_vla.perception.scene_source.DetectionScene` fed with every scene graph that arrives (a message with a
+``failure`` is not fed: the last good graph ages out after `scene_max_age` s and the agent holds the arm, saying
+why). Stamps and the observation's timestamp are one clock: header stamps, wall-clock ROS time.
 
-It never publishes on the controller topics: every proposal goes through the safety node.
+Each control tick the node builds the `Observation` (front image; state = arm joints + gripper opening;
+`ee_pose` = forward kinematics of the measured joints), asks the agent for the 7-D action, turns it into joint
+targets with inverse kinematics and publishes a short JointTrajectory (arm + finger joints) on
+`/keystone/proposed_trajectory`, plus status JSON on `/keystone/status` (state, plan, step, `scene_source`,
+`hold_reason`, ...). A *shadow* SimWorld (never stepped, no task objects: the table and the arm only) provides
+that FK and IK from the measured joints for now; a URDF kinematics module replaces it later.
+
+An instruction starts `agent.begin(text, observation, scene_source, robot)`: a plan that does not ground in the
+perceived scene (`GroundingError`) is published as state ``refused`` with the reason, and nothing moves. The run
+ends ``succeeded`` once the agent is on its plan's last step and that step's effect holds in the perceived scene
+(`keystone_vla.perception.relations.effect_holds`) with the hand open, for `success_ticks` ticks in a row;
+``halted`` with the agent's reason when it gives up on an untrustworthy scene; ``failed`` after `max_ticks`.
+Each end publishes an empty trajectory (stop).
+
+It never publishes on the controller topics (every proposal goes through the safety node), never reads simulator
+truth (`/keystone/sim_truth` is for scoring in tests), and cannot run the oracle, which needs the simulator.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import pybullet as p
 
-from keystone_vla.errors import KeystoneError
+from keystone_vla.errors import ConfigError, KeystoneError
+from keystone_vla.perception.objects import DetectedObject
+from keystone_vla.perception.scene_source import DetectionScene
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import joint_vector, make_trajectory
 from keystone_vla.ros_nodes.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
 from keystone_vla.types import Observation
+
+CAMERA = "front"
+#: policies that read the simulator themselves and so cannot run on topics
+SIMULATOR_POLICIES = ("oracle",)
+
+
+class TopicScene(DetectionScene):
+    """A `DetectionScene` fed from `/keystone/scene`. `reset()` (which `VLAAgent.begin` calls before grounding)
+    forgets the tracks but keeps the latest scene graph received: the instruction is grounded in it."""
+
+    def __init__(self, max_age: float) -> None:
+        self._latest: tuple[list[DetectedObject], float] | None = None
+        super().__init__(max_age=max_age)
+
+    def feed(self, objects: Sequence[DetectedObject], stamp: float) -> None:
+        self._latest = (list(objects), float(stamp))
+        super().feed(objects, stamp)
+
+    def reset(self) -> None:
+        super().reset()
+        if self._latest is not None:
+            super().feed(*self._latest)
+
+    @property
+    def stamp(self) -> float | None:
+        return self._latest[1] if self._latest is not None else None
 
 
 class PolicyNode:
@@ -34,29 +77,40 @@ class PolicyNode:
         from keystone_vla.sim.world import SimWorld
 
         self.node = node
-        self.policy_name = node.declare_parameter("policy", "oracle")
+        self.policy_name = node.declare_parameter("policy", "keystone-base")
         arm = node.declare_parameter("arm", "panda")
         rate = float(node.declare_parameter("control_rate", 10.0))
         self.horizon = float(node.declare_parameter("horizon", 0.1))  # time_from_start of each proposal (s)
         self.max_point_step = float(node.declare_parameter("max_point_step", 0.2))  # rad between proposal points
-        # ticks allowed, as a multiple of the task's max_steps (a real-time arm lags the in-process simulator)
-        self.budget = float(node.declare_parameter("tick_budget", 2.0))
+        self.max_ticks = int(node.declare_parameter("max_ticks", 600))  # control ticks before a run has failed
+        self.success_ticks = int(node.declare_parameter("success_ticks", 10))  # ticks the last step must hold
+        scene_max_age = float(node.declare_parameter("scene_max_age", 0.5))  # s before a scene graph is too old
         # the agent preset ('' = the checkpoint's agent.json, else shipped), resolved as keystone eval does
         preset = str(node.declare_parameter("agent", "")) or None
+        if self.policy_name in SIMULATOR_POLICIES:
+            raise ConfigError(f"policy {self.policy_name!r} reads the simulator's true state and cannot run in the "
+                              "ROS policy node, which sees the cell only through its topics; use keystone-base, "
+                              "scripted or a VLA checkpoint folder (keystone sim run runs the oracle)")
         self.agent = agent_config_of(self.policy_name, preset)
         self.policy = load_policy(self.policy_name, self.agent)
-        self.shadow = SimWorld(arm=arm, image_size=64, cameras=())
+        if getattr(self.policy, "begin", None) is None:
+            raise ConfigError(f"policy {self.policy_name!r} has no begin(instruction, observation, scene_source, "
+                              "robot): the ROS policy node drives scene-grounded agents only (keystone-base, "
+                              "scripted, a VLA checkpoint folder)")
+        self.shadow = SimWorld(arm=arm, image_size=64, cameras=())  # the arm's FK/IK only: no task objects
         self.spec = self.shadow.spec
-        self.task: Any = None
-        self.inst: Any = None
-        self.scene: dict | None = None
+        self.scene = TopicScene(scene_max_age)
+        self.scene_ready = False
+        self._announced = False  # the status has said `ready`
+        self.scene_failure: str | None = None  # the perception node's latest failure, if its latest message was one
         self.js: m.JointState | None = None
         self.image: np.ndarray | None = None
         self.instruction = ""
+        self.plan: Any = None  # the grounded plan of the current (or last) run; None when refused
         self.state = "idle"
         self.ticks = 0
+        self.done_ticks = 0
         self.reason = ""
-        self.success_at_start = False
         self.estopped = False  # paused while the safety node reports a latched e-stop
         self.prop_pub = node.create_publisher(m.JointTrajectory, topics.PROPOSED_TRAJECTORY, DEFAULT_QOS)
         self.status_pub = node.create_publisher(m.String, topics.STATUS, LATCHED_QOS)
@@ -71,18 +125,40 @@ class PolicyNode:
     # ---- inputs -------------------------------------------------------------------------------------------
     def on_joint_state(self, msg: m.JointState) -> None:
         self.js = msg
+        self._announce_ready()
 
     def on_safety_state(self, msg: m.String) -> None:
         self.estopped = msg.data == "estop"
 
     def on_image(self, msg: m.Image) -> None:
         self.image = msg.to_rgb()
+        self._announce_ready()
+
+    @property
+    def ready(self) -> bool:
+        """Joint states, a camera image and a scene graph have arrived: an instruction can be grounded."""
+        return self.js is not None and self.image is not None and self.scene_ready
+
+    def _announce_ready(self) -> None:
+        if self.ready and not self._announced:
+            self._announced = True
+            self.publish_status()
 
     def on_scene(self, msg: m.String) -> None:
-        first = self.scene is None
-        self.scene = json.loads(msg.data)
-        if first:  # announce that instructions can now be grounded
-            self.publish_status()
+        try:
+            data = json.loads(msg.data)
+            failure = data.get("failure")
+            objects = [] if failure else [DetectedObject.from_dict(o) for o in data["objects"]]
+            stamp = float(data["stamp"])
+        except (ValueError, KeyError, TypeError, KeystoneError) as exc:
+            self.node.log.warning(f"ignored a malformed scene graph on {topics.SCENE}: {exc}")
+            return
+        self.scene_failure = failure
+        if failure:
+            return
+        self.scene.feed(objects, stamp)
+        self.scene_ready = True
+        self._announce_ready()
 
     def on_instruction(self, msg: m.String) -> None:
         text = msg.data.strip()
@@ -93,56 +169,61 @@ class PolicyNode:
             assert refusal is not None  # empty text is always refused
             self.refuse(msg.data, refusal.reason)
             return
-        if self.scene is None:
-            self.refuse(text, "no scene yet from sim_bridge (/keystone/scene); cannot ground the instruction")
+        if self.js is None:
+            self.refuse(text, f"no joint states yet on {topics.JOINT_STATES}; is the robot driver up?")
             return
-        from keystone_vla.policies.episode import check_plan_agrees
-        from keystone_vla.sim.tasks import get_task
-
+        if self.image is None:
+            self.refuse(text, f"no camera image yet on {topics.CAMERA_IMAGE}; is the camera driver up?")
+            return
+        self.sync()
+        # actions are deltas on the shadow's commanded pose: start it at the measured pose, never at a stale one
+        self.shadow._target_pos, self.shadow._target_orn = self.shadow._home_target()
         try:
-            self.task = get_task(self.scene["task"])
-            self.inst = self.task.reset(self.shadow, int(self.scene["seed"]), self.scene["split"], text)
-            self.sync()
-            bind = getattr(self.policy, "bind", None)
-            if bind is not None:
-                bind(self.shadow, self.inst)
-            # a learned policy's own plan must ask for the steps the instruction grounds to, or nothing moves
-            check_plan_agrees(getattr(self.policy, "plan", None), self.inst.plan)
-            self.policy.reset()
-        except KeystoneError as exc:
+            plan = self.policy.begin(text, self.observation(text), self.scene, self.spec)
+        except KeystoneError as exc:  # GroundingError (unknown / ambiguous / unreachable object, no scene), ...
             self.refuse(text, str(exc))
             return
-        self.instruction, self.state, self.ticks, self.reason = text, "executing", 0, ""
-        self.success_at_start = bool(self.scene.get("success"))
-        self.node.log.info(f"executing {text!r}: plan {self.inst.plan.calls()}")
+        self.plan = plan
+        self.instruction, self.state, self.ticks, self.done_ticks, self.reason = text, "executing", 0, 0, ""
+        self.node.log.info(f"executing {text!r}: plan {plan.calls()}")
         self.publish_status()
 
     # ---- control loop -------------------------------------------------------------------------------------
+    def observation(self, instruction: str) -> Observation:
+        """The agent's view of this tick: front image, arm joints + gripper opening, FK end-effector pose."""
+        robot = self.shadow.robot
+        return Observation(images={CAMERA: self.image} if self.image is not None else {},
+                           state=np.append(robot.joint_positions(), robot.gripper_opening()).astype(np.float32),
+                           ee_pose=robot.ee_pose(), instruction=instruction, timestamp=time.time())
+
     def tick(self) -> None:
         if self.state != "executing" or self.js is None or self.estopped:
             return
-        self.sync()
-        success = bool(self.scene and self.scene.get("success"))
-        if success and not self.success_at_start:
-            self.finish("succeeded")
-            return
-        self.success_at_start = self.success_at_start and success  # a goal that held at the start must break first
-        if self.ticks >= self.budget * self.task.max_steps:
-            self.finish("failed")
-            return
-        q = self.shadow.robot.joint_positions()
-        obs = Observation(images={"front": self.image} if self.image is not None else {},
-                          state=np.append(q, self.shadow.robot.gripper_opening()).astype(np.float32),
-                          ee_pose=self.shadow.robot.ee_pose(), instruction=self.instruction)
         from keystone_vla.policies.base import check_action
 
-        action = check_action(self.policy.act(obs), self.policy_name)
+        self.sync()
+        obs = self.observation(self.instruction)
+        try:
+            action = check_action(self.policy.act(obs), self.policy_name)
+        except KeystoneError as exc:
+            self.finish("failed", str(exc))
+            return
+        if self.policy.halted:
+            self.finish("halted", str(self.policy.halted))
+            return
+        self.done_ticks = self.done_ticks + 1 if self.plan_complete(obs) else 0
+        if self.done_ticks >= self.success_ticks:
+            self.finish("succeeded")
+            return
+        if self.ticks >= self.max_ticks:
+            self.finish("failed", f"the plan was not complete after max_ticks={self.max_ticks} control ticks")
+            return
         q_target, grip = self.shadow.command_action(action)
         g = self.spec.gripper
         opening = g.open_position + grip * (g.closed_position - g.open_position)
         names = list(self.spec.joint_names) + list(g.joint_names)
         # a big IK jump (e.g. a wrist turn) goes out as several points, each within the shield's max_step
-        q_now = q.astype(np.float64)
+        q_now = self.shadow.robot.joint_positions().astype(np.float64)
         n = max(1, int(np.ceil(np.abs(q_target - q_now).max() / self.max_point_step)))
         fractions = np.arange(1, n + 1) / n
         arm = q_now + fractions[:, None] * (q_target - q_now)
@@ -152,40 +233,58 @@ class PolicyNode:
         if self.ticks % 5 == 0:
             self.publish_status()
 
-    def sync(self) -> None:
-        """Copy measured joints and scene object poses into the shadow world (teleport; no physics)."""
-        robot, cid = self.shadow.robot, self.shadow.client
-        if self.js is not None:
-            for name, j in zip(list(self.spec.joint_names) + list(self.spec.gripper.joint_names),
-                               robot.joints + robot.fingers):
-                q = joint_vector(self.js, [name])
-                if q is not None:
-                    p.resetJointState(robot.body, j, float(q[0]), physicsClientId=cid)
-        if self.scene is not None:
-            for name, pose in self.scene.get("objects", {}).items():
-                obj = self.shadow.objects.get(name)
-                if obj is not None:
-                    p.resetBasePositionAndOrientation(obj.body, pose["pos"], pose["quat"], physicsClientId=cid)
+    def plan_complete(self, obs: Observation) -> bool:
+        """The agent is on its last step, whose effect holds in this tick's perceived scene, with the hand open
+        (past the tracker's release threshold, so the part's pose is seen, not carried by the hand)."""
+        from keystone_vla.perception.relations import effect_holds
+        from keystone_vla.perception.tracker import EMPTY_OPEN
 
-    def finish(self, state: str) -> None:
+        plan, view = self.policy.plan, getattr(self.policy, "view", None)
+        if plan is None or not plan.steps or view is None or view.failure:
+            return False
+        last = len(plan.steps) - 1
+        return (self.policy.plan_step == last and float(obs.state[-1]) > EMPTY_OPEN
+                and effect_holds(plan.steps[last], view.objects))
+
+    def sync(self) -> None:
+        """Copy the measured arm and finger joints into the shadow arm (teleport; no physics)."""
+        robot, cid = self.shadow.robot, self.shadow.client
+        if self.js is None:
+            return
+        for name, j in zip(list(self.spec.joint_names) + list(self.spec.gripper.joint_names),
+                           robot.joints + robot.fingers):
+            q = joint_vector(self.js, [name])
+            if q is not None:
+                p.resetJointState(robot.body, j, float(q[0]), physicsClientId=cid)
+
+    def finish(self, state: str, reason: str = "") -> None:
         self.prop_pub.publish(m.JointTrajectory(m.Header(), list(self.spec.joint_names), []))  # stop
-        self.state = state
-        self.node.log.info(f"{state}: {self.instruction!r} after {self.ticks} ticks")
+        self.state, self.reason = state, reason
+        self.node.log.info(f"{state}: {self.instruction!r} after {self.ticks} ticks" + (f" ({reason})" if reason else ""))
         self.publish_status()
 
     def refuse(self, text: str, reason: str) -> None:
-        self.instruction, self.state, self.reason = text, "refused", reason
+        self.instruction, self.state, self.reason, self.plan = text, "refused", reason, None
         self.node.log.warning(f"refused {text!r}: {reason}")
         self.publish_status()
 
-    def publish_status(self) -> None:
-        plan = self.inst.plan.calls() if self.inst is not None else []
-        step = int(getattr(self.policy, "plan_step", 0))
-        self.status_pub.publish(m.String(json.dumps({
+    def status(self) -> dict[str, Any]:
+        stamp = self.scene.stamp
+        return {
             "t": time.time(), "state": self.state, "instruction": self.instruction, "policy": self.policy_name,
             "agent": self.agent.preset if self.agent else None,
-            "plan": plan, "plan_step": step, "ticks": self.ticks, "reason": self.reason,
-            "scene_ready": self.scene is not None})))
+            "plan": self.plan.calls() if self.plan is not None else [],
+            "plan_step": int(self.policy.plan_step), "ticks": self.ticks, "max_ticks": self.max_ticks,
+            "reason": self.reason, "ready": self.ready, "scene_ready": self.scene_ready,
+            "scene_source": self.scene.name, "privileged": bool(self.scene.privileged),
+            "hold_reason": self.policy.hold_reason, "holds": int(self.policy.holds), "scene_failure": self.scene_failure,
+            "scene_age": round(time.time() - stamp, 3) if stamp is not None else None}
+
+    def publish_status(self) -> None:
+        self.status_pub.publish(m.String(json.dumps(self.status())))
 
     def close(self) -> None:
+        close = getattr(self.policy, "close", None)
+        if close is not None:
+            close()
         self.shadow.close()

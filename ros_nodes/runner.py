@@ -22,6 +22,7 @@ from keystone_vla.ros_nodes.transport import make_node
 #: node name -> (module, class); the class takes a transport Node and sets itself up
 NODES: dict[str, tuple[str, str]] = {
     "sim_bridge": ("keystone_vla.ros_nodes.sim_bridge", "SimBridgeNode"),
+    "perception": ("keystone_vla.ros_nodes.perception_node", "PerceptionNode"),
     "policy": ("keystone_vla.ros_nodes.policy_node", "PolicyNode"),
     "safety": ("keystone_vla.ros_nodes.safety_node", "SafetyNode"),
     "speech": ("keystone_vla.ros_nodes.speech_node", "SpeechNode"),
@@ -112,6 +113,10 @@ def _entry(name: str) -> None:
 
 def sim_bridge_main() -> None:
     _entry("sim_bridge")
+
+
+def perception_main() -> None:
+    _entry("perception")
 
 
 def policy_main() -> None:

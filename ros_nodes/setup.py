@@ -25,11 +25,11 @@ def main() -> None:
         install_requires=["setuptools"],
         zip_safe=True,
         maintainer="Keystone VLA maintainers",
-        description="Keystone VLA ROS 2 nodes (sim_bridge, policy, safety, speech)",
+        description="Keystone VLA ROS 2 nodes (sim_bridge, perception, policy, safety, speech)",
         license="Apache-2.0",
         entry_points={"console_scripts": [
             f"{name} = keystone_vla.ros_nodes.runner:{name}_main"
-            for name in ("sim_bridge", "policy", "safety", "speech")
+            for name in ("sim_bridge", "perception", "policy", "safety", "speech")
         ]},
     )
 

@@ -1,35 +1,71 @@
-"""sim_bridge: the PyBullet arm as a ROS robot (what a robot driver + ros2_control would be on hardware).
+"""sim_bridge: the PyBullet arm and its front camera as a ROS robot cell (what a robot driver + ros2_control + an
+RGB-D camera driver would be on hardware).
 
-Publishes `/joint_states` (arm + finger joints, `joint_state_rate` Hz, default 100), `/camera/front/image_raw` +
-`camera_info` (`camera_rate` Hz), and `/keystone/scene` (latched JSON: task, seed, instruction, plan, object
-poses, success) so an oracle policy in another process can act; executes `trajectory_msgs/JointTrajectory` from
-`/joint_trajectory_controller/joint_trajectory` with linear time interpolation like ros2_control's trajectory
-controller (an empty trajectory stops and holds) and finger commands from `/gripper_controller/joint_trajectory`.
-Physics runs in real time (240 Hz steps caught up each tick).
+Publishes what a real cell publishes, nothing more:
 
-The bridge is the robot, not a gate: it never filters commands (that is the safety node's job) and never
-publishes on the controller topics.
+- `/joint_states` (arm + finger joints, `joint_state_rate` Hz, default 100);
+- the front camera at `camera_rate` Hz: colour `/camera/front/image_raw` (rgb8), depth
+  `/camera/front/depth/image_raw` (32FC1, metres along the optical axis, NaN where the ray hits nothing, REP 118)
+  and `/camera/front/camera_info`, all three with the same header (stamp = render time, frame
+  ``front_camera_optical``). The intrinsics are given in the ROS pixel convention (pixel centres at integer
+  coordinates), so TinyRenderer's half-pixel shift is folded into the principal point, as a calibration would.
+
+The camera's pose in ``base_link`` is calibration, not a topic: the perception node takes it as its `camera_pose`
+parameter (config/sim.yaml holds the value `camera_pose(world)` reads from this simulator; a static TF
+broadcaster is a later step). The bridge logs that value on start.
+
+Simulator truth (task, seed, instruction, plan, true object poses, `success` per `keystone_vla.sim.judge`) goes
+only to `/keystone/sim_truth` (latched JSON, `truth_rate` Hz), for scoring in tests; no node of the stack may
+subscribe to it. The bridge must never publish object poses anywhere else: the stack sees objects only through
+perception.
+
+It executes `trajectory_msgs/JointTrajectory` from `/joint_trajectory_controller/joint_trajectory` with linear
+time interpolation like ros2_control's trajectory controller (an empty trajectory stops and holds) and finger
+commands from `/gripper_controller/joint_trajectory`. Physics runs in real time (240 Hz steps caught up each tick).
+The bridge is the robot, not a gate: it never filters commands (that is the safety node's job) and never publishes
+on the controller topics.
 """
 
 from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import numpy as np
 import pybullet as p
 
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
-from keystone_vla.ros_nodes.convert import trajectory_points
+from keystone_vla.ros_nodes.convert import matrix_to_pose, trajectory_points
 from keystone_vla.ros_nodes.trajectory_exec import TrajectoryInterpolator
 from keystone_vla.ros_nodes.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
 
 MAX_CATCH_UP_STEPS = 48  # physics steps per tick at most (0.2 s); beyond that the sim runs slower than real time
+CAMERA = "front"
+CAMERA_FRAME = "front_camera_optical"
+
+
+def camera_pose(world: Any, name: str = CAMERA) -> list[float]:
+    """The simulated camera's optical frame (x right, y down, z forward) in the base frame: x y z qx qy qz qw,
+    the perception node's `camera_pose` calibration."""
+    return matrix_to_pose(np.linalg.inv(world.cameras[name].world_to_camera))
+
+
+def ros_intrinsics(camera: Any) -> np.ndarray:
+    """K float64 [3, 3] in the ROS convention (pixel (col, row) centred at (col, row)) for a simulated camera,
+    whose TinyRenderer pixels sit at (col, row) + `PIXEL_OFFSET`."""
+    from keystone_vla.sim.camera import PIXEL_OFFSET
+
+    k = np.asarray(camera.K, dtype=np.float64).copy()
+    k[0, 2] -= PIXEL_OFFSET[0]
+    k[1, 2] -= PIXEL_OFFSET[1]
+    return k
 
 
 class SimBridgeNode:
     def __init__(self, node: Node) -> None:
+        from keystone_vla.sim.judge import SuccessJudge
         from keystone_vla.sim.tasks import get_task
         from keystone_vla.sim.world import PHYSICS_HZ, SimWorld
 
@@ -41,11 +77,14 @@ class SimBridgeNode:
         image_size = int(node.declare_parameter("image_size", 128))
         js_rate = float(node.declare_parameter("joint_state_rate", 100.0))
         cam_rate = float(node.declare_parameter("camera_rate", 10.0))
-        scene_rate = float(node.declare_parameter("scene_rate", 5.0))
+        truth_rate = float(node.declare_parameter("truth_rate", 10.0))
         self.physics_hz = PHYSICS_HZ
-        self.world = SimWorld(arm=arm, image_size=image_size, cameras=("front",))
+        self.world = SimWorld(arm=arm, image_size=image_size, cameras=(CAMERA,))
         self.task = get_task(self.task_name)
         self.inst = self.task.reset(self.world, self.seed, self.split)
+        # the judge's settle window is 1 s of its own ticks, whatever the truth rate
+        self.judge = SuccessJudge(settle_ticks=max(1, round(truth_rate)))
+        self.success = self.goal_held = False
         self.spec = self.world.spec
         self.names = list(self.spec.joint_names) + list(self.spec.gripper.joint_names)
         self.interp = TrajectoryInterpolator(self.world.robot.joint_positions().astype(np.float64))
@@ -53,18 +92,22 @@ class SimBridgeNode:
         self.t_start = time.monotonic()
         self.steps_done = 0
         self.trajectories = 0
+        self.camera_info = self._camera_info()
 
         self.js_pub = node.create_publisher(m.JointState, topics.JOINT_STATES, DEFAULT_QOS)
         self.img_pub = node.create_publisher(m.Image, topics.CAMERA_IMAGE, SENSOR_QOS)
+        self.depth_pub = node.create_publisher(m.Image, topics.CAMERA_DEPTH, SENSOR_QOS)
         self.info_pub = node.create_publisher(m.CameraInfo, topics.CAMERA_INFO, SENSOR_QOS)
-        self.scene_pub = node.create_publisher(m.String, topics.SCENE, LATCHED_QOS)
+        self.truth_pub = node.create_publisher(m.String, topics.SIM_TRUTH, LATCHED_QOS)
         node.create_subscription(m.JointTrajectory, topics.CONTROLLER_TRAJECTORY, self.on_trajectory, DEFAULT_QOS)
         node.create_subscription(m.JointTrajectory, topics.GRIPPER_TRAJECTORY, self.on_gripper, DEFAULT_QOS)
         node.create_timer(1.0 / js_rate, self.tick)
         if cam_rate > 0:
             node.create_timer(1.0 / cam_rate, self.publish_camera)
-        node.create_timer(1.0 / scene_rate, self.publish_scene)
-        self.publish_scene()
+        node.create_timer(1.0 / truth_rate, self.publish_truth)
+        node.log.info(f"{CAMERA} camera pose in base_link (perception's camera_pose): "
+                      f"{[round(v, 6) for v in camera_pose(self.world)]}")
+        self.publish_truth()
 
     # ---- commands -----------------------------------------------------------------------------------------
     def on_trajectory(self, msg: m.JointTrajectory) -> None:
@@ -109,29 +152,41 @@ class SimBridgeNode:
         self.js_pub.publish(m.JointState(m.Header.now("base_link"), self.names, [s[0] for s in states],
                                          [s[1] for s in states], []))
 
-    def publish_camera(self) -> None:
-        frame = self.world.render("front")
-        header = m.Header.now("front_camera_optical")
-        self.img_pub.publish(m.Image.from_rgb(frame.rgb, header))
-        cam = self.world.cameras["front"]
-        k = np.asarray(cam.K, dtype=np.float64)
+    # ---- the camera ---------------------------------------------------------------------------------------
+    def _camera_info(self) -> m.CameraInfo:
+        cam = self.world.cameras[CAMERA]
+        k = ros_intrinsics(cam)
         proj = np.hstack([k, np.zeros((3, 1))])
-        self.info_pub.publish(m.CameraInfo(header, cam.height, cam.width, "plumb_bob", [0.0] * 5,
-                                           k.reshape(-1).tolist(), np.eye(3).reshape(-1).tolist(),
-                                           proj.reshape(-1).tolist(), 0, 0, m.RegionOfInterest()))
+        return m.CameraInfo(m.Header(), cam.height, cam.width, "plumb_bob", [0.0] * 5, k.reshape(-1).tolist(),
+                            np.eye(3).reshape(-1).tolist(), proj.reshape(-1).tolist(), 0, 0, m.RegionOfInterest())
 
-    def scene(self) -> dict:
+    def publish_camera(self) -> None:
+        frame = self.world.render(CAMERA)
+        header = m.Header.now(CAMERA_FRAME)  # one stamp for colour, depth and info: perception pairs on it
+        cam = self.world.cameras[CAMERA]
+        depth = np.where(frame.depth < cam.far * 0.999, frame.depth, np.nan).astype(np.float32)  # far plane: no return
+        self.img_pub.publish(m.Image.from_rgb(frame.rgb, header))
+        self.depth_pub.publish(m.Image.from_depth(depth, header))
+        self.camera_info.header = header
+        self.info_pub.publish(self.camera_info)
+
+    # ---- simulator truth (scoring only) -------------------------------------------------------------------
+    def truth(self) -> dict:
         objects = {}
         for name, obj in self.world.objects.items():
             pos, quat = obj.pose()
             objects[name] = {"pos": [float(v) for v in pos], "quat": [float(v) for v in quat]}
-        success = bool(self.task.success(self.world, self.inst) and self.world.robot.gripper_opening() > 0.5)
         return {"task": self.task_name, "seed": self.seed, "split": self.split, "arm": self.spec.name,
                 "instruction": self.inst.instruction, "plan": self.inst.plan.calls(), "objects": objects,
-                "success": success, "sim_time": self.steps_done / self.physics_hz, "trajectories": self.trajectories}
+                "success": self.success, "goal_held": self.goal_held,
+                "sim_time": self.steps_done / self.physics_hz, "trajectories": self.trajectories}
 
-    def publish_scene(self) -> None:
-        self.scene_pub.publish(m.String(json.dumps(self.scene())))
+    def publish_truth(self) -> None:
+        verdict = self.judge.update(self.world, self.inst, self.task)
+        # `success` is the judge's criterion now (goal held, hand open and clear for its settle window, parts at
+        # rest): it drops again if a later command undoes the goal
+        self.success, self.goal_held = bool(verdict.success), bool(verdict.goal_held)
+        self.truth_pub.publish(m.String(json.dumps(self.truth())))
 
     def close(self) -> None:
         self.world.close()

@@ -24,6 +24,7 @@ def _r_header(sec, nanosec, frame):
 
 
 rgb = np.arange(4 * 5 * 3, dtype=np.uint8).reshape(4, 5, 3)
+metres = np.linspace(0.3, 1.5, 4 * 5, dtype=np.float32).reshape(4, 5)
 CASES = [
     ("std_msgs/msg/String", m.String("place the red block on the blue block"),
      _ros("std_msgs/msg/String", data="place the red block on the blue block")),
@@ -39,6 +40,9 @@ CASES = [
     ("sensor_msgs/msg/Image", m.Image.from_rgb(rgb, m.Header(m.Time(7, 8), "front")),
      _ros("sensor_msgs/msg/Image", header=_r_header(7, 8, "front"), height=4, width=5, encoding="rgb8",
           is_bigendian=0, step=15, data=rgb.reshape(-1).copy())),
+    ("sensor_msgs/msg/Image", m.Image.from_depth(metres, m.Header(m.Time(7, 8), "front_depth")),
+     _ros("sensor_msgs/msg/Image", header=_r_header(7, 8, "front_depth"), height=4, width=5, encoding="32FC1",
+          is_bigendian=0, step=20, data=np.frombuffer(metres.astype("<f4").tobytes(), np.uint8).copy())),
     ("sensor_msgs/msg/CameraInfo",
      m.CameraInfo(m.Header(m.Time(9, 10), "front_optical"), 128, 96, "plumb_bob", [0.0] * 5,
                   [100.0, 0, 64, 0, 100.0, 48, 0, 0, 1], [1.0, 0, 0, 0, 1, 0, 0, 0, 1],
@@ -90,6 +94,18 @@ def test_image_round_trip_returns_pixels():
     msg = m.Image.deserialize(m.Image.from_rgb(img).serialize())
     assert (msg.height, msg.width, msg.step, msg.encoding) == (128, 128, 384, "rgb8")
     np.testing.assert_array_equal(msg.to_rgb(), img)
+
+
+def test_depth_images_carry_metres():
+    depth = np.array([[0.5, np.nan, 1.25], [2.0, 0.75, 0.3]], dtype=np.float32)
+    msg = m.Image.deserialize(m.Image.from_depth(depth, m.Header(m.Time(7, 8), "front")).serialize())
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (2, 3, 12, "32FC1")
+    np.testing.assert_array_equal(msg.to_depth(), depth)
+    mm = np.array([[500, 0], [1250, 65535]], dtype="<u2")  # RGB-D drivers: millimetres, 0 = no return
+    raw = m.Image(m.Header(), 2, 2, "16UC1", 0, 4, mm.tobytes())
+    np.testing.assert_allclose(raw.to_depth(), [[0.5, np.nan], [1.25, 65.535]], rtol=1e-6)
+    with pytest.raises(Exception, match="32FC1"):
+        m.Image.from_rgb(np.zeros((2, 2, 3), np.uint8)).to_depth()
 
 
 def test_time_from_seconds():

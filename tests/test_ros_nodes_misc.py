@@ -1,4 +1,5 @@
-"""Smaller ROS-side pieces: trajectory interpolation, parameter files, backend choice, the speech node."""
+"""Smaller ROS-side pieces: trajectory interpolation, parameter files, backend choice, the speech node, and the
+policy node's grounding, holds and run ends on hand-made scene graphs (the perception node's JSON)."""
 
 from __future__ import annotations
 
@@ -82,7 +83,7 @@ def test_backend_choice(monkeypatch):
 
 
 def test_unknown_node_name():
-    with pytest.raises(ConfigError, match="valid choices: policy, safety, sim_bridge, speech"):
+    with pytest.raises(ConfigError, match="valid choices: perception, policy, safety, sim_bridge, speech"):
         build_node("planner", {}, "dds")
 
 
@@ -115,15 +116,18 @@ def test_speech_node_publishes_instruction_and_estop(tmp_path):
 def test_packaged_parameter_files_match_the_nodes():
     from keystone_vla.ros_nodes.graph import CONFIG_DIR
 
-    for node_name in ("sim_bridge", "safety", "policy"):
-        params = load_params_file(str(CONFIG_DIR / "sim.yaml"), node_name)
+    for config, node_name in [("sim.yaml", n) for n in ("sim_bridge", "perception", "safety", "policy")] + \
+            [("robot.yaml", "policy")]:
+        params = load_params_file(str(CONFIG_DIR / config), node_name)
         assert params, node_name
-        obj = build_node(node_name, params, "dds")  # unknown keys or wrong types would raise
+        # unknown keys or wrong types would raise; the policy's checkpoint load is another test's cost
+        obj = build_node(node_name, {**params, "policy": "scripted"} if node_name == "policy" else params, "dds")
         try:
             assert set(params) <= set(obj.node.parameters)
         finally:
             getattr(obj, "close", lambda: None)()
             obj.node.destroy()
+    assert load_params_file(str(CONFIG_DIR / "sim.yaml"), "policy")["policy"] == "keystone-base"
     params = load_params_file(str(CONFIG_DIR / "robot.yaml"), "safety")
     obj = build_node("safety", params, "dds")
     assert obj.shield.limits.max_step == 0.15
@@ -138,12 +142,13 @@ def test_launch_files_and_ament_metadata_agree():
     root = Path(__file__).resolve().parents[1] / "ros_nodes"
     setup = (root / "setup.py").read_text()
     entry = set(re.findall(r'"(\w+)"', setup.split("console_scripts")[1].split("]")[0]))
-    assert entry == {"sim_bridge", "policy", "safety", "speech"}
+    assert entry == {"sim_bridge", "perception", "policy", "safety", "speech"}
     for launch in ("sim.launch.py", "robot.launch.py"):
         tree = ast.parse((root / "launch" / launch).read_text())
         executables = {kw.value.value for node in ast.walk(tree) if isinstance(node, ast.Call)
                        for kw in node.keywords if kw.arg == "executable"}
         assert executables and executables <= entry, (launch, executables)
+        assert {"perception", "policy", "safety"} <= executables, (launch, executables)
     xml = (root / "package.xml").read_text()
     assert "<name>keystone_vla</name>" in xml and "<build_type>ament_python</build_type>" in xml
     assert (root / "resource" / "keystone_vla").exists()
@@ -168,28 +173,106 @@ def test_policy_node_resolves_its_agent_as_keystone_eval_does():
         build_node("policy", {"policy": "keystone-base", "agent": "rwa"}, "dds")
 
 
-def test_policy_node_refuses_a_policy_plan_that_disagrees_with_the_instruction():
-    from broken_policy import BrokenPolicy
+def test_policy_node_refuses_the_oracle_and_policies_without_begin():
+    with pytest.raises(ConfigError, match="reads the simulator's true state"):
+        build_node("policy", {"policy": "oracle"}, "dds")
+    with pytest.raises(ConfigError, match="has no begin"):
+        build_node("policy", {"policy": "broken"}, "dds")
 
-    from keystone_vla.types import Plan
 
-    class WrongPlanner(BrokenPolicy):
-        def bind(self, world, instance) -> None:
-            self.plan = Plan(instance.instruction, tuple(s for s in instance.plan.steps if s.skill == "pick"))
+def scene_msg(objects: list[dict], age: float = 0.0, failure: str | None = None) -> m.String:
+    """A /keystone/scene message as the perception node writes it, stamped `age` seconds ago."""
+    data = {"stamp": time.time() - age, "frame_id": "base_link", "objects": objects}
+    if failure:
+        data["failure"] = failure
+    return m.String(json.dumps(data))
 
-    node = build_node("policy", {"policy": "broken"}, "dds")
-    try:
-        scene = {"task": "pick_place", "seed": 0, "split": "seen", "objects": {}, "success": False}
-        node.on_scene(m.String(json.dumps(scene)))
-        node.on_instruction(m.String("   "))
-        assert node.state == "refused" and "empty" in node.reason and node.ticks == 0  # nothing heard: no motion
-        node.on_instruction(m.String("place the blue block in the yellow bowl"))
-        assert node.state == "executing"  # a policy without its own plan runs the grounded one
-        node.state = "idle"
-        node.policy = WrongPlanner()
-        node.on_instruction(m.String("place the blue block in the yellow bowl"))
-        assert node.state == "refused" and node.ticks == 0
-        assert "policy planned pick(blue_block)" in node.reason and "place_in(blue_block, yellow_bowl)" in node.reason
-    finally:
-        node.close()
-        node.node.destroy()
+
+def block(id_: str, x: float, y: float, z: float = 0.02) -> dict:
+    colour, shape = id_.split("_")
+    return {"id": id_, "colour": colour, "shape": shape, "position": [x, y, z], "yaw": 0.0,
+            "size": [0.04, 0.04, 0.04], "confidence": 1.0}
+
+
+def bowl(id_: str, x: float, y: float) -> dict:
+    return {**block(id_, x, y, 0.02), "size": [0.12, 0.12, 0.04]}
+
+
+def arm_at_home(node, opening: float = 1.0) -> None:
+    """Joint states of the shadow's home pose with the fingers `opening` (1 open); a blank front image."""
+    spec = node.spec
+    g = spec.gripper
+    finger = g.closed_position + opening * (g.open_position - g.closed_position)
+    q = [float(v) for v in node.shadow.robot.joint_positions()] + [finger] * len(g.joint_names)
+    node.js = m.JointState(m.Header.now(), list(spec.joint_names) + list(g.joint_names), q, [], [])
+    node.image = np.zeros((128, 128, 3), np.uint8)
+
+
+@pytest.fixture
+def policy_node():
+    node = build_node("policy", {"policy": "scripted", "max_ticks": 40, "success_ticks": 3}, "dds")
+    sent: list[m.JointTrajectory] = []
+    node.prop_pub.publish = sent.append
+    node.sent = sent
+    yield node
+    node.close()
+    node.node.destroy()
+
+
+SCENE = [block("red_block", 0.5, 0.1), bowl("green_bowl", 0.5, -0.15), block("blue_block", 0.6, 0.2)]
+
+
+def test_policy_node_grounds_in_the_perceived_scene_and_refuses_what_it_cannot_see(policy_node):
+    node = policy_node
+    arm_at_home(node)
+    node.on_instruction(m.String("   "))
+    assert node.state == "refused" and "empty" in node.reason and node.ticks == 0  # nothing heard: no motion
+    node.on_instruction(m.String("put the red block in the green bowl"))
+    assert node.state == "refused" and "no scene graph received yet" in node.reason
+    node.on_scene(scene_msg([], failure="no depth frame on /camera/front/depth/image_raw"))
+    assert not node.scene_ready and node.status()["scene_failure"].startswith("no depth frame")  # never fed
+    node.on_scene(scene_msg(SCENE, age=2.0))
+    node.on_instruction(m.String("put the red block in the green bowl"))
+    assert node.state == "refused" and "2.0" in node.reason and "old" in node.reason  # a stale picture
+    node.on_scene(scene_msg(SCENE))
+    node.on_instruction(m.String("put the purple block in the green bowl"))
+    assert node.state == "refused" and "no purple block" in node.reason and node.sent == []
+    node.on_instruction(m.String("put the red block in the green bowl"))
+    status = node.status()
+    assert node.state == "executing", node.reason
+    assert status["plan"] == ["pick(red_block)", "place_in(red_block, green_bowl)"]
+    assert status["scene_source"] == "perception" and status["privileged"] is False
+    assert status["hold_reason"] is None and status["scene_ready"] is True
+
+
+def test_policy_node_holds_on_a_stale_scene_and_fails_at_the_tick_budget(policy_node):
+    node = policy_node
+    arm_at_home(node)
+    node.on_scene(scene_msg(SCENE))
+    node.on_instruction(m.String("put the red block in the green bowl"))
+    node.tick()
+    assert node.ticks == 1 and node.policy.hold_reason is None and len(node.sent) == 1
+    node.on_scene(scene_msg(SCENE, age=1.0))  # perception went quiet: the last graph is a second old
+    node.tick()
+    assert "old" in node.status()["hold_reason"] and node.state == "executing"
+    node.on_scene(scene_msg(SCENE))
+    while node.state == "executing":
+        node.tick()
+    assert node.state == "failed" and "max_ticks=40" in node.reason and node.ticks == 40
+    assert node.sent[-1].points == []  # the run's end is a stop
+
+
+def test_policy_node_succeeds_when_the_last_step_holds_in_the_perceived_scene(policy_node):
+    node = policy_node
+    arm_at_home(node)
+    placed = [block("red_block", 0.5, -0.15, 0.025), *SCENE[1:]]  # the camera sees the red block in the bowl
+    node.on_scene(scene_msg(placed))
+    node.on_instruction(m.String("put the red block in the green bowl"))
+    node.tick()
+    node.tick()
+    assert node.state == "executing" and node.policy.plan_step == 0  # on the pick, the put-down's check is moot
+    node.policy.sequencer.go_to(1)  # the agent reached its last step (place_in)
+    for _ in range(3):  # success_ticks
+        node.on_scene(scene_msg(placed))
+        node.tick()
+    assert node.state == "succeeded" and node.sent[-1].points == []

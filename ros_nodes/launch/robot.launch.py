@@ -1,11 +1,12 @@
-"""ROS 2 launch file: Keystone on a real arm driven by ros2_control (safety + policy, optional speech).
+"""ROS 2 launch file: Keystone on a real arm driven by ros2_control (perception + safety + policy, optional speech).
 
     ros2 launch keystone_vla robot.launch.py arm:=panda policy:=keystone-base \\
         controller_topic:=/scaled_joint_trajectory_controller/joint_trajectory
 
-Start the robot driver first (it publishes /joint_states and runs the trajectory controller). The safety node is
-the only publisher on the controller topic (remapped with controller_topic:=...). Parameters: config/robot.yaml.
-The policy node needs a scene description on /keystone/scene (perception or sim_bridge) to ground instructions.
+Start the robot driver (it publishes /joint_states and runs the trajectory controller) and the RGB-D camera driver
+first (colour, 32FC1 or 16UC1 depth and camera_info, remapped to /camera/front/... if needed). The perception node
+needs the camera's calibrated pose: set `camera_pose` in config/robot.yaml (it refuses to start without it). The
+safety node is the only publisher on the controller topic (remapped with controller_topic:=...).
 """
 
 import os
@@ -38,6 +39,8 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("controller_topic", default_value=CONTROLLER_TOPIC),
         DeclareLaunchArgument("speech", default_value="false"),
         DeclareLaunchArgument("wav_dir", default_value=""),
+        Node(package="keystone_vla", executable="perception", name="perception", output="screen",
+             parameters=[params]),
         Node(package="keystone_vla", executable="safety", name="safety", output="screen",
              parameters=[params, {"arm": arm}],
              remappings=[(CONTROLLER_TOPIC, LaunchConfiguration("controller_topic"))]),

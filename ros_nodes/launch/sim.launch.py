@@ -1,9 +1,12 @@
-"""ROS 2 launch file: the simulated Keystone graph (sim_bridge + safety + policy, optional speech).
+"""ROS 2 launch file: the simulated Keystone graph (sim_bridge + perception + safety + policy, optional speech).
 
-    ros2 launch keystone_vla sim.launch.py task:=stack seed:=3 policy:=oracle
+    ros2 launch keystone_vla sim.launch.py task:=stack seed:=3 policy:=keystone-base
 
-Parameters come from config/sim.yaml (override with params_file:=...). Without ROS 2, `keystone ros up --sim`
-starts the same graph as processes over Cyclone DDS. Only the safety node publishes on the controller topic.
+sim_bridge stands in for the robot driver and the RGB-D camera; perception turns the camera topics into the scene
+graph the policy grounds and acts on (the camera pose is its `camera_pose` parameter in config/sim.yaml). Simulator
+truth goes only to /keystone/sim_truth, which no node subscribes to. Parameters come from config/sim.yaml
+(override with params_file:=...). Without ROS 2, `keystone ros up --sim` starts the same graph as processes over
+Cyclone DDS. Only the safety node publishes on the controller topic.
 """
 
 import os
@@ -32,12 +35,14 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("task", default_value="pick_place"),
         DeclareLaunchArgument("seed", default_value="0"),
         DeclareLaunchArgument("arm", default_value="panda"),
-        DeclareLaunchArgument("policy", default_value="oracle"),
+        DeclareLaunchArgument("policy", default_value="keystone-base"),
         DeclareLaunchArgument("speech", default_value="false"),
         DeclareLaunchArgument("wav_dir", default_value=""),
         Node(package="keystone_vla", executable="sim_bridge", name="sim_bridge", output="screen",
              parameters=[params, {"task": LaunchConfiguration("task"), "seed": LaunchConfiguration("seed"),
                                   "arm": arm}]),
+        Node(package="keystone_vla", executable="perception", name="perception", output="screen",
+             parameters=[params]),
         Node(package="keystone_vla", executable="safety", name="safety", output="screen",
              parameters=[params, {"arm": arm}]),
         Node(package="keystone_vla", executable="policy", name="policy", output="screen",
