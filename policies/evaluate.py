@@ -12,7 +12,9 @@ is not run. A scene whose task goal is exactly what the instruction asks is pref
 the grounded plan (success = every placing step's effect holds at the end, gripper released). Policies can
 also refuse (the VLA agent raises `GroundingError` when its plan does not ground); those are refused too.
 
-Metrics per task x split: success rate (refused episodes count as not successful), mean steps, plan exactness
+Success is `keystone_vla.sim.judge.SuccessJudge`'s: the goal held for 1 s with the hand open and clear, the parts at
+rest; an episode whose goal held at some tick without that counts as ``goal_lost`` ("met the goal, then lost it").
+Metrics per task x split: success rate (refused episodes count as not successful), goal lost, mean steps, plan exactness
 (the policy's plan equals the ground-truth plan), shield interventions, policy latency p50/p99 (ms per
 ``act``), wall time. This module never changes what a policy does; it only runs, measures and reports.
 """
@@ -87,6 +89,8 @@ class EpisodeResult:
     seed: int
     instruction: str
     success: bool = False
+    goal_lost: bool = False  # the goal held with the hand open at some tick, but the episode did not succeed
+    goal_first_met_step: int | None = None  # tick the goal first held with the hand open (None: never)
     refused: bool = False
     reason: str = ""
     steps: int = 0
@@ -230,8 +234,10 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     result.instruction = rec.instruction
     result.plan = rec.plan.calls()
     result.success = bool(rec.success)
+    result.goal_lost, result.goal_first_met_step = bool(rec.goal_lost), rec.goal_first_met_step
     if goal_plan is not None:  # the user's goal differs from the task's: judge the grounded plan
         result.success = plan_goal_holds(world, goal_plan)
+        result.goal_lost, result.goal_first_met_step = False, None  # the judge watched the task's goal, not this
     result.steps = rec.steps
     result.interventions = int(rec.interventions)
     result.latency_ms = [float(x) for x in rec.policy_latency_ms]
@@ -400,6 +406,7 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
         "success_ci95": wilson_interval(sum(r.success for r in results), n),
         "episodes": n,
         "refused": n_refused,
+        "goal_lost": sum(r.goal_lost for r in results),
         "plan_exact_rate": _rate(exact),
         "plan_exact_rate_all": _rate(exact, n_refused),
         "plan_same_steps_rate": _rate(same),
@@ -446,6 +453,7 @@ def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
         "success_ci95": wilson_interval(sum(r.success for r in cell), len(cell)),
         "episodes": len(cell),
         "successes": sum(r.success for r in cell),
+        "goal_lost": sum(r.goal_lost for r in cell),  # met the goal, then lost it (see sim.judge)
         "refused": refused,
         "mean_steps": float(np.mean([r.steps for r in ran])) if ran else None,
         "plan_exact_rate": _rate(exact),

@@ -23,6 +23,11 @@ def _num(x: float | None, fmt: str = ".1f") -> str:
     return "n/a" if x is None else format(x, fmt)
 
 
+def _count(x: int | None) -> str:
+    """A count, or n/a where an older results.json lacks it."""
+    return "n/a" if x is None else str(x)
+
+
 def _ci(cell: dict[str, Any]) -> str:
     """A cell's 95 % Wilson interval as "[lo-hi] %" (computed from its counts when an older results.json lacks it)."""
     from .evaluate import wilson_interval
@@ -38,7 +43,8 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
     rows = []
     for task, splits in summary["tasks"].items():
         for split, c in splits.items():
-            rows.append([task, split, _pct(c["success_rate"]), _ci(c), f"{c['successes']}/{c['episodes']}", str(c["refused"]),
+            rows.append([task, split, _pct(c["success_rate"]), _ci(c), f"{c['successes']}/{c['episodes']}",
+                         _count(c.get("goal_lost")), str(c["refused"]),
                          _num(c["mean_steps"]), _pct(c["plan_exact_rate"]), _pct(c.get("plan_same_steps_rate")),
                          _num(c["interventions_per_episode"]),
                          "n/a" if c.get("regrasps") is None else str(c["regrasps"]),
@@ -47,7 +53,7 @@ def table_rows(summary: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-HEADER = ["task", "split", "success", "95 % interval", "succeeded", "refused", "mean steps", "plan exact", "plan steps (any order)", "shield interventions / ep",
+HEADER = ["task", "split", "success", "95 % interval", "succeeded", "met goal, then lost it", "refused", "mean steps", "plan exact", "plan steps (any order)", "shield interventions / ep",
           "regrasps", "latency p50 (ms)", "latency p99 (ms)", "wall (s)"]
 
 
@@ -106,6 +112,8 @@ def _header_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
         ("policy", summary["policy"]),
         ("success (all episodes)", _pct(summary["success_rate"])),
         ("episodes", f"{summary['episodes']} ({summary['refused']} refused)"),
+        ("met the goal, then lost it", f"{_count(summary.get('goal_lost'))} episode(s): the goal held with the hand "
+                                       "open at some tick, but never for 1 s with the hand clear and the parts at rest"),
         ("plan exactness", f"{_pct(summary['plan_exact_rate'])} of the episodes that ran, "
                            f"{_pct(summary.get('plan_exact_rate_all'))} of all (a refused episode counts as not exact)"),
         ("latency", f"p50 {_num(summary['latency_ms']['p50'], '.2f')} ms, p99 {_num(summary['latency_ms']['p99'], '.2f')} ms"),

@@ -1,8 +1,9 @@
 """Run one episode (oracle or any policy) and record it; write rollout videos.
 
 `run_episode` is the single episode loop used by `keystone sim run`, data collection and evaluation, so every consumer
-sees the same termination rule: the episode succeeds when the task's goal holds with the gripper released (opening
-> 0.5), and is cut at the task's `max_steps`.
+sees the same termination rule, `judge.SuccessJudge`'s: the episode succeeds once the task's goal has held with the
+gripper released (opening > 0.5) and the hand clear of every movable part for 1 s of simulated time, the plan's parts
+at rest; it is cut at the task's `max_steps`, or up to 1 s later while the goal holds at that limit.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import numpy as np
 from keystone_vla.errors import ConfigError, SimError
 from keystone_vla.types import EpisodeSpec, Observation, Plan, PlanStep
 
+from .judge import SuccessJudge
 from .objects import step_object_vector
 from .oracle import OracleExpert
 from .tasks import get_task
@@ -41,6 +43,8 @@ class EpisodeRecord:
     plan: Plan
     success: bool
     steps: int
+    goal_first_met_step: int | None = None  # tick (1-based, like `steps`) the goal first held with the hand open
+    goal_lost: bool = False  # the goal held with the hand open at some tick, but the episode did not succeed
     frames: dict[str, np.ndarray] = field(default_factory=dict)  # cam -> uint8 [T, H, W, 3]
     state: np.ndarray | None = None  # float32 [T, dof + 1]
     ee_pose: np.ndarray | None = None  # float32 [T, 7]
@@ -135,6 +139,12 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
     the demonstrations show how the expert recovers from being off its path (see `OracleNoise`). `executor`
     generalises that (oracle only): it chooses the applied action each tick while the oracle's is recorded, e.g.
     a learned policy for DAgger (`keystone_vla.policies.dagger.LearnerMix`).
+
+    Success is `judge.SuccessJudge`'s verdict (read from simulator truth, never shown to the policy): the episode
+    keeps running after the goal first holds until the judge's settle window is met. When the goal holds (hand open)
+    at the step limit, the episode gets up to `CONTROL_HZ` extra ticks (1 s) while it keeps holding, so a limit never
+    cuts a settle window that has started; `steps` may then exceed the limit. `goal_first_met_step` and `goal_lost`
+    record whether the goal held at some tick in an episode that did not succeed.
     """
     if action_noise < 0 or (action_noise > 0 and policy is not None):
         raise ConfigError(f"action_noise must be >= 0 and is for oracle rollouts only (got {action_noise} with "
@@ -166,7 +176,8 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
             executor.reset(spec.seed)
         frames: dict[str, list] = {c: [] for c in cameras}
         need_obs = record or policy is not None or executor is not None
-        for t in range(limit):
+        judge = SuccessJudge()
+        for t in range(limit + judge.settle_ticks):
             obs = world.observation(inst.instruction, cameras=cameras) if need_obs else None
             if video:
                 rec.video_frames.append(obs.images["front"] if obs is not None and "front" in obs.images
@@ -198,9 +209,13 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
                 applied = action
             world.apply_action(applied)
             rec.steps = t + 1
-            if task.success(world, inst) and world.robot.gripper_opening() > 0.5:
+            verdict = judge.update(world, inst, task)
+            if verdict.success:
                 rec.success = True
                 break
+            if t + 1 >= limit and not verdict.goal_held:
+                break  # past the step limit only while the goal holds, so its settle window can finish
+        rec.goal_first_met_step, rec.goal_lost = judge.goal_first_met_step, judge.goal_lost
         rec.interventions = world.interventions
         if record:
             rec.frames = {c: np.stack(v) for c, v in frames.items() if v}

@@ -42,10 +42,12 @@ def test_oracle_success_matches_the_oracle_rollouts(oracle_report) -> None:
         direct = run_episode(EpisodeSpec(ep["task"], ep["seed"], ep["split"]), record=False)
         assert ep["success"] == direct.success
         assert ep["steps"] == direct.steps
+        assert (ep["goal_lost"], ep["goal_first_met_step"]) == (direct.goal_lost, direct.goal_first_met_step)
         assert ep["plan"] == direct.plan.calls()
     expected = sum(e["success"] for e in summary["episodes_detail"]) / 8
     assert summary["success_rate"] == expected
     assert summary["episodes"] == 8 and summary["refused"] == 0
+    assert summary["goal_lost"] == sum(e["goal_lost"] for e in summary["episodes_detail"])
     for task in ("stack", "insert"):
         for split in ("seen", "unseen"):
             cell = summary["tasks"][task][split]
@@ -66,7 +68,8 @@ def test_report_files_and_numbers(oracle_report) -> None:
     cell = summary["tasks"]["stack"]["seen"]
     lo, hi = cell["success_ci95"]
     assert (f"| stack | seen | {100 * cell['success_rate']:.1f} % | [{100 * lo:.1f}-{100 * hi:.1f} %] | "
-            f"{cell['successes']}/2 | 0 |") in md
+            f"{cell['successes']}/2 | {cell['goal_lost']} | 0 |") in md
+    assert f"- **met the goal, then lost it**: {summary['goal_lost']} episode(s)" in md
     for key, rel in summary["videos"].items():
         assert key.endswith("-success")
         assert (out / rel).is_file() and rel in md and rel in (out / "report.html").read_text()
