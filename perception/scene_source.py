@@ -18,8 +18,11 @@ import the simulator.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
 
 from keystone_vla.errors import ConfigError
 from keystone_vla.types import Observation
@@ -33,6 +36,7 @@ SCENE_SOURCES = ("perception", "privileged")
 #: `TALLEST_OBJECT` there comes down from above it: the arm (or the hand with its part), never a table object
 WORK_BAND_TOP = 0.2
 TALLEST_OBJECT = 0.15  # a three-block tower is 12 cm, the peg 8 cm
+HELD_MIN_POINTS = 8  # pixels of a held part's colour needed to measure its height
 
 
 @runtime_checkable
@@ -90,7 +94,39 @@ class CameraScene:
     def observe(self, observation: Observation) -> SceneView:
         detections, failure = self.detect(observation)
         self.last_detections = detections
-        return self.tracker.update(detections, observation.ee_pose, _opening(observation), failure)
+        view = self.tracker.update(detections, observation.ee_pose, _opening(observation), failure)
+        if view.held is not None and failure is None:
+            z = self.held_height(observation, view.objects[view.held])
+            if z is not None and self.tracker.correct_held_height(z, observation.ee_pose):
+                view.objects[view.held] = copy.deepcopy(self.tracker.tracks[view.held].obj)
+        return view
+
+    def held_height(self, observation: Observation, part: DetectedObject) -> float | None:
+        """The held part's centre height from the camera: the lowest points of its colour under the hand (its
+        bottom edge, which nothing hides from a camera in front of the cell) plus half its height; None when
+        fewer than `HELD_MIN_POINTS` are visible or the part has no colour. A part slips down in the fingers as
+        it is lifted (measured: ~8 mm on a 4 cm block), so the grasp offset alone places it too high and a
+        put-down then presses on into its target."""
+        from .scene_graph import classify_colours
+
+        if part.colour is None:
+            return None
+        for name, camera in self.cameras.items():
+            rgb, depth = observation.images.get(name), observation.depth.get(name)
+            if rgb is None or depth is None:
+                continue
+            pts, mask = camera.depth_to_points(depth)
+            radius = max(part.size[0], part.size[1]) / 2 + 0.005
+            near = (np.linalg.norm(pts[:, :2] - part.position[:2], axis=1) < radius) & (pts[:, 2] > 0.003) & \
+                (pts[:, 2] < part.position[2] + part.size[2] / 2)
+            if near.sum() < HELD_MIN_POINTS:
+                return None
+            labels, names = classify_colours(np.asarray(rgb)[mask][near])
+            z = pts[near, 2][labels == names.index(part.colour)] if part.colour in names else np.empty(0)
+            if z.size < HELD_MIN_POINTS:
+                return None
+            return float(np.percentile(z, 2)) + part.size[2] / 2
+        return None
 
 
 class DetectionScene:
@@ -104,15 +140,21 @@ class DetectionScene:
     def __init__(self, tracker: TrackerConfig | None = None, max_age: float = 0.5) -> None:
         self.tracker = SceneTracker(tracker)
         self.max_age = float(max_age)
-        self.reset()
-
-    def reset(self) -> None:
-        self.tracker.reset()
         self._objects: list[DetectedObject] | None = None
         self._stamp = float("-inf")
 
+    def reset(self) -> None:
+        """Forget the tracks (a new instruction starts from the scene graph as it is now); the latest scene graph
+        received is kept: it is still the freshest picture of the cell."""
+        self.tracker.reset()
+
     def feed(self, objects: Sequence[DetectedObject], stamp: float) -> None:
         self._objects, self._stamp = list(objects), float(stamp)
+
+    @property
+    def stamp(self) -> float | None:
+        """Stamp (s) of the latest scene graph received, or None before the first."""
+        return self._stamp if self._objects is not None else None
 
     def observe(self, observation: Observation) -> SceneView:
         """Fold the latest scene graph into the tracks (a graph seen before is folded again: poses do not move,

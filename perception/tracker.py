@@ -9,8 +9,8 @@ tick, a pose for the part the fingers hide, and a clear "I cannot see X" instead
   `match_radius`). A detection whose extents differ from the track's by more than `size_tol` is two objects
   merged into one cluster (a block on a block, a part against a rim) or an object half hidden; it does not move
   the track, whose pose stays the last trusted one.
-- **The part in the hand**: when the gripper closes on something (its opening stops between `EMPTY_CLOSED` and
-  `EMPTY_OPEN`), the movable object nearest the grasp point within `grasp_radius` becomes held; its offset from
+- **The part in the hand**: when the gripper has closed on something (its opening has stopped, within
+  `grip_still` between two ticks, between `EMPTY_CLOSED` and `EMPTY_OPEN`), the movable object nearest the grasp point within `grasp_radius` becomes held; its offset from
   the end effector is fixed at that moment (with the part centred between the fingers along their closing axis,
   the end effector's y, since closing fingers push it there) and, while the grasp holds, its pose is the end
   effector's pose (joint encoders + forward kinematics) times that offset. Fingers hide most of a held part and the arm lifts it
@@ -51,6 +51,7 @@ class TrackerConfig:
     grasp_radius: float = 0.06  # m: how far from the end effector a grasped object's centre may be
     occlusion_radius: float = 0.12  # m (xy): objects this close to the hand may be hidden by it
     hand_clear_height: float = 0.25  # m: a hand higher than this above the table hides nothing on it
+    grip_still: float = 0.02  # opening change per tick below which closing fingers have stopped on the part
     lost_after: int = 20  # unseen ticks (away from the hand) after which an object is lost
 
     def __post_init__(self) -> None:
@@ -105,6 +106,7 @@ class SceneTracker:
         self.tracks: dict[str, _Track] = {}
         self.held: str | None = None
         self._offset: np.ndarray | None = None  # held object's pose in the end-effector frame [4, 4]
+        self._last_opening: float | None = None
         self.ticks = 0
 
     # ------------------------------------------------------------------------------------------------ update
@@ -115,12 +117,16 @@ class SceneTracker:
         ee = pose_matrix(ee_pose)
         if detections is None and failure is None:
             failure = "no camera frame this tick"
-        elif detections is not None and not detections and failure is None:
-            failure = "the camera sees no objects on the table (empty scene graph)"
         if not self.tracks:
+            if failure is None and not detections:
+                failure = "the camera sees no objects on the table (empty scene graph)"
             if failure is None and detections:
                 self.tracks = {d.id: _Track(copy.deepcopy(d)) for d in detections}
             return self._view(failure)
+        if detections is not None and not detections and failure is None and \
+                not any(self._near_hand(t, ee) or n == self.held for n, t in self.tracks.items()):
+            # nothing seen, and the hand hides none of the objects: the camera, not the scene, has a problem
+            failure = "the camera sees no objects on the table (empty scene graph)"
         self._update_grasp(ee, gripper_opening)
         if failure is None and detections:
             self._match(list(detections), ee)
@@ -132,12 +138,26 @@ class SceneTracker:
             track.unseen = 0
         return self._view(failure)
 
+    def correct_held_height(self, z: float, ee_pose: np.ndarray) -> bool:
+        """Set the held part's centre height to `z` (a measurement, e.g. its bottom edge seen by the camera plus
+        half its height) by moving its grasp offset along the base frame's z; True if a part is held."""
+        if self.held is None or self._offset is None:
+            return False
+        ee = pose_matrix(ee_pose)
+        track = self.tracks[self.held]
+        dz = float(z) - float((ee @ self._offset)[2, 3])
+        self._offset[:3, 3] += ee[:3, :3].T @ np.array([0.0, 0.0, dz])
+        track.obj.position = (ee @ self._offset)[:3, 3].copy()
+        return True
+
     def _update_grasp(self, ee: np.ndarray, opening: float) -> None:
+        last, self._last_opening = self._last_opening, opening
         holding = EMPTY_CLOSED < opening < EMPTY_OPEN
         if not holding:
             self.held, self._offset = None, None
             return
-        if self.held is not None:
+        # the offset is taken once the fingers stop on the part: while they still close, it is not yet held
+        if self.held is not None or last is None or abs(opening - last) > self.config.grip_still:
             return
         best, best_d = None, self.config.grasp_radius
         for name, track in self.tracks.items():

@@ -33,10 +33,10 @@ from typing import Any
 import numpy as np
 
 from keystone_vla.errors import ConfigError, GroundingError
-from keystone_vla.robots import RobotSpec
 from keystone_vla.perception.objects import DetectedObject, as_scene
 from keystone_vla.perception.relations import effect_holds
 from keystone_vla.perception.tracker import SceneView
+from keystone_vla.robots import RobotSpec
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
 
 from .agent_config import AgentConfig, resolve_agent_config

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -47,28 +46,6 @@ from keystone_vla.types import Observation
 CAMERA = "front"
 #: policies that read the simulator themselves and so cannot run on topics
 SIMULATOR_POLICIES = ("oracle",)
-
-
-class TopicScene(DetectionScene):
-    """A `DetectionScene` fed from `/keystone/scene`. `reset()` (which `VLAAgent.begin` calls before grounding)
-    forgets the tracks but keeps the latest scene graph received: the instruction is grounded in it."""
-
-    def __init__(self, max_age: float) -> None:
-        self._latest: tuple[list[DetectedObject], float] | None = None
-        super().__init__(max_age=max_age)
-
-    def feed(self, objects: Sequence[DetectedObject], stamp: float) -> None:
-        self._latest = (list(objects), float(stamp))
-        super().feed(objects, stamp)
-
-    def reset(self) -> None:
-        super().reset()
-        if self._latest is not None:
-            super().feed(*self._latest)
-
-    @property
-    def stamp(self) -> float | None:
-        return self._latest[1] if self._latest is not None else None
 
 
 class PolicyNode:
@@ -99,7 +76,7 @@ class PolicyNode:
                               "scripted, a VLA checkpoint folder)")
         self.shadow = SimWorld(arm=arm, image_size=64, cameras=())  # the arm's FK/IK only: no task objects
         self.spec = self.shadow.spec
-        self.scene = TopicScene(scene_max_age)
+        self.scene = DetectionScene(max_age=scene_max_age)
         self.scene_ready = False
         self._announced = False  # the status has said `ready`
         self.scene_failure: str | None = None  # the perception node's latest failure, if its latest message was one

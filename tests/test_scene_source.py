@@ -10,13 +10,13 @@ import gc
 import numpy as np
 import pybullet as p
 import pytest
+from conftest import REPO
 from test_vla_helpers import tiny_checkpoint
 
-from conftest import REPO
 from keystone_vla.errors import GroundingError
 from keystone_vla.perception.objects import DetectedObject, from_ground_truth
 from keystone_vla.perception.relations import effect_holds
-from keystone_vla.perception.scene_source import CameraScene, DetectionScene
+from keystone_vla.perception.scene_source import DetectionScene
 from keystone_vla.perception.tracker import SceneTracker, TrackerConfig
 from keystone_vla.policies.vla_agent import HALT_AFTER, VLAAgent
 from keystone_vla.sim.scene_sources import PrivilegedScene, make_scene_source
@@ -52,8 +52,13 @@ def test_tracker_keeps_ids_and_follows_moves_within_the_match_radius() -> None:
 def test_tracker_moves_the_held_part_with_the_hand_and_ignores_merged_clusters() -> None:
     tracker = SceneTracker()
     tracker.update([block(), block("blue_block", "blue", (0.5, 0.2))], ee((0.5, 0.0, 0.3)), 1.0)
-    # the fingers close on the red block (opening stops at 0.5: something is between them)
-    view = tracker.update([block(), block("blue_block", "blue", (0.5, 0.2))], ee((0.5, 0.0, 0.025)), 0.5)
+    # the fingers close on the red block: while they are still closing nothing is held yet; once the opening
+    # stops at 0.5 (something is between them) the block is
+    scene = [block(), block("blue_block", "blue", (0.5, 0.2))]
+    assert tracker.update(scene, ee((0.5, 0.0, 0.025)), 0.6).held is None
+    view = tracker.update(scene, ee((0.5, 0.0, 0.025)), 0.5)
+    assert view.held is None
+    view = tracker.update(scene, ee((0.5, 0.0, 0.025)), 0.5)
     assert view.held == "red_block"
     # lifted 15 cm and carried 10 cm: the part follows the end effector, whatever the camera says
     view = tracker.update([block("red_block", "red", (0.3, 0.3)), block("blue_block", "blue", (0.5, 0.2))],
