@@ -23,6 +23,7 @@ from ..world import SimWorld
 
 POS_TOL = 0.01  # Ravens-style success tolerances
 YAW_TOL = math.radians(15)
+SLOT_Z_TOL = 0.003  # a part in its kit pocket rests on the floor within this
 REGION = ((0.34, 0.64), (-0.22, 0.22))  # where objects are placed (x, y ranges, base frame)
 
 
@@ -133,9 +134,14 @@ def inside(obj: SceneObject, container: SceneObject) -> bool:
 
 
 def at_slot(part: SceneObject, slot: SceneObject) -> bool:
+    """The part rests in its kit pocket: origin within POS_TOL of the slot's in xy, yaw within YAW_TOL (modulo the
+    part's symmetry), and its height that of a part lying on the pocket floor, not held or propped above it (a part
+    on a rim sits the pocket's depth higher)."""
     pp, sp = part.position(), slot.position()
+    floor = sp[2] - slot.size[2] / 2  # a slot's z is the middle of its pocket
+    resting = abs(pp[2] - (floor + part.size[2] / 2)) < SLOT_Z_TOL
     return bool(np.linalg.norm(pp[:2] - sp[:2]) < POS_TOL and yaw_error(part.yaw(), slot.yaw(), part.symmetry) < YAW_TOL
-                and pp[2] < 0.06)
+                and resting)
 
 
 def step_effect_holds(world: SimWorld, step: PlanStep) -> bool:
@@ -163,4 +169,4 @@ def step_effect_holds(world: SimWorld, step: PlanStep) -> bool:
 
 
 __all__ = ["Task", "TaskInstance", "Template", "plan_step", "noun", "sample_positions", "stacked_on", "inside", "at_slot",
-           "footprint_radius", "POS_TOL", "YAW_TOL", "Plan"]
+           "footprint_radius", "POS_TOL", "YAW_TOL", "SLOT_Z_TOL", "Plan"]
