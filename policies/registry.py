@@ -1,11 +1,13 @@
-"""Policy names -> policy objects: `oracle`, `keystone-base`, a registered name, or a checkpoint folder.
+"""Policy names -> policy objects: `oracle`, `scripted`, `keystone-base`, a registered name, or a checkpoint folder.
 
 One place decides how a ``--policy`` value is loaded (`keystone eval`, `keystone demo`, the evaluation workers
 and the ROS policy node all call `load_policy`). Names map to loaders in one table, `POLICIES`
 (`register_policy` adds one, e.g. a test's deliberately broken policy). A checkpoint folder's ``config.json``
 says which kind it is (`CHECKPOINT_KINDS`): ``"model_type": "keystone-cnn-bc"`` is the language-free baseline,
 anything else is a VLA checkpoint, driven by `VLAAgent` with the `AgentConfig` that `resolve_agent_config`
-picks (an explicit preset, else the checkpoint's agent.json, else `shipped`). This module must never guess: an
+picks (an explicit preset, else the checkpoint's agent.json, else `shipped`). `scripted` is the no-learning
+control (`keystone_vla.policies.scripted.ScriptedModel`) driven by the same `VLAAgent`, so it takes an agent
+config like a checkpoint (`AGENT_POLICIES`; without a preset: `shipped`). This module must never guess: an
 unknown name or an unreadable folder is an error naming it.
 """
 
@@ -44,19 +46,36 @@ def _vla(folder: Path | None, agent: AgentConfig | None, **runtime: Any) -> Any:
     return VLAAgent.from_pretrained(folder, agent, **runtime)
 
 
+def _scripted(folder: Path | None, agent: AgentConfig | None, **runtime: Any) -> Any:
+    from .agent_config import resolve_agent_config
+    from .runtime import RuntimeConfig
+    from .scripted import ScriptedModel
+    from .vla_agent import VLAAgent, actions_per_chunk
+
+    model, config = ScriptedModel(), agent or resolve_agent_config(None)
+    if runtime:
+        return VLAAgent(model, config, RuntimeConfig(**{"n_action_steps": actions_per_chunk(model, config), **runtime}))
+    return VLAAgent(model, config)
+
+
 #: policy name -> loader of a policy that needs no checkpoint folder
-POLICIES: dict[str, Loader] = {"oracle": _oracle}
+POLICIES: dict[str, Loader] = {"oracle": _oracle, "scripted": _scripted}
+#: the `POLICIES` names that are VLA agents (`VLAAgent` around another model): they take an agent config
+AGENT_POLICIES: set[str] = {"scripted"}
 #: checkpoint kind (from config.json's model_type) -> loader
 CHECKPOINT_KINDS: dict[str, Loader] = {"baseline": _baseline, "vla": _vla}
 
 
-def register_policy(name: str) -> Callable[[Loader], Loader]:
-    """Decorator: make `name` a --policy value loaded by the decorated ``loader(folder, agent, **runtime)``."""
+def register_policy(name: str, agent: bool = False) -> Callable[[Loader], Loader]:
+    """Decorator: make `name` a --policy value loaded by the decorated ``loader(folder, agent, **runtime)``;
+    `agent`: the policy is a `VLAAgent` and takes an agent config (preset, overrides)."""
     if name == SHIPPED or name in POLICIES:
         raise ConfigError(f"policy name {name!r} is taken")
 
     def add(loader: Loader) -> Loader:
         POLICIES[name] = loader
+        if agent:
+            AGENT_POLICIES.add(name)
         return loader
 
     return add
@@ -114,12 +133,13 @@ def load_policy(spec: str, agent: AgentConfig | None = None, **runtime: Any) -> 
 
 
 def agent_config_of(spec: str, preset: str | None = None, overrides: tuple[str, ...] | list[str] = ()) -> AgentConfig | None:
-    """The agent config a --policy value runs with (`resolve_agent_config` on its checkpoint folder); None for
-    policies that are not VLA agents, which then must not be given a preset or overrides."""
+    """The agent config a --policy value runs with (`resolve_agent_config` on its checkpoint folder, none for
+    `AGENT_POLICIES`); None for policies that are not VLA agents, which then must not be given a preset or
+    overrides."""
     from .agent_config import resolve_agent_config
 
     kind, folder = resolve_policy_name(spec)
-    if kind != "vla":
+    if kind != "vla" and kind not in AGENT_POLICIES:
         if preset is not None or overrides:
             raise ConfigError(f"--agent / --agent-set configure a VLA agent; --policy {spec} is not one")
         return None
