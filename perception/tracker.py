@@ -19,8 +19,12 @@ tick, a pose for the part the fingers hide, and a clear "I cannot see X" instead
   table) an object's detections are not used: the fingers hide part of its top face, which biases the centroid
   (measured: ~1 cm on a block under a descending hand), and such an object keeps the pose it had when the hand
   was away.
+  The part the hand has just let go is the exception for `settle_ticks`: it fell or settled where the hand
+  opened, and only the camera can say where it came to rest.
 - **Occlusion and loss**: an object not seen in a frame keeps its last pose. Near the hand or under another
-  cluster's footprint that is expected and costs nothing; elsewhere each unseen tick counts, and after
+  cluster's footprint that is expected and costs nothing; so is any fixture (containers, the kit, its pockets,
+  the hole fixture: bolted down, they keep their pose when a part covers them); elsewhere each unseen tick of a
+  movable object counts, and after
   `lost_after` ticks the object is reported `lost`. The agent holds the arm when an object its step needs is lost.
 - **Frame failures**: no frame, or a frame in which nothing was detected, is reported as `failure` with the
   reason; the view then carries the last trusted poses, flagged, never new guesses.
@@ -52,6 +56,7 @@ class TrackerConfig:
     occlusion_radius: float = 0.12  # m (xy): objects this close to the hand may be hidden by it
     hand_clear_height: float = 0.25  # m: a hand higher than this above the table hides nothing on it
     grip_still: float = 0.02  # opening change per tick below which closing fingers have stopped on the part
+    settle_ticks: int = 30  # ticks after a release during which the released part is updated even near the hand
     lost_after: int = 20  # unseen ticks (away from the hand) after which an object is lost
 
     def __post_init__(self) -> None:
@@ -107,6 +112,7 @@ class SceneTracker:
         self.held: str | None = None
         self._offset: np.ndarray | None = None  # held object's pose in the end-effector frame [4, 4]
         self._last_opening: float | None = None
+        self._released: tuple[str, int] | None = None  # (part just let go, tick of the release)
         self.ticks = 0
 
     # ------------------------------------------------------------------------------------------------ update
@@ -154,6 +160,8 @@ class SceneTracker:
         last, self._last_opening = self._last_opening, opening
         holding = EMPTY_CLOSED < opening < EMPTY_OPEN
         if not holding:
+            if self.held is not None:
+                self._released = (self.held, self.ticks)
             self.held, self._offset = None, None
             return
         # the offset is taken once the fingers stop on the part: while they still close, it is not yet held
@@ -204,6 +212,9 @@ class SceneTracker:
                 self._miss(track, ee, detections)
 
     def _near_hand(self, track: _Track, ee: np.ndarray) -> bool:
+        if self._released is not None and self._released[0] == track.obj.id \
+                and self.ticks - self._released[1] <= self.config.settle_ticks:
+            return False  # just let go: the camera says where it came to rest
         return bool(ee[2, 3] < self.config.hand_clear_height
                     and np.linalg.norm(track.obj.position[:2] - ee[:2, 3]) < self.config.occlusion_radius)
 
@@ -211,6 +222,8 @@ class SceneTracker:
         """The track was not seen alone this frame. Near the hand, or under another cluster's footprint (a block
         under the block stacked on it, a part in a pocket merged with the tray), that is occlusion, not loss."""
         xy = track.obj.position[:2]
+        if track.obj.shape not in MOVABLE_KINDS:
+            return  # a fixture does not move: hidden, it keeps its pose
         covered = any(np.linalg.norm(xy - d.position[:2]) < max(d.size[0], d.size[1]) / 2 for d in detections)
         if not (self._near_hand(track, ee) or covered):
             track.unseen += 1

@@ -36,6 +36,7 @@ from .assists.alignment import AlignmentConfig, FinalAlignment
 from .assists.binary_gripper import BinaryGripper, BinaryGripperConfig
 from .assists.regrasp import RegraspConfig
 from .assists.release_interlock import ReleaseInterlock, ReleaseInterlockConfig
+from .assists.set_down import SetDown, SetDownConfig
 from .assists.still_release import StillHandRelease, StillReleaseConfig
 from .plan_sequencer import SequencerConfig
 
@@ -47,8 +48,9 @@ ASSISTS: dict[str, type] = {
     "release_interlock": ReleaseInterlock,
     "still_release": StillHandRelease,
     "binary_gripper": BinaryGripper,
+    "set_down": SetDown,
 }
-SHIPPED_ASSISTS = ("alignment", "release_interlock", "still_release", "binary_gripper")
+SHIPPED_ASSISTS = ("alignment", "release_interlock", "still_release", "binary_gripper", "set_down")
 IMAGE_SOURCES = ("camera", "blank")
 
 
@@ -60,6 +62,7 @@ class AgentConfig:
     release_interlock: ReleaseInterlockConfig = field(default_factory=ReleaseInterlockConfig)
     still_release: StillReleaseConfig = field(default_factory=StillReleaseConfig)
     binary_gripper: BinaryGripperConfig = field(default_factory=BinaryGripperConfig)
+    set_down: SetDownConfig = field(default_factory=SetDownConfig)
     sequencer: SequencerConfig = field(default_factory=SequencerConfig)
     regrasp: RegraspConfig = field(default_factory=RegraspConfig)
     pair_order: bool = True  # independent put-downs (a kit) in the demonstrations' order, largest y first

@@ -40,7 +40,7 @@ from keystone_vla.robots import RobotSpec
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
 
 from .agent_config import AgentConfig, resolve_agent_config
-from .assists.base import AssistContext
+from .assists.base import EMPTY_OPEN, AssistContext
 from .assists.pair_order import order_independent_pairs
 from .base import gripper_command_from_state, hold_action
 from .plan_sequencer import Event, PlanSequencer, StepCheck
@@ -48,6 +48,8 @@ from .runtime import ChunkRuntime, RuntimeConfig
 
 #: ticks in a row the scene may be untrustworthy (the arm holding) before the agent gives the episode up
 HALT_AFTER = 30
+#: ticks in a row the last step's effect must hold, with the hand open, before the plan counts as done
+DONE_AFTER = 3
 
 Locate = Callable[[PlanStep], np.ndarray]  # a step -> float [14]: its first and last object (x y z yaw size_xyz)
 # (the agent appends the end-effector pose at that moment: the model's 21-number step_objects)
@@ -80,6 +82,8 @@ class VLAAgent:
         self.hold_reason: str | None = None  # why the arm last held for the scene (None: never this episode)
         self.holds = 0  # ticks held for the scene this episode
         self.halted: str | None = None  # why the agent gave the episode up, or None
+        self.finished = False  # the plan is done: the last step's effect holds with the hand open
+        self._done_ticks = 0
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], config: AgentConfig | None = None, *,
@@ -198,6 +202,7 @@ class VLAAgent:
             assist.reset()
         self._step_objects = None
         self._hold_ticks, self.holds, self.hold_reason, self.halted = 0, 0, None, None
+        self.finished, self._done_ticks = False, 0
         self.runtime.reset()
 
     def close(self) -> None:
@@ -221,6 +226,8 @@ class VLAAgent:
             self.runtime.flush()
             return hold_action(self._last_grip)
         self._hold_ticks = 0
+        if self.finished:
+            return self._after_plan(observation)
         event = self.sequencer.update(observation)
         if event in (Event.ADVANCED, Event.REGRASP):  # no action of the old step may run in the new one
             self.runtime.flush()
@@ -228,7 +235,8 @@ class VLAAgent:
             self._step_objects = None
         step = self.sequencer.step
         ctx = AssistContext(observation, step, self.sequencer.visit,
-                            locate=self._locate if self._locate_live else None)
+                            locate=self._locate if self._locate_live else None,
+                            kinds={n: o.shape for n, o in self.view.objects.items()})
         if self._should_relocate(ctx):
             self._step_objects = None
         if self._step_objects is None and self._locate is not None and getattr(self.vla.config, "object_token", False):
@@ -243,6 +251,29 @@ class VLAAgent:
         for assist in self.assists:
             action = assist.apply(ctx, action)
         self.sequencer.end_tick()
+        self._last_grip = float(action[6])
+        self._check_finished(observation)
+        return action
+
+    def _check_finished(self, observation: Observation) -> None:
+        """The plan is done once its last step's effect has held, with the hand open, `DONE_AFTER` ticks in a row."""
+        assert self.plan is not None
+        last = self.plan_step == len(self.plan.steps) - 1
+        opening = float(observation.state[-1]) if observation.state.size else 0.0
+        holds = last and opening > EMPTY_OPEN and bool(self.sequencer.step_check(self.sequencer.step)) \
+            if self.sequencer.step_check is not None else False
+        self._done_ticks = self._done_ticks + 1 if holds else 0
+        self.finished = self._done_ticks >= DONE_AFTER
+
+    def _after_plan(self, observation: Observation) -> np.ndarray:
+        """Once the plan is done the model is not asked again: the hand stays open and still, after the set-down
+        assist's straight lift when it runs (the demonstrations end at the goal, so the model never learned what
+        to do after it)."""
+        action = hold_action(0.0)
+        ctx = AssistContext(observation, self.sequencer.step, self.sequencer.visit)
+        for assist in self.assists:
+            if hasattr(assist, "after_plan"):
+                action = assist.after_plan(ctx)
         self._last_grip = float(action[6])
         return action
 

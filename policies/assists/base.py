@@ -44,6 +44,7 @@ class AssistContext:
     step_visit: int
     chunk: ActionChunk | None = None
     locate: Any = None  # Callable[[PlanStep], np.ndarray] | None
+    kinds: dict[str, str] = field(default_factory=dict)  # scene object id -> its kind ('block', 'slot', ...)
     _located: np.ndarray | None = field(default=None, repr=False)
 
     @property
