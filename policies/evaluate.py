@@ -60,8 +60,13 @@ class EvalConfig:
     videos: bool = True
     scene_search: int = 16
     agent: AgentConfig | None = None  # VLA agents only: None = the checkpoint's agent.json, else `shipped`
+    scene: str = "perception"  # where a VLA agent's objects come from: its cameras, or (privileged) sim truth
 
     def __post_init__(self) -> None:
+        from keystone_vla.perception.scene_source import SCENE_SOURCES
+
+        if self.scene not in SCENE_SOURCES:
+            raise unknown_choice("scene source", self.scene, SCENE_SOURCES)
         if self.episodes < 1:
             raise ConfigError(f"--episodes must be >= 1, got {self.episodes}")
         if self.workers < 1:
@@ -103,6 +108,9 @@ class EpisodeResult:
     regrasps: int | None = None  # put-down steps sent back to their pick (VLA agent only)
     assists: dict[str, int] | None = None  # what the agent's rules did: regrasps, retries, each assist's counts
     actions_per_chunk: int | None = None  # actions the policy ran per predicted chunk (None: it predicts no chunks)
+    holds: int | None = None  # ticks the agent held the arm because its scene could not be trusted
+    hold_reason: str | None = None  # the last such reason
+    halted: str | None = None  # why the agent gave the episode up (e.g. a part lost from view), or None
     latency_ms: list[float] = field(default_factory=list)
     wall_s: float = 0.0
     line: int | None = None
@@ -224,7 +232,7 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     spec = EpisodeSpec(job.task, seed, job.split, config.arm, job.instruction)
     try:
         rec = run_episode(spec, policy=adapter, cameras=cameras, image_size=image_size or config.image_size, record=False,
-                          max_steps=config.max_steps, video=bool(video_dir), world=world)
+                          max_steps=config.max_steps, video=bool(video_dir), world=world, scene=config.scene)
     except GroundingError as exc:  # the policy refused (its plan did not ground): not run
         result.refused, result.reason = True, str(exc)
         result.instruction = adapter.instruction or result.instruction
@@ -254,6 +262,10 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     counts = getattr(policy, "assist_counts", None)
     if counts is not None:
         result.assists = {k: int(v) for k, v in counts().items()}
+    if getattr(policy, "begin", None) is not None:  # agents with a scene source
+        result.holds = int(getattr(policy, "holds", 0))
+        result.hold_reason = getattr(policy, "hold_reason", None)
+        result.halted = rec.halted
     runtime = getattr(policy, "runtime", None)  # chunk policies (VLA agent, baseline) run a ChunkRuntime
     if runtime is not None:
         result.actions_per_chunk = int(runtime.config.n_action_steps)
@@ -402,6 +414,10 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
         "policy": config.policy,
         # the full agent configuration that ran (None: the policy is not a VLA agent); its preset names it
         "agent": config.agent.to_dict() if config.agent is not None else None,
+        # where the agent's objects came from; privileged = simulator truth (or a policy that reads the world):
+        # an upper bound, not what a robot with cameras would do
+        "scene": scene_label(config),
+        "privileged": is_privileged(config),
         "success_rate": sum(r.success for r in results) / n if n else 0.0,
         "success_ci95": wilson_interval(sum(r.success for r in results), n),
         "episodes": n,
@@ -426,6 +442,16 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
         "episodes_detail": [_episode_json(r) for r in results],
         "recorded_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
+
+
+def is_privileged(config: EvalConfig) -> bool:
+    """Whether the run read simulator truth at run time: the privileged scene source, or the scripted oracle."""
+    return config.scene == "privileged" or config.policy == "oracle"
+
+
+def scene_label(config: EvalConfig) -> str:
+    """What fed the policy its objects: 'perception', 'privileged', or 'world' (the oracle reads the world)."""
+    return "world (the scripted oracle reads simulator state)" if config.policy == "oracle" else config.scene
 
 
 def plan_agreement(policy_plan: list[str], plan: list[str]) -> tuple[bool, bool]:

@@ -106,10 +106,24 @@ def plot_latency(summary: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
+def report_title(summary: dict[str, Any]) -> str:
+    """'keystone-base, agent shipped, perception' (+ 'PRIVILEGED: simulator truth, an upper bound')."""
+    agent = summary.get("agent")
+    title = summary["policy"] + (f", agent {agent['preset']}" if agent else "")
+    if summary.get("privileged"):
+        return title + ", PRIVILEGED (simulator truth at run time: an upper bound, not a robot's view)"
+    scene = summary.get("scene")
+    return title + (f", {scene}" if scene else "")
+
+
 def _header_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
     cfg = summary["config"]
+    scene = summary.get("scene")
     lines = [
         ("policy", summary["policy"]),
+        ("scene source", "simulator truth (privileged: an upper bound)" if summary.get("privileged") else
+         f"{scene}: the cameras' RGB-D frames through the stack's perception" if scene == "perception" else
+         str(scene)),
         ("success (all episodes)", _pct(summary["success_rate"])),
         ("episodes", f"{summary['episodes']} ({summary['refused']} refused)"),
         ("met the goal, then lost it", f"{_count(summary.get('goal_lost'))} episode(s): the goal held with the hand "
@@ -145,8 +159,7 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
     plot_success(summary, out / "success.png")
     plot_latency(summary, out / "latency.png")
     rows = table_rows(summary)
-    agent = summary.get("agent")
-    md = [f"# Evaluation report: {summary['policy']}" + (f", agent {agent['preset']}" if agent else ""), ""]
+    md = [f"# Evaluation report: {report_title(summary)}", ""]
     md += [f"- **{k}**: {v}" for k, v in _header_lines(summary)]
     md += ["", "## Results", "", "| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     md += ["| " + " | ".join(r) + " |" for r in rows]
@@ -167,10 +180,10 @@ def write_report(out: Path, summary: dict[str, Any]) -> None:
 
     esc = html.escape
     h = ["<!doctype html><html><head><meta charset='utf-8'>",
-         f"<title>Evaluation report: {esc(summary['policy'])}</title>",
+         f"<title>Evaluation report: {esc(report_title(summary))}</title>",
          "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
          "td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}video{margin:4px}</style></head><body>",
-         f"<h1>Evaluation report: {esc(summary['policy'])}</h1><ul>"]
+         f"<h1>Evaluation report: {esc(report_title(summary))}</h1><ul>"]
     h += [f"<li><b>{esc(k)}</b>: {esc(str(v))}</li>" for k, v in _header_lines(summary)]
     h += ["</ul><h2>Results</h2><table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in HEADER) + "</tr>"]
     h += ["<tr>" + "".join(f"<td>{esc(c)}</td>" for c in r) + "</tr>" for r in rows]

@@ -20,6 +20,7 @@ from keystone_vla.types import EpisodeSpec, Observation, Plan, PlanStep
 from .judge import SuccessJudge
 from .objects import step_object_vector
 from .oracle import OracleExpert
+from .scene_sources import PERCEPTION_CAMERAS, make_scene_source
 from .tasks import get_task
 from .tasks.base import TaskInstance
 from .world import CONTROL_HZ, SimWorld
@@ -45,6 +46,7 @@ class EpisodeRecord:
     steps: int
     goal_first_met_step: int | None = None  # tick (1-based, like `steps`) the goal first held with the hand open
     goal_lost: bool = False  # the goal held with the hand open at some tick, but the episode did not succeed
+    halted: str | None = None  # why the policy gave the episode up and held the arm (e.g. it lost sight of a part)
     frames: dict[str, np.ndarray] = field(default_factory=dict)  # cam -> uint8 [T, H, W, 3]
     state: np.ndarray | None = None  # float32 [T, dof + 1]
     ee_pose: np.ndarray | None = None  # float32 [T, 7]
@@ -130,8 +132,13 @@ class OracleNoise:
 def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, cameras: tuple[str, ...] = ("front",),
                 image_size: int = 128, record: bool = True, max_steps: int | None = None, shield: Any = "default",
                 video: bool = False, world: SimWorld | None = None, action_noise: float = 0.0,
-                executor: Executor | None = None) -> EpisodeRecord:
+                executor: Executor | None = None, scene: str = "perception") -> EpisodeRecord:
     """Run one episode of `spec` with the oracle (policy None) or `policy`; return its record.
+
+    A policy with ``begin(instruction, observation, scene_source, robot)`` (the VLA agent) gets the episode's scene
+    source and nothing of the world: `scene` "perception" (default: the calibrated cameras' RGB-D frames, see
+    `scene_sources`) or "privileged" (simulator truth, an upper bound that results must label). A policy with
+    ``bind(world, instance)`` reads the world itself (the scripted oracle) and is privileged by construction.
 
     `record` keeps per-step observations/actions (for datasets); `video` keeps front-camera frames for a rollout video.
     Pass `world` to reuse a simulator across episodes (it is reset from the seed, so results do not depend on reuse).
@@ -164,6 +171,12 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
             bind = getattr(policy, "bind", None)
             if bind is not None:
                 bind(world, inst)
+            begin = getattr(policy, "begin", None)
+            if begin is not None:
+                source = make_scene_source(scene, world)
+                perceive = source.name == "perception"
+                first = world.observation(inst.instruction, cameras=_with_cameras(cameras, perceive), depth=perceive)
+                begin(inst.instruction, first, source, world.spec)
             policy.reset()
         limit = max_steps or task.max_steps
         rec = EpisodeRecord(spec.task, spec.split, spec.seed, spec.arm, inst.instruction, inst.plan, False, 0)
@@ -176,9 +189,11 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
             executor.reset(spec.seed)
         frames: dict[str, list] = {c: [] for c in cameras}
         need_obs = record or policy is not None or executor is not None
+        perceive = policy is not None and getattr(policy, "begin", None) is not None and scene == "perception"
+        obs_cameras = _with_cameras(cameras, perceive)
         judge = SuccessJudge()
         for t in range(limit + judge.settle_ticks):
-            obs = world.observation(inst.instruction, cameras=cameras) if need_obs else None
+            obs = world.observation(inst.instruction, cameras=obs_cameras, depth=perceive) if need_obs else None
             if video:
                 rec.video_frames.append(obs.images["front"] if obs is not None and "front" in obs.images
                                         else world.render("front").rgb)
@@ -189,6 +204,8 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
                 a0 = time.perf_counter()
                 action = np.asarray(policy.act(obs), dtype=np.float32)
                 rec.policy_latency_ms.append((time.perf_counter() - a0) * 1e3)
+                if getattr(policy, "halted", None):
+                    rec.halted = str(policy.halted)
                 step_idx = int(getattr(policy, "plan_step", 0))
             step = inst.plan.steps[max(0, min(step_idx, len(inst.plan.steps) - 1))] if inst.plan.steps else None
             if step is not None and step_idx != snapshot_step and (record or executor is not None):
@@ -213,6 +230,8 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
             if verdict.success:
                 rec.success = True
                 break
+            if rec.halted:
+                break  # the policy gave up and holds the arm: nothing more can happen
             if t + 1 >= limit and not verdict.goal_held:
                 break  # past the step limit only while the goal holds, so its settle window can finish
         rec.goal_first_met_step, rec.goal_lost = judge.goal_first_met_step, judge.goal_lost
@@ -231,6 +250,11 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
     finally:
         if own_world:
             world.close()
+
+
+def _with_cameras(cameras: tuple[str, ...], perceive: bool) -> tuple[str, ...]:
+    """The policy's cameras, plus perception's when the scene source needs their frames."""
+    return tuple(dict.fromkeys((*cameras, *PERCEPTION_CAMERAS))) if perceive else cameras
 
 
 def task_instance(world: SimWorld, spec: EpisodeSpec) -> TaskInstance:
