@@ -17,11 +17,11 @@ from keystone_vla.policies.agent_config import (
 
 def test_presets_shipped_and_raw() -> None:
     shipped, raw = get_agent_config("shipped"), get_agent_config("raw")
-    assert shipped.assists == ("alignment", "release_interlock", "still_release", "binary_gripper")
+    assert shipped.assists == ("alignment", "release_interlock", "still_release", "binary_gripper", "set_down")
     assert shipped.pair_order and shipped.regrasp.max_regrasps == 2 and shipped.relocate_every == 1
     assert raw.assists == () and not raw.pair_order and raw.regrasp.max_regrasps == 0 and raw.relocate_every == 0
     assert [type(a).__name__ for a in shipped.build_assists()] == [
-        "FinalAlignment", "ReleaseInterlock", "StillHandRelease", "BinaryGripper"]
+        "FinalAlignment", "ReleaseInterlock", "StillHandRelease", "BinaryGripper", "SetDown"]
     assert raw.build_assists() == []
     blind = get_agent_config("blind")
     assert blind.images == "blank" and blind.assists == shipped.assists and shipped.images == "camera"

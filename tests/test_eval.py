@@ -215,7 +215,8 @@ def test_results_record_the_agent_and_the_actions_per_chunk_that_ran(oracle_repo
         counts.append(summary["actions_per_chunk"])
         expected = get_agent_config("shipped").with_overrides(sets) if sets else get_agent_config("shipped")
         assert summary["agent"] == json.loads(json.dumps(expected.to_dict()))  # the full config that ran
-        assert report.splitlines()[0].endswith(f"agent {expected.preset}")
+        assert report.splitlines()[0].endswith(f"agent {expected.preset}, perception")  # the scene source it ran on
+        assert summary["scene"] == "perception" and summary["privileged"] is False
         assert set(summary["episodes_detail"][0]["assists"]) >= {"regrasps", "aligned_ticks", "still_releases"}
     assert counts == [2, 3]
     raw = evaluate(EvalConfig(policy="keystone-base", tasks=("pick_place",), splits=("seen",), episodes=1,
@@ -237,3 +238,18 @@ def test_success_rates_carry_95_percent_wilson_intervals(oracle_report) -> None:
     assert tuple(cell["success_ci95"]) == wilson_interval(cell["successes"], cell["episodes"])
     lo, hi = cell["success_ci95"]
     assert f"[{100 * lo:.1f}-{100 * hi:.1f} %]" in (out / "report.md").read_text()
+
+
+def test_a_privileged_run_says_so_in_results_and_report(tmp_path) -> None:
+    """Simulator truth as the agent's scene source is an upper bound: results.json and the report heading say it."""
+    from keystone_vla.policies.evaluate import EvalConfig, evaluate
+
+    out = tmp_path / "priv"
+    summary = evaluate(EvalConfig(policy="keystone-base", tasks=("stack",), splits=("seen",), episodes=1, workers=1,
+                                  max_steps=3, videos=False, out=out, scene="privileged"), progress=False)
+    assert summary["scene"] == "privileged" and summary["privileged"] is True
+    heading = (out / "report.md").read_text().splitlines()[0]
+    assert "PRIVILEGED" in heading and "upper bound" in heading
+    assert "simulator truth" in (out / "report.md").read_text()
+    with pytest.raises(Exception, match="scene source"):
+        EvalConfig(policy="keystone-base", tasks=("stack",), scene="ground_truth")

@@ -404,8 +404,10 @@ def test_policy_registry_is_one_table() -> None:
 def test_vla_agent_in_the_harness_reports_its_plan(vla_ckpt) -> None:
     torch.manual_seed(0)
     policy = load_policy(str(vla_ckpt))
+    # the tiny model's 32 px camera is too coarse for perception (it would refuse: "sees no objects"); this test
+    # is about the plan the harness reports, so the objects come from the privileged source
     cfg = EvalConfig(policy=str(vla_ckpt), tasks=("pick_place",), splits=("seen",), episodes=1, workers=1,
-                     max_steps=10, videos=False)
+                     max_steps=10, videos=False, scene="privileged")
     cams = policy.cameras
     world = make_world(EpisodeSpec("pick_place", 0), cams, policy.image_size)
     try:
