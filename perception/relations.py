@@ -11,7 +11,8 @@ static scenes is ~1 mm, well inside them):
 - `place_on(obj, target)`: stacked: xy within `POS_TOL`, heights adding up within `STACK_Z_TOL`, yaw within
   `YAW_TOL` modulo the object's symmetry.
 - `place_in(obj, bowl | plate)`: inside the container's inner area (`CONTAINER_WALL` walls, `POS_TOL` margin).
-- `place_in(part, slot)` / `insert(part, slot)`: at the pocket (xy, yaw) and down in it, not held above it.
+- `place_in(part, slot)` / `insert(part, slot)`: at the pocket (xy, yaw) and resting on its floor (within
+  `SLOT_HEIGHT_TOL`), not on its rim or held above it.
 - `insert(peg, hole)`: centred within `INSERT_POS_TOL`, yaw aligned, its bottom below the fixture's rim.
 
 This module must never import the simulator.
@@ -36,7 +37,9 @@ INSERT_POS_TOL = 0.005  # the hole admits 3 mm of play per side
 INSERT_DEPTH = 0.025  # the peg's bottom at least this far below the fixture's rim
 LIFT = 0.03
 CONTAINER_WALL = 0.01  # bowls and plates: 1 cm walls (the container's inner area is its extent minus these)
-SLOT_HEIGHT_TOL = 0.012  # a part in its pocket sits within this of the pocket floor plus its own half height
+#: a part in its pocket sits within this of the pocket floor plus its own half height; on the rim it sits the
+#: pocket's 8 mm higher. Perception reads a part in a pocket ~3.5 mm high (it measures from the tray around it).
+SLOT_HEIGHT_TOL = 0.006
 
 
 def symmetry(obj: DetectedObject) -> int:
@@ -77,7 +80,7 @@ def at_slot(part: DetectedObject, slot: DetectedObject) -> bool:
     floor = slot.position[2] - slot.size[2] / 2
     return bool(np.linalg.norm(part.position[:2] - slot.position[:2]) < POS_TOL
                 and yaw_error(part.yaw, slot.yaw, symmetry(part)) < YAW_TOL
-                and part.position[2] < floor + part.size[2] / 2 + SLOT_HEIGHT_TOL)
+                and abs(part.position[2] - (floor + part.size[2] / 2)) < SLOT_HEIGHT_TOL)
 
 
 def inserted(peg: DetectedObject, hole: DetectedObject) -> bool:

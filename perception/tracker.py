@@ -5,8 +5,10 @@ tick, a pose for the part the fingers hide, and a clear "I cannot see X" instead
 `SceneTracker.update(detections, ee_pose, gripper_opening)` returns a `SceneView` each tick:
 
 - **Tracks** are created from the first frame (the scene an instruction is grounded in) and never invented
-  later: a later detection only continues the track it matches (same id, else same colour, within
-  `match_radius`). A detection whose extents differ from the track's by more than `size_tol` is two objects
+  later. Fixtures (containers, the kit and its pockets, the hole fixture) are bolted down: they keep the pose of
+  that first frame, since later frames see them partly covered by parts (a pocket with its part in it, measured
+  2.5 cm off once its neighbour was filled). A movable object's track is continued by a later detection that
+  matches it (same id, else same colour, within `match_radius`). A detection whose extents differ from the track's by more than `size_tol` is two objects
   merged into one cluster (a block on a block, a part against a rim) or an object half hidden; it does not move
   the track, whose pose stays the last trusted one.
 - **The part in the hand**: when the gripper has closed on something (its opening has stopped, within
@@ -183,8 +185,8 @@ class SceneTracker:
         cfg = self.config
         pairs: list[tuple[int, float, str, int]] = []  # (id mismatch, distance, track, detection index)
         for name, track in self.tracks.items():
-            if name == self.held or self._near_hand(track, ee):
-                continue
+            if name == self.held or self._near_hand(track, ee) or track.obj.shape not in MOVABLE_KINDS:
+                continue  # fixtures keep the pose of the first frame (see module docstring)
             for i, det in enumerate(detections):
                 if det.colour != track.obj.colour:
                     continue
