@@ -27,7 +27,7 @@ def register(subparsers: Any) -> None:
         "results.json, report.md/html, charts and rollout videos to --out. `keystone eval compare A B` prints "
         "the deltas between two report folders.",
     )
-    p.add_argument("--policy", help="oracle, keystone-base, or a checkpoint folder (VLA or baseline)")
+    p.add_argument("--policy", help="keystone-base, a checkpoint folder (VLA or baseline), scripted (a no-learning controller run through the same agent: a control) or oracle (reads the simulator: privileged)")
     p.add_argument("--tasks", default="all", help="'all' or comma-separated task names (default: all)")
     p.add_argument("--split", default="seen,unseen", help="seen, unseen or seen,unseen (default: both)")
     p.add_argument("--episodes", type=int, default=50, help="episodes per task x split (default: 50)")
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from keystone_vla.errors import ConfigError
 
     if not args.policy:
-        raise ConfigError("--policy is required: oracle, keystone-base, or a checkpoint folder")
+        raise ConfigError("--policy is required: keystone-base, a checkpoint folder, scripted or oracle")
     return run_eval(args)
 
 
