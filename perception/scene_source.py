@@ -29,7 +29,7 @@ from keystone_vla.types import Observation
 
 from .cameras import PinholeCamera
 from .objects import DetectedObject
-from .tracker import SceneTracker, SceneView, TrackerConfig
+from .tracker import SceneTracker, SceneView, TrackerConfig, gripper_opening
 
 SCENE_SOURCES = ("perception", "privileged")
 #: the height band perception looks in reaches this far above the table (m); a cluster taller than
@@ -94,7 +94,7 @@ class CameraScene:
     def observe(self, observation: Observation) -> SceneView:
         detections, failure = self.detect(observation)
         self.last_detections = detections
-        view = self.tracker.update(detections, observation.ee_pose, _opening(observation), failure)
+        view = self.tracker.update(detections, observation.ee_pose, gripper_opening(observation), failure)
         if view.held is not None and failure is None:
             z = self.held_height(observation, view.objects[view.held])
             if z is not None and self.tracker.correct_held_height(z, observation.ee_pose):
@@ -166,8 +166,4 @@ class DetectionScene:
             failure = (f"the latest scene graph is {observation.timestamp - self._stamp:.2f} s old "
                        f"(limit {self.max_age} s); is the camera or the perception node down?")
         detections = self._objects if failure is None else None
-        return self.tracker.update(detections, observation.ee_pose, _opening(observation), failure)
-
-
-def _opening(observation: Observation) -> float:
-    return float(observation.state[-1]) if observation.state.size else 0.5
+        return self.tracker.update(detections, observation.ee_pose, gripper_opening(observation), failure)

@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,11 @@ from keystone_vla.vocab import MOVABLE_KINDS
 from .objects import DetectedObject
 
 EMPTY_OPEN, EMPTY_CLOSED = 0.9, 0.05  # gripper opening (1 = open) between which the fingers hold something
+
+
+def gripper_opening(observation: Any) -> float:
+    """Gripper opening from an observation's proprio state, last entry (1 = open; 0.5, 'unknown', without one)."""
+    return float(observation.state[-1]) if observation.state.size else 0.5
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,7 @@ from keystone_vla.robots import RobotSpec
 from keystone_vla.types import ActionChunk, Observation, Plan, PlanStep
 
 from .agent_config import AgentConfig, resolve_agent_config
-from .assists.base import EMPTY_OPEN, AssistContext
+from .assists.base import EMPTY_OPEN, AssistContext, gripper_opening
 from .assists.pair_order import order_independent_pairs
 from .base import gripper_command_from_state, hold_action
 from .plan_sequencer import Event, PlanSequencer, StepCheck
@@ -258,10 +258,9 @@ class VLAAgent:
     def _check_finished(self, observation: Observation) -> None:
         """The plan is done once its last step's effect has held, with the hand open, `DONE_AFTER` ticks in a row."""
         assert self.plan is not None
-        last = self.plan_step == len(self.plan.steps) - 1
-        opening = float(observation.state[-1]) if observation.state.size else 0.0
-        holds = last and opening > EMPTY_OPEN and bool(self.sequencer.step_check(self.sequencer.step)) \
-            if self.sequencer.step_check is not None else False
+        check = self.sequencer.step_check
+        holds = (check is not None and self.plan_step == len(self.plan.steps) - 1
+                 and gripper_opening(observation) > EMPTY_OPEN and bool(check(self.sequencer.step)))
         self._done_ticks = self._done_ticks + 1 if holds else 0
         self.finished = self._done_ticks >= DONE_AFTER
 

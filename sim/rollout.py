@@ -167,16 +167,16 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
     try:
         inst = task.reset(world, spec.seed, spec.split, spec.instruction)
         oracle = OracleExpert(world, inst)
+        begin = getattr(policy, "begin", None) if policy is not None else None
+        perceive = begin is not None and scene == "perception"  # the scene source needs depth frames
+        obs_cameras = _with_cameras(cameras, perceive)
         if policy is not None:
             bind = getattr(policy, "bind", None)
             if bind is not None:
                 bind(world, inst)
-            begin = getattr(policy, "begin", None)
             if begin is not None:
-                source = make_scene_source(scene, world)
-                perceive = source.name == "perception"
-                first = world.observation(inst.instruction, cameras=_with_cameras(cameras, perceive), depth=perceive)
-                begin(inst.instruction, first, source, world.spec)
+                first = world.observation(inst.instruction, cameras=obs_cameras, depth=perceive)
+                begin(inst.instruction, first, make_scene_source(scene, world), world.spec)
             policy.reset()
         limit = max_steps or task.max_steps
         rec = EpisodeRecord(spec.task, spec.split, spec.seed, spec.arm, inst.instruction, inst.plan, False, 0)
@@ -189,8 +189,6 @@ def run_episode(spec: EpisodeSpec, *, policy: EpisodePolicy | None = None, camer
             executor.reset(spec.seed)
         frames: dict[str, list] = {c: [] for c in cameras}
         need_obs = record or policy is not None or executor is not None
-        perceive = policy is not None and getattr(policy, "begin", None) is not None and scene == "perception"
-        obs_cameras = _with_cameras(cameras, perceive)
         judge = SuccessJudge()
         for t in range(limit + judge.settle_ticks):
             obs = world.observation(inst.instruction, cameras=obs_cameras, depth=perceive) if need_obs else None

@@ -20,9 +20,10 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+# the gripper openings (state[-1], 1 = open) beyond which nothing is held, and how the opening is read, are the
+# tracker's, so the assists and the scene agree on when a part is in the hand
+from keystone_vla.perception.tracker import EMPTY_CLOSED, EMPTY_OPEN, gripper_opening
 from keystone_vla.types import ActionChunk, Observation, PlanStep
-
-EMPTY_OPEN, EMPTY_CLOSED = 0.9, 0.05  # gripper opening (state[-1], 1 = open) that means nothing is held
 
 #: layout of a located step (`Locate` in `keystone_vla.policies.vla_agent`): float [14], the step's first object
 #: (part) then its last (target), each x y z yaw size_x size_y size_z in the robot base frame
@@ -90,11 +91,6 @@ class Assist(Protocol):
 def is_put_down(step: PlanStep) -> bool:
     """A step that puts its first argument onto/into a different object (not a pick)."""
     return step.skill != "pick" and len(step.args) >= 2 and step.args[0] != step.args[-1]
-
-
-def gripper_opening(observation: Observation) -> float:
-    """Gripper opening from the proprio state's last entry (1 = open; 0.5, 'unknown', when there is no state)."""
-    return float(observation.state[-1]) if observation.state.size else 0.5
 
 
 def part_to_target(located: np.ndarray) -> np.ndarray:
