@@ -108,17 +108,50 @@ class DdsNode:
 
     # ---- interface --------------------------------------------------------------------------------------
     def create_publisher(self, msg_type: type, topic: str, qos: QoS = DEFAULT_QOS) -> DdsPublisher:
-        writer = DataWriter(self.participant, self._topic(msg_type, topic), qos=dds_qos(qos))
-        return DdsPublisher(writer, topic)
+        return DdsPublisher(self.create_dds_writer(msg_type, dds_topic_name(topic), qos), topic)
 
     def create_subscription(self, msg_type: type, topic: str, callback: Callable[[Any], None],
                             qos: QoS = DEFAULT_QOS) -> DdsSubscription:
-        reader = DataReader(self.participant, self._topic(msg_type, topic), qos=dds_qos(qos))
+        reader = DataReader(self.participant, self._topic(msg_type, dds_topic_name(topic)), qos=dds_qos(qos))
         cond = ReadCondition(reader, SampleState.NotRead | ViewState.Any | InstanceState.Any)
         self._waitset.attach(cond)
         sub = DdsSubscription(reader, cond, callback, topic)
         self._subs.append(sub)
         return sub
+
+    def create_service(self, srv: Any, name: str, callback: Callable[[Any], Any]) -> Any:
+        """A ROS 2 service server (`interfaces.ServiceType`); `callback(request) -> response`."""
+        from keystone_vla.ros_nodes.dds_rpc import DdsServiceServer
+
+        return DdsServiceServer(self, srv, name, callback)
+
+    def create_client(self, srv: Any, name: str) -> Any:
+        from keystone_vla.ros_nodes.dds_rpc import DdsServiceClient
+
+        return DdsServiceClient(self, srv, name)
+
+    def create_action_server(self, action: Any, name: str, on_goal: Callable[[bytes, Any], bool],
+                             on_cancel: Callable[[bytes], bool]) -> Any:
+        from keystone_vla.ros_nodes.dds_rpc import DdsActionServer
+
+        return DdsActionServer(self, action, name, on_goal, on_cancel)
+
+    def create_action_client(self, action: Any, name: str) -> Any:
+        from keystone_vla.ros_nodes.dds_rpc import DdsActionClient
+
+        return DdsActionClient(self, action, name)
+
+    # ---- raw DDS endpoints (services and actions use ROS's rq/rr topic names) ----------------------------------
+    def create_dds_writer(self, msg_type: type, dds_name: str, qos: QoS = DEFAULT_QOS) -> DataWriter:
+        return DataWriter(self.participant, self._topic(msg_type, dds_name), qos=dds_qos(qos))
+
+    def create_dds_reader(self, msg_type: type, dds_name: str, callback: Callable[[Any], None],
+                          qos: QoS = DEFAULT_QOS) -> DataReader:
+        reader = DataReader(self.participant, self._topic(msg_type, dds_name), qos=dds_qos(qos))
+        cond = ReadCondition(reader, SampleState.NotRead | ViewState.Any | InstanceState.Any)
+        self._waitset.attach(cond)
+        self._subs.append(DdsSubscription(reader, cond, callback, dds_name))
+        return reader
 
     def create_timer(self, period_s: float, callback: Callable[[], None]) -> DdsTimer:
         timer = DdsTimer(float(period_s), callback)
@@ -181,14 +214,13 @@ class DdsNode:
         return time.time()
 
     # ---- helpers ------------------------------------------------------------------------------------------
-    def _topic(self, msg_type: type, topic: str) -> Topic:
-        name = dds_topic_name(topic)
+    def _topic(self, msg_type: type, name: str) -> Topic:
         existing = self._topics.get(name)
         if existing is None:
             existing = self._topics[name] = Topic(self.participant, name, msg_type)
         elif existing.data_type is not msg_type:
             from keystone_vla.errors import ConfigError
 
-            raise ConfigError(f"topic {topic} is already used with type {existing.data_type.__name__} in node "
+            raise ConfigError(f"DDS topic {name} is already used with type {existing.data_type.__name__} in node "
                               f"{self.name}, not {msg_type.__name__}")
         return existing

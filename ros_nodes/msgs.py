@@ -17,7 +17,7 @@ import numpy as np
 from cyclonedds.idl import IdlStruct
 from cyclonedds.idl._machinery import BytesMachine
 from cyclonedds.idl.annotations import final
-from cyclonedds.idl.types import array, float64, int32, sequence, uint8, uint32
+from cyclonedds.idl.types import array, float64, int8, int32, sequence, uint8, uint32
 
 
 @dataclass
@@ -180,6 +180,111 @@ class JointTrajectory(IdlStruct, typename="trajectory_msgs.msg.dds_.JointTraject
     points: sequence[JointTrajectoryPoint] = field(default_factory=list)
 
 
+@dataclass
+@final
+class Vector3(IdlStruct, typename="geometry_msgs.msg.dds_.Vector3_"):
+    x: float64 = 0.0
+    y: float64 = 0.0
+    z: float64 = 0.0
+
+
+@dataclass
+@final
+class Quaternion(IdlStruct, typename="geometry_msgs.msg.dds_.Quaternion_"):
+    x: float64 = 0.0
+    y: float64 = 0.0
+    z: float64 = 0.0
+    w: float64 = 1.0
+
+
+@dataclass
+@final
+class Transform(IdlStruct, typename="geometry_msgs.msg.dds_.Transform_"):
+    translation: Vector3 = field(default_factory=Vector3)
+    rotation: Quaternion = field(default_factory=Quaternion)
+
+    @classmethod
+    def from_pose(cls, pose: "list[float]") -> "Transform":
+        """x y z qx qy qz qw -> Transform."""
+        x, y, z, qx, qy, qz, qw = (float(v) for v in pose)
+        return cls(Vector3(x, y, z), Quaternion(qx, qy, qz, qw))
+
+
+@dataclass
+@final
+class TransformStamped(IdlStruct, typename="geometry_msgs.msg.dds_.TransformStamped_"):
+    header: Header = field(default_factory=Header)
+    child_frame_id: str = ""
+    transform: Transform = field(default_factory=Transform)
+
+
+@dataclass
+@final
+class Twist(IdlStruct, typename="geometry_msgs.msg.dds_.Twist_"):
+    linear: Vector3 = field(default_factory=Vector3)
+    angular: Vector3 = field(default_factory=Vector3)
+
+
+@dataclass
+@final
+class TFMessage(IdlStruct, typename="tf2_msgs.msg.dds_.TFMessage_"):
+    transforms: sequence[TransformStamped] = field(default_factory=list)
+
+
+@dataclass
+@final
+class KeyValue(IdlStruct, typename="diagnostic_msgs.msg.dds_.KeyValue_"):
+    key: str = ""
+    value: str = ""
+
+
+@dataclass
+@final
+class DiagnosticStatus(IdlStruct, typename="diagnostic_msgs.msg.dds_.DiagnosticStatus_"):
+    """`level`: OK 0, WARN 1, ERROR 2, STALE 3 (ROS `byte`, one octet on the wire)."""
+
+    level: uint8 = 0
+    name: str = ""
+    message: str = ""
+    hardware_id: str = ""
+    values: sequence[KeyValue] = field(default_factory=list)
+
+
+@dataclass
+@final
+class DiagnosticArray(IdlStruct, typename="diagnostic_msgs.msg.dds_.DiagnosticArray_"):
+    header: Header = field(default_factory=Header)
+    status: sequence[DiagnosticStatus] = field(default_factory=list)
+
+
+@dataclass
+@final
+class UUID(IdlStruct, typename="unique_identifier_msgs.msg.dds_.UUID_"):
+    uuid: array[uint8, 16] = field(default_factory=lambda: [0] * 16)
+
+
+@dataclass
+@final
+class GoalInfo(IdlStruct, typename="action_msgs.msg.dds_.GoalInfo_"):
+    goal_id: UUID = field(default_factory=UUID)
+    stamp: Time = field(default_factory=Time)
+
+
+@dataclass
+@final
+class GoalStatus(IdlStruct, typename="action_msgs.msg.dds_.GoalStatus_"):
+    """`status`: UNKNOWN 0, ACCEPTED 1, EXECUTING 2, CANCELING 3, SUCCEEDED 4, CANCELED 5, ABORTED 6."""
+
+    goal_info: GoalInfo = field(default_factory=GoalInfo)
+    status: int8 = 0
+
+
+@dataclass
+@final
+class GoalStatusArray(IdlStruct, typename="action_msgs.msg.dds_.GoalStatusArray_"):
+    status_list: sequence[GoalStatus] = field(default_factory=list)
+
+
 #: every message class, keyed by its ROS 2 type name (``pkg/msg/Type``)
 MESSAGES: dict[str, type[IdlStruct]] = {
     "builtin_interfaces/msg/Time": Time,
@@ -193,6 +298,19 @@ MESSAGES: dict[str, type[IdlStruct]] = {
     "sensor_msgs/msg/CameraInfo": CameraInfo,
     "trajectory_msgs/msg/JointTrajectoryPoint": JointTrajectoryPoint,
     "trajectory_msgs/msg/JointTrajectory": JointTrajectory,
+    "geometry_msgs/msg/Vector3": Vector3,
+    "geometry_msgs/msg/Quaternion": Quaternion,
+    "geometry_msgs/msg/Transform": Transform,
+    "geometry_msgs/msg/TransformStamped": TransformStamped,
+    "geometry_msgs/msg/Twist": Twist,
+    "tf2_msgs/msg/TFMessage": TFMessage,
+    "diagnostic_msgs/msg/KeyValue": KeyValue,
+    "diagnostic_msgs/msg/DiagnosticStatus": DiagnosticStatus,
+    "diagnostic_msgs/msg/DiagnosticArray": DiagnosticArray,
+    "unique_identifier_msgs/msg/UUID": UUID,
+    "action_msgs/msg/GoalInfo": GoalInfo,
+    "action_msgs/msg/GoalStatus": GoalStatus,
+    "action_msgs/msg/GoalStatusArray": GoalStatusArray,
 }
 
 

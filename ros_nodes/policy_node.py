@@ -11,15 +11,18 @@ Each control tick the node builds the `Observation` (front image; state = arm jo
 `ee_pose` = forward kinematics of the measured joints), asks the agent for the 7-D action, turns it into joint
 targets with inverse kinematics and publishes a short JointTrajectory (arm + finger joints) on
 `/keystone/proposed_trajectory`, plus status JSON on `/keystone/status` (state, plan, step, `scene_source`,
-`hold_reason`, ...). A *shadow* SimWorld (never stepped, no task objects: the table and the arm only) provides
-that FK and IK from the measured joints for now; a URDF kinematics module replaces it later.
+`hold_reason`, ...). FK and IK come from `keystone_vla.kinematics` (the arm's URDF alone, set to the measured
+joints each tick): nothing on this node's import path loads the simulator, so it runs unchanged on a real cell.
 
 An instruction starts `agent.begin(text, observation, scene_source, robot)`: a plan that does not ground in the
 perceived scene (`GroundingError`) is published as state ``refused`` with the reason, and nothing moves. The run
 ends ``succeeded`` once the agent is on its plan's last step and that step's effect holds in the perceived scene
 (`keystone_vla.perception.relations.effect_holds`) with the hand open, for `success_ticks` ticks in a row;
-``halted`` with the agent's reason when it gives up on an untrustworthy scene; ``failed`` after `max_ticks`.
-Each end publishes an empty trajectory (stop).
+``halted`` with the agent's reason when it gives up on an untrustworthy scene, or when the safety node reports a
+controller fault (safety state ``fault: ...``: the controller aborted or lost a trajectory); ``cancelled`` when the
+operator cancels (the `~/cancel` std_srvs/Trigger service); ``failed`` after `max_ticks`. Each end publishes an
+empty trajectory (stop). A plan the agent cannot ground (GroundingError, or a question back to the operator) is
+``refused`` with the reason (and the ``question`` when the agent asks one); nothing moves.
 
 It never publishes on the controller topics (every proposal goes through the safety node), never reads simulator
 truth (`/keystone/sim_truth` is for scoring in tests), and cannot run the oracle, which needs the simulator.
@@ -32,7 +35,6 @@ import time
 from typing import Any
 
 import numpy as np
-import pybullet as p
 
 from keystone_vla.errors import ConfigError, KeystoneError
 from keystone_vla.perception.objects import DetectedObject
@@ -50,8 +52,9 @@ SIMULATOR_POLICIES = ("oracle",)
 
 class PolicyNode:
     def __init__(self, node: Node) -> None:
+        from keystone_vla.kinematics import ActionIntegrator, ArmKinematics
         from keystone_vla.policies.registry import agent_config_of, load_policy
-        from keystone_vla.sim.world import SimWorld
+        from keystone_vla.robots import get_robot
 
         self.node = node
         self.policy_name = node.declare_parameter("policy", "keystone-base")
@@ -74,8 +77,9 @@ class PolicyNode:
             raise ConfigError(f"policy {self.policy_name!r} has no begin(instruction, observation, scene_source, "
                               "robot): the ROS policy node drives scene-grounded agents only (keystone-base, "
                               "scripted, a VLA checkpoint folder)")
-        self.shadow = SimWorld(arm=arm, image_size=64, cameras=())  # the arm's FK/IK only: no task objects
-        self.spec = self.shadow.spec
+        self.spec = get_robot(arm)
+        self.kin = ArmKinematics(self.spec)  # the arm's URDF only: FK of the measured joints, IK of the actions
+        self.integrator = ActionIntegrator(self.kin)
         self.scene = DetectionScene(max_age=scene_max_age)
         self.scene_ready = False
         self._announced = False  # the status has said `ready`
@@ -153,8 +157,8 @@ class PolicyNode:
             self.refuse(text, f"no camera image yet on {topics.CAMERA_IMAGE}; is the camera driver up?")
             return
         self.sync()
-        # actions are deltas on the shadow's commanded pose: start it at the measured pose, never at a stale one
-        self.shadow._target_pos, self.shadow._target_orn = self.shadow._home_target()
+        # actions are deltas on the commanded pose: start it at the measured pose, never at a stale one
+        self.integrator.reanchor()
         try:
             plan = self.policy.begin(text, self.observation(text), self.scene, self.spec)
         except KeystoneError as exc:  # GroundingError (unknown / ambiguous / unreachable object, no scene), ...
@@ -168,10 +172,10 @@ class PolicyNode:
     # ---- control loop -------------------------------------------------------------------------------------
     def observation(self, instruction: str) -> Observation:
         """The agent's view of this tick: front image, arm joints + gripper opening, FK end-effector pose."""
-        robot = self.shadow.robot
+        kin = self.kin
         return Observation(images={CAMERA: self.image} if self.image is not None else {},
-                           state=np.append(robot.joint_positions(), robot.gripper_opening()).astype(np.float32),
-                           ee_pose=robot.ee_pose(), instruction=instruction, timestamp=time.time())
+                           state=np.append(kin.joint_positions(), kin.gripper_opening()).astype(np.float32),
+                           ee_pose=kin.ee_pose(), instruction=instruction, timestamp=time.time())
 
     def tick(self) -> None:
         if self.state != "executing" or self.js is None or self.estopped:
@@ -195,12 +199,12 @@ class PolicyNode:
         if self.ticks >= self.max_ticks:
             self.finish("failed", f"the plan was not complete after max_ticks={self.max_ticks} control ticks")
             return
-        q_target, grip = self.shadow.command_action(action)
+        q_target, grip = self.integrator.command(action)
         g = self.spec.gripper
         opening = g.open_position + grip * (g.closed_position - g.open_position)
         names = list(self.spec.joint_names) + list(g.joint_names)
         # a big IK jump (e.g. a wrist turn) goes out as several points, each within the shield's max_step
-        q_now = self.shadow.robot.joint_positions().astype(np.float64)
+        q_now = self.kin.joint_positions().astype(np.float64)
         n = max(1, int(np.ceil(np.abs(q_target - q_now).max() / self.max_point_step)))
         fractions = np.arange(1, n + 1) / n
         arm = q_now + fractions[:, None] * (q_target - q_now)
@@ -224,15 +228,17 @@ class PolicyNode:
                 and effect_holds(plan.steps[last], view.objects))
 
     def sync(self) -> None:
-        """Copy the measured arm and finger joints into the shadow arm (teleport; no physics)."""
-        robot, cid = self.shadow.robot, self.shadow.client
+        """Set the kinematic model to the measured arm and finger joints (a joint missing from the message keeps
+        its last value)."""
         if self.js is None:
             return
-        for name, j in zip(list(self.spec.joint_names) + list(self.spec.gripper.joint_names),
-                           robot.joints + robot.fingers):
-            q = joint_vector(self.js, [name])
-            if q is not None:
-                p.resetJointState(robot.body, j, float(q[0]), physicsClientId=cid)
+        q = self.kin.joint_positions().astype(np.float64)
+        for i, name in enumerate(self.spec.joint_names):
+            v = joint_vector(self.js, [name])
+            if v is not None:
+                q[i] = v[0]
+        fingers = joint_vector(self.js, list(self.spec.gripper.joint_names))
+        self.kin.set_joints(q, fingers)
 
     def finish(self, state: str, reason: str = "") -> None:
         self.prop_pub.publish(m.JointTrajectory(m.Header(), list(self.spec.joint_names), []))  # stop
@@ -264,4 +270,4 @@ class PolicyNode:
         close = getattr(self.policy, "close", None)
         if close is not None:
             close()
-        self.shadow.close()
+        self.kin.close()

@@ -199,11 +199,11 @@ def bowl(id_: str, x: float, y: float) -> dict:
 
 
 def arm_at_home(node, opening: float = 1.0) -> None:
-    """Joint states of the shadow's home pose with the fingers `opening` (1 open); a blank front image."""
+    """Joint states of the arm's home pose with the fingers `opening` (1 open); a blank front image."""
     spec = node.spec
     g = spec.gripper
     finger = g.closed_position + opening * (g.open_position - g.closed_position)
-    q = [float(v) for v in node.shadow.robot.joint_positions()] + [finger] * len(g.joint_names)
+    q = [float(v) for v in spec.home] + [finger] * len(g.joint_names)
     node.js = m.JointState(m.Header.now(), list(spec.joint_names) + list(g.joint_names), q, [], [])
     node.image = np.zeros((128, 128, 3), np.uint8)
 
