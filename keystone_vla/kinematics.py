@@ -66,6 +66,8 @@ class ArmKinematics:
         self.joints = [by_joint[name] for name in spec.joint_names]
         self.fingers = [by_joint[name] for name in spec.gripper.joint_names]
         self.ee_link = by_link[spec.ee_link]
+        #: the link the last arm joint moves (the flange the tool is mounted on)
+        self.flange_link = pb.getJointInfo(self.body, self.joints[-1], physicsClientId=self.client)[12].decode()
         movable = [j for j in range(n) if pb.getJointInfo(self.body, j, physicsClientId=self.client)[2] != pb.JOINT_FIXED]
         lower, upper, rest = [], [], []
         for j in movable:

@@ -34,6 +34,7 @@ from cyclonedds.util import duration
 from keystone_vla.ros_nodes.transport import (
     DEFAULT_QOS,
     QoS,
+    check_parameter,
     dds_topic_name,
     domain_id,
     ensure_dds_config,
@@ -97,6 +98,7 @@ class DdsNode:
         self.log = node_logger(name)
         self._overrides = dict(parameters or {})
         self.parameters: dict[str, Any] = {}
+        self.descriptions: dict[str, str] = {}
         self.participant = DomainParticipant(domain_id())
         self._waitset = WaitSet(self.participant)
         self._guard = GuardCondition(self.participant)
@@ -158,17 +160,11 @@ class DdsNode:
         self._timers.append(timer)
         return timer
 
-    def declare_parameter(self, name: str, default: Any) -> Any:
-        value = self._overrides.get(name, default)
-        if default is not None and value is not None and not isinstance(value, type(default)):
-            if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
-                value = float(value)
-            else:
-                from keystone_vla.errors import ConfigError
-
-                raise ConfigError(f"parameter {name!r} of node {self.name} must be {type(default).__name__}, "
-                                  f"got {value!r}")
+    def declare_parameter(self, name: str, default: Any, description: str = "",
+                          range: tuple[float, float] | None = None, choices: tuple[str, ...] | None = None) -> Any:
+        value = check_parameter(self.name, name, self._overrides.get(name, default), default, range, choices)
         self.parameters[name] = value
+        self.descriptions[name] = description
         return value
 
     def unknown_overrides(self) -> list[str]:

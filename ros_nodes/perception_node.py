@@ -15,9 +15,10 @@ or the same with ``"objects": []`` and a ``"failure"`` saying why there is no sc
 scene graph) and `age_ms` (from the frame's stamp to publication).
 
 `camera_pose` is the camera's optical frame (x right, y down, z forward) in ``base_link`` as x y z qx qy qz qw,
-from the cell's hand-eye calibration (config/sim.yaml holds the simulator's). TF is not read yet: a static
-transform broadcaster is a later step. All zeros (the default) means "not calibrated" and the node refuses to
-start: a wrong pose would put every object in the wrong place.
+from the cell's hand-eye calibration (config/sim.yaml holds the simulator's). All zeros (the default) means "not
+calibrated" and the node refuses to start: a wrong pose would put every object in the wrong place. The node
+publishes the calibration as the static transform ``base_link`` -> `camera_frame` on `/tf_static` (it does not
+read TF), and `/diagnostics` at 1 Hz.
 
 This node never sees the simulator: it works from the camera topics alone.
 """
@@ -35,6 +36,7 @@ from keystone_vla.errors import ConfigError
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import camera_info_mapping
+from keystone_vla.ros_nodes.diagnostics import Diagnostics
 from keystone_vla.ros_nodes.transport import LATCHED_QOS, SENSOR_QOS, Node
 
 BASE_FRAME = "base_link"
@@ -65,10 +67,17 @@ def stamp_seconds(header: m.Header) -> float:
 class PerceptionNode:
     def __init__(self, node: Node) -> None:
         self.node = node
-        self.camera_to_base = parse_camera_pose(node.declare_parameter("camera_pose", [0.0] * 7))
-        self.pair_slop = float(node.declare_parameter("pair_slop", 0.005))  # s between colour and depth stamps
-        self.depth_timeout = float(node.declare_parameter("depth_timeout", 0.5))  # s a colour frame waits for depth
-        self.log_every = int(node.declare_parameter("log_every", 50))  # frames between latency log lines
+        pose = node.declare_parameter("camera_pose", [0.0] * 7, f"the camera's optical frame in {BASE_FRAME} "
+                                      "(x y z qx qy qz qw) from the hand-eye calibration")
+        self.camera_to_base = parse_camera_pose(pose)
+        self.camera_frame = str(node.declare_parameter("camera_frame", "front_camera_optical",
+                                                       "the camera's optical frame id (TF child frame)"))
+        self.pair_slop = float(node.declare_parameter("pair_slop", 0.005, "largest colour/depth stamp difference (s)",
+                                                      range=(0.0, 0.5)))
+        self.depth_timeout = float(node.declare_parameter("depth_timeout", 0.5, "how long a colour frame waits for "
+                                                          "its depth frame (s)", range=(0.01, 10.0)))
+        self.log_every = int(node.declare_parameter("log_every", 50, "frames between latency log lines; 0: never",
+                                                    range=(0, 100000)))
         self.colour: deque[tuple[float, m.Image, float]] = deque(maxlen=BUFFERED_FRAMES)  # (stamp, msg, received)
         self.depth: deque[tuple[float, m.Image]] = deque(maxlen=BUFFERED_FRAMES)
         self.pending: tuple[m.Image, m.Image] | None = None
@@ -86,6 +95,13 @@ class PerceptionNode:
         node.create_subscription(m.CameraInfo, topics.CAMERA_INFO, self.on_info, SENSOR_QOS)
         node.create_timer(0.01, self.process)
         node.create_timer(1.0, self.publish_status)
+        self.diag = Diagnostics(node, "perception", lambda: "ok" if self.frames else "waiting for camera frames")
+        self.diag.values = lambda: {"frames": self.frames, "failures": self.failures, "dropped": self.dropped,
+                                    "objects": self.last_objects}
+        # the calibration as static TF, so the cell's tools (RViz, a MoveIt planning scene) see the camera too
+        self.tf_pub = node.create_publisher(m.TFMessage, topics.TF_STATIC, LATCHED_QOS)
+        self.tf_pub.publish(m.TFMessage([m.TransformStamped(m.Header.now(BASE_FRAME), self.camera_frame,
+                                                            m.Transform.from_pose([float(v) for v in pose]))]))
 
     # ---- inputs: buffer and pair; the work happens in `process` -------------------------------------------
     def on_info(self, msg: m.CameraInfo) -> None:
@@ -160,6 +176,7 @@ class PerceptionNode:
             self.failures += 1
         self.scene_pub.publish(m.String(json.dumps(msg)))
         self.frames += 1
+        self.diag.tick("scenes")
         self.last_objects = len(objects)
         self.compute_ms.append(compute)
         self.age_ms.append((time.time() - stamp) * 1e3)  # stamps are wall-clock ROS time
@@ -171,6 +188,7 @@ class PerceptionNode:
 
     def publish_failure(self, stamp: float, reason: str) -> None:
         self.failures += 1
+        self.diag.error(reason)
         self.scene_pub.publish(m.String(json.dumps({"stamp": stamp, "frame_id": BASE_FRAME, "objects": [],
                                                     "failure": reason})))
         self.node.log.warning(f"no scene for the frame at {stamp:.3f}: {reason}")

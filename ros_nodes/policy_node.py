@@ -39,15 +39,27 @@ import numpy as np
 from keystone_vla.errors import ConfigError, KeystoneError
 from keystone_vla.perception.objects import DetectedObject
 from keystone_vla.perception.scene_source import DetectionScene
+from keystone_vla.ros_nodes import interfaces as itf
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import joint_vector, make_trajectory
+from keystone_vla.ros_nodes.diagnostics import Diagnostics
 from keystone_vla.ros_nodes.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
 from keystone_vla.types import Observation
 
 CAMERA = "front"
 #: policies that read the simulator themselves and so cannot run on topics
 SIMULATOR_POLICIES = ("oracle",)
+
+
+def tool_frame(kin: Any) -> m.TransformStamped:
+    """The static transform flange -> grasp frame (the tool frame) of the arm, from its URDF."""
+    from keystone_vla.perception.tracker import pose_matrix
+    from keystone_vla.ros_nodes.convert import matrix_to_pose
+
+    flange = kin.flange_link
+    t = np.linalg.inv(pose_matrix(kin.link_pose(flange))) @ pose_matrix(kin.link_pose(kin.spec.ee_link))
+    return m.TransformStamped(m.Header.now(flange), kin.spec.ee_link, m.Transform.from_pose(matrix_to_pose(t)))
 
 
 class PolicyNode:
@@ -57,16 +69,24 @@ class PolicyNode:
         from keystone_vla.robots import get_robot
 
         self.node = node
-        self.policy_name = node.declare_parameter("policy", "keystone-base")
-        arm = node.declare_parameter("arm", "panda")
-        rate = float(node.declare_parameter("control_rate", 10.0))
-        self.horizon = float(node.declare_parameter("horizon", 0.1))  # time_from_start of each proposal (s)
-        self.max_point_step = float(node.declare_parameter("max_point_step", 0.2))  # rad between proposal points
-        self.max_ticks = int(node.declare_parameter("max_ticks", 600))  # control ticks before a run has failed
-        self.success_ticks = int(node.declare_parameter("success_ticks", 10))  # ticks the last step must hold
-        scene_max_age = float(node.declare_parameter("scene_max_age", 0.5))  # s before a scene graph is too old
-        # the agent preset ('' = the checkpoint's agent.json, else shipped), resolved as keystone eval does
-        preset = str(node.declare_parameter("agent", "")) or None
+        from keystone_vla.robots import ROBOTS
+
+        self.policy_name = node.declare_parameter("policy", "keystone-base",
+                                                  "keystone-base, scripted or a VLA checkpoint folder")
+        arm = node.declare_parameter("arm", "panda", "the arm (robot spec)", choices=tuple(ROBOTS))
+        rate = float(node.declare_parameter("control_rate", 10.0, "control ticks per second (Hz)", range=(1.0, 100.0)))
+        self.horizon = float(node.declare_parameter("horizon", 0.1, "time_from_start of each proposal (s)",
+                                                    range=(0.01, 2.0)))
+        self.max_point_step = float(node.declare_parameter(
+            "max_point_step", 0.2, "largest joint change between proposal points (rad)", range=(0.01, 1.0)))
+        self.max_ticks = int(node.declare_parameter("max_ticks", 600, "control ticks before a run has failed",
+                                                    range=(1, 1_000_000)))
+        self.success_ticks = int(node.declare_parameter(
+            "success_ticks", 10, "ticks in a row the last step's effect must hold", range=(1, 1000)))
+        scene_max_age = float(node.declare_parameter("scene_max_age", 0.5, "an older scene graph holds the arm (s)",
+                                                     range=(0.01, 10.0)))
+        preset = str(node.declare_parameter("agent", "", "agent preset (shipped, raw); empty: the checkpoint's "
+                                            "agent.json")) or None
         if self.policy_name in SIMULATOR_POLICIES:
             raise ConfigError(f"policy {self.policy_name!r} reads the simulator's true state and cannot run in the "
                               "ROS policy node, which sees the cell only through its topics; use keystone-base, "
@@ -93,6 +113,7 @@ class PolicyNode:
         self.done_ticks = 0
         self.reason = ""
         self.estopped = False  # paused while the safety node reports a latched e-stop
+        self.question: str | None = None  # what the agent asks back when it cannot ground an instruction
         self.prop_pub = node.create_publisher(m.JointTrajectory, topics.PROPOSED_TRAJECTORY, DEFAULT_QOS)
         self.status_pub = node.create_publisher(m.String, topics.STATUS, LATCHED_QOS)
         node.create_subscription(m.JointState, topics.JOINT_STATES, self.on_joint_state, SENSOR_QOS)
@@ -100,7 +121,13 @@ class PolicyNode:
         node.create_subscription(m.String, topics.SCENE, self.on_scene, LATCHED_QOS)
         node.create_subscription(m.String, topics.INSTRUCTION, self.on_instruction, DEFAULT_QOS)
         node.create_subscription(m.String, topics.SAFETY_STATE, self.on_safety_state, LATCHED_QOS)
+        node.create_service(itf.TRIGGER, topics.POLICY_CANCEL, self.on_cancel)
         node.create_timer(1.0 / rate, self.tick)
+        self.diag = Diagnostics(node, "policy", lambda: self.state + (f": {self.reason}" if self.reason else ""))
+        self.diag.values = lambda: {"instruction": self.instruction, "ticks": self.ticks, "ready": self.ready,
+                                    "hold_reason": self.policy.hold_reason or ""}
+        self.tf_pub = node.create_publisher(m.TFMessage, topics.TF_STATIC, LATCHED_QOS)
+        self.tf_pub.publish(m.TFMessage([tool_frame(self.kin)]))
         self.publish_status()
 
     # ---- inputs -------------------------------------------------------------------------------------------
@@ -110,6 +137,15 @@ class PolicyNode:
 
     def on_safety_state(self, msg: m.String) -> None:
         self.estopped = msg.data == "estop"
+        if msg.data.startswith("fault") and self.state == "executing":
+            self.finish("halted", f"safety node: controller {msg.data}")
+
+    def on_cancel(self, _request: itf.Trigger_Request) -> itf.Trigger_Response:
+        """The operator's cancel (std_srvs/Trigger): the current run ends ``cancelled`` and the arm holds."""
+        if self.state != "executing":
+            return itf.Trigger_Response(False, f"nothing to cancel (state {self.state})")
+        self.finish("cancelled", "cancelled by the operator")
+        return itf.Trigger_Response(True, f"cancelled {self.instruction!r} after {self.ticks} ticks")
 
     def on_image(self, msg: m.Image) -> None:
         self.image = msg.to_rgb()
@@ -161,9 +197,12 @@ class PolicyNode:
         self.integrator.reanchor()
         try:
             plan = self.policy.begin(text, self.observation(text), self.scene, self.spec)
-        except KeystoneError as exc:  # GroundingError (unknown / ambiguous / unreachable object, no scene), ...
-            self.refuse(text, str(exc))
+        except KeystoneError as exc:  # GroundingError (unknown / ambiguous / unreachable object, no scene), a
+            # question back to the operator (an ask-back carries `question`), ...: nothing moves
+            question = getattr(exc, "question", None)
+            self.refuse(text, str(exc), str(question) if question else None)
             return
+        self.question = None
         self.plan = plan
         self.instruction, self.state, self.ticks, self.done_ticks, self.reason = text, "executing", 0, 0, ""
         self.node.log.info(f"executing {text!r}: plan {plan.calls()}")
@@ -244,10 +283,13 @@ class PolicyNode:
         self.prop_pub.publish(m.JointTrajectory(m.Header(), list(self.spec.joint_names), []))  # stop
         self.state, self.reason = state, reason
         self.node.log.info(f"{state}: {self.instruction!r} after {self.ticks} ticks" + (f" ({reason})" if reason else ""))
+        if reason and state != "succeeded":
+            self.diag.error(reason)
         self.publish_status()
 
-    def refuse(self, text: str, reason: str) -> None:
+    def refuse(self, text: str, reason: str, question: str | None = None) -> None:
         self.instruction, self.state, self.reason, self.plan = text, "refused", reason, None
+        self.question = question
         self.node.log.warning(f"refused {text!r}: {reason}")
         self.publish_status()
 
@@ -258,7 +300,7 @@ class PolicyNode:
             "agent": self.agent.preset if self.agent else None,
             "plan": self.plan.calls() if self.plan is not None else [],
             "plan_step": int(self.policy.plan_step), "ticks": self.ticks, "max_ticks": self.max_ticks,
-            "reason": self.reason, "ready": self.ready, "scene_ready": self.scene_ready,
+            "reason": self.reason, "question": self.question, "ready": self.ready, "scene_ready": self.scene_ready,
             "scene_source": self.scene.name, "privileged": bool(self.scene.privileged),
             "hold_reason": self.policy.hold_reason, "holds": int(self.policy.holds), "scene_failure": self.scene_failure,
             "scene_age": round(time.time() - stamp, 3) if stamp is not None else None}

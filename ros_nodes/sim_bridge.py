@@ -11,17 +11,25 @@ Publishes what a real cell publishes, nothing more:
   coordinates), so TinyRenderer's half-pixel shift is folded into the principal point, as a calibration would.
 
 The camera's pose in ``base_link`` is calibration, not a topic: the perception node takes it as its `camera_pose`
-parameter (config/sim.yaml holds the value `camera_pose(world)` reads from this simulator; a static TF
-broadcaster is a later step). The bridge logs that value on start.
+parameter (config/sim.yaml holds the value `camera_pose(world)` reads from this simulator) and broadcasts it on
+`/tf_static`. The bridge logs that value on start.
 
 Simulator truth (task, seed, instruction, plan, true object poses, `success` per `keystone_vla.sim.judge`) goes
 only to `/keystone/sim_truth` (latched JSON, `truth_rate` Hz), for scoring in tests; no node of the stack may
-subscribe to it. The bridge must never publish object poses anywhere else: the stack sees objects only through
-perception.
+subscribe to it. With `publish_truth: false` the bridge publishes only what a robot driver and a camera driver
+publish, and writes the truth to `truth_file` (JSON, replaced atomically each truth tick) when one is given. The
+bridge must never publish object poses anywhere else: the stack sees objects only through perception.
 
-It executes `trajectory_msgs/JointTrajectory` from `/joint_trajectory_controller/joint_trajectory` with linear
-time interpolation like ros2_control's trajectory controller (an empty trajectory stops and holds) and finger
-commands from `/gripper_controller/joint_trajectory`. Physics runs in real time (240 Hz steps caught up each tick).
+It is the arm's `joint_trajectory_controller` (named by `controller`): it executes `trajectory_msgs/JointTrajectory`
+from `/<controller>/joint_trajectory` and serves `control_msgs/action/FollowJointTrajectory` on
+`/<controller>/follow_joint_trajectory` as the ros2_control controller does: a goal whose joints are not the arm's
+(INVALID_JOINTS) or with no or non-finite points (INVALID_GOAL) is rejected; an accepted goal preempts the active
+one (that one ends CANCELED), runs with linear time interpolation, sends feedback (desired, actual, error) at
+`action_monitor_rate` Hz, aborts with PATH_TOLERANCE_VIOLATED when a joint leaves the goal's path tolerance (then
+holds where it is), succeeds at its end within the goal tolerance, or aborts with GOAL_TOLERANCE_VIOLATED
+`goal_time_tolerance` s after it; a cancel holds and ends it CANCELED; a topic command preempts it too. An empty
+topic trajectory stops and holds. Finger commands come from `/gripper_controller/joint_trajectory`. Physics runs in
+real time (240 Hz steps caught up each tick).
 The bridge is the robot, not a gate: it never filters commands (that is the safety node's job) and never publishes
 on the controller topics.
 """
@@ -29,16 +37,18 @@ on the controller topics.
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
 import numpy as np
 import pybullet as p
 
+from keystone_vla.ros_nodes import interfaces as itf
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import matrix_to_pose, trajectory_points
-from keystone_vla.ros_nodes.trajectory_exec import TrajectoryInterpolator
+from keystone_vla.ros_nodes.trajectory_exec import GoalMonitor, TrajectoryInterpolator
 from keystone_vla.ros_nodes.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
 
 MAX_CATCH_UP_STEPS = 48  # physics steps per tick at most (0.2 s); beyond that the sim runs slower than real time
@@ -70,14 +80,28 @@ class SimBridgeNode:
         from keystone_vla.sim.world import PHYSICS_HZ, SimWorld
 
         self.node = node
-        arm = node.declare_parameter("arm", "panda")
-        self.task_name = node.declare_parameter("task", "pick_place")
-        self.seed = int(node.declare_parameter("seed", 0))
-        self.split = node.declare_parameter("split", "seen")
-        image_size = int(node.declare_parameter("image_size", 128))
-        js_rate = float(node.declare_parameter("joint_state_rate", 100.0))
-        cam_rate = float(node.declare_parameter("camera_rate", 10.0))
-        truth_rate = float(node.declare_parameter("truth_rate", 10.0))
+        from keystone_vla.robots import ROBOTS
+        from keystone_vla.sim.tasks import TASKS
+
+        arm = node.declare_parameter("arm", "panda", "the simulated arm", choices=tuple(ROBOTS))
+        self.task_name = node.declare_parameter("task", "pick_place", "the simulated task (scene and goal)",
+                                                choices=tuple(TASKS))
+        self.seed = int(node.declare_parameter("seed", 0, "the task's scene seed", range=(0, 2**31 - 1)))
+        self.split = node.declare_parameter("split", "seen", "object split of the task", choices=("seen", "unseen"))
+        image_size = int(node.declare_parameter("image_size", 128, "camera image size (pixels)", range=(16, 512)))
+        js_rate = float(node.declare_parameter("joint_state_rate", 100.0, "joint state rate (Hz)", range=(1.0, 1000.0)))
+        cam_rate = float(node.declare_parameter("camera_rate", 10.0, "camera frame rate (Hz); 0: no camera",
+                                                range=(0.0, 60.0)))
+        truth_rate = float(node.declare_parameter("truth_rate", 10.0, "simulator truth / success judge rate (Hz)",
+                                                  range=(0.1, 100.0)))
+        self.publish_truth_topic = bool(node.declare_parameter(
+            "publish_truth", True, f"publish the simulator's truth on {topics.SIM_TRUTH} (false: only what a robot "
+            "and camera driver publish)"))
+        self.truth_file = str(node.declare_parameter("truth_file", "", "write the truth JSON to this file too"))
+        controller = node.declare_parameter("controller", topics.CONTROLLER, "the trajectory controller's name")
+        monitor_rate = float(node.declare_parameter("action_monitor_rate", 20.0,
+                                                    "FollowJointTrajectory feedback rate (Hz)", range=(1.0, 500.0)))
+        traj_topic, action_name = topics.controller_topics(controller)
         self.physics_hz = PHYSICS_HZ
         self.world = SimWorld(arm=arm, image_size=image_size, cameras=(CAMERA,))
         self.task = get_task(self.task_name)
@@ -98,8 +122,15 @@ class SimBridgeNode:
         self.img_pub = node.create_publisher(m.Image, topics.CAMERA_IMAGE, SENSOR_QOS)
         self.depth_pub = node.create_publisher(m.Image, topics.CAMERA_DEPTH, SENSOR_QOS)
         self.info_pub = node.create_publisher(m.CameraInfo, topics.CAMERA_INFO, SENSOR_QOS)
-        self.truth_pub = node.create_publisher(m.String, topics.SIM_TRUTH, LATCHED_QOS)
-        node.create_subscription(m.JointTrajectory, topics.CONTROLLER_TRAJECTORY, self.on_trajectory, DEFAULT_QOS)
+        self.truth_pub = node.create_publisher(m.String, topics.SIM_TRUTH, LATCHED_QOS) if self.publish_truth_topic \
+            else None
+        node.create_subscription(m.JointTrajectory, traj_topic, self.on_trajectory, DEFAULT_QOS)
+        self.goal_id: bytes | None = None  # the active FollowJointTrajectory goal
+        self.goal_monitor: GoalMonitor | None = None
+        self.goal_final: np.ndarray | None = None
+        self.goals = {"accepted": 0, "rejected": 0, "succeeded": 0, "aborted": 0, "canceled": 0}
+        self.action = node.create_action_server(itf.FOLLOW_JOINT_TRAJECTORY, action_name, self.on_goal, self.on_cancel)
+        node.create_timer(1.0 / monitor_rate, self.monitor_goal)
         node.create_subscription(m.JointTrajectory, topics.GRIPPER_TRAJECTORY, self.on_gripper, DEFAULT_QOS)
         node.create_timer(1.0 / js_rate, self.tick)
         if cam_rate > 0:
@@ -113,6 +144,7 @@ class SimBridgeNode:
     def on_trajectory(self, msg: m.JointTrajectory) -> None:
         now = time.monotonic()
         arm = list(self.spec.joint_names)
+        self.end_goal(itf.STATUS_CANCELED, itf.SUCCESSFUL, "preempted by a command on the trajectory topic")
         if not msg.points:
             self.interp.stop(now)
             return
@@ -124,6 +156,77 @@ class SimBridgeNode:
         positions = np.array([q for q, _ in pts], dtype=np.float64)[:, order]
         self.interp.set(positions, np.array([t for _, t in pts]), now)
         self.trajectories += 1
+
+    # ---- FollowJointTrajectory, as joint_trajectory_controller serves it ----------------------------------------
+    def on_goal(self, goal_id: bytes, goal: itf.FollowJointTrajectory_Goal) -> bool:
+        traj, arm = goal.trajectory, list(self.spec.joint_names)
+        problem = None
+        if sorted(traj.joint_names) != sorted(arm):
+            problem = f"INVALID_JOINTS: goal joints {list(traj.joint_names)} are not the controller's {arm}"
+        elif not traj.points or any(len(p.positions) != len(arm) or not np.all(np.isfinite(p.positions))
+                                    for p in traj.points):
+            problem = "INVALID_GOAL: no points, or a point without finite positions for every joint"
+        if problem:
+            self.goals["rejected"] += 1
+            self.node.log.warning(f"rejected a FollowJointTrajectory goal: {problem}")
+            return False
+        self.end_goal(itf.STATUS_CANCELED, itf.SUCCESSFUL, "preempted by a new goal")
+        now = time.monotonic()
+        order = [list(traj.joint_names).index(n) for n in arm]
+        pts = trajectory_points(traj)
+        positions = np.array([q for q, _ in pts], dtype=np.float64)[:, order]
+        times = np.array([t for _, t in pts])
+        self.interp.set(positions, times, now)
+        self.trajectories += 1
+
+        def tolerances(items: list) -> np.ndarray:
+            tol = np.zeros(len(arm))
+            for t in items:
+                if t.name in arm:
+                    tol[arm.index(t.name)] = t.position
+            return tol
+
+        self.goal_id, self.goal_final = goal_id, positions[-1]
+        self.goal_monitor = GoalMonitor(arm, now + float(times[-1]), tolerances(goal.path_tolerance),
+                                        tolerances(goal.goal_tolerance), goal.goal_time_tolerance.to_seconds())
+        self.goals["accepted"] += 1
+        return True
+
+    def on_cancel(self, goal_id: bytes) -> bool:
+        if goal_id == self.goal_id:
+            self.interp.stop(time.monotonic())
+            self.end_goal(itf.STATUS_CANCELED, itf.SUCCESSFUL, "canceled")
+        return True
+
+    def end_goal(self, status: int, code: int, text: str) -> None:
+        if self.goal_id is None:
+            return
+        self.action.finish(self.goal_id, status, itf.FollowJointTrajectory_Result(code, text))
+        key = {itf.STATUS_SUCCEEDED: "succeeded", itf.STATUS_ABORTED: "aborted"}.get(status, "canceled")
+        self.goals[key] += 1
+        if status == itf.STATUS_ABORTED:
+            self.node.log.warning(f"aborted the FollowJointTrajectory goal: {text}")
+        self.goal_id = self.goal_monitor = self.goal_final = None
+
+    def monitor_goal(self) -> None:
+        if self.goal_id is None:
+            return
+        now = time.monotonic()
+        desired = self.interp.sample(now)
+        actual = self.world.robot.joint_positions().astype(np.float64)
+        names = list(self.spec.joint_names)
+        zero = m.Duration()
+        self.action.publish_feedback(self.goal_id, itf.FollowJointTrajectory_Feedback(
+            m.Header.now(), names, m.JointTrajectoryPoint(list(desired), [], [], [], zero),
+            m.JointTrajectoryPoint(list(actual), [], [], [], zero),
+            m.JointTrajectoryPoint(list(desired - actual), [], [], [], zero)))
+        verdict = self.goal_monitor.check(now, desired, actual, self.goal_final)
+        if verdict is None:
+            return
+        succeeded, code, text = verdict
+        if not succeeded:
+            self.interp.set(actual[None], np.array([0.0]), now)  # hold where the arm is
+        self.end_goal(itf.STATUS_SUCCEEDED if succeeded else itf.STATUS_ABORTED, code, text)
 
     def on_gripper(self, msg: m.JointTrajectory) -> None:
         if not msg.points or not msg.points[-1].positions:
@@ -179,14 +282,22 @@ class SimBridgeNode:
         return {"task": self.task_name, "seed": self.seed, "split": self.split, "arm": self.spec.name,
                 "instruction": self.inst.instruction, "plan": self.inst.plan.calls(), "objects": objects,
                 "success": self.success, "goal_held": self.goal_held,
-                "sim_time": self.steps_done / self.physics_hz, "trajectories": self.trajectories}
+                "sim_time": self.steps_done / self.physics_hz, "trajectories": self.trajectories,
+                "goals": dict(self.goals)}
 
     def publish_truth(self) -> None:
         verdict = self.judge.update(self.world, self.inst, self.task)
         # `success` is the judge's criterion now (goal held, hand open and clear for its settle window, parts at
         # rest): it drops again if a later command undoes the goal
         self.success, self.goal_held = bool(verdict.success), bool(verdict.goal_held)
-        self.truth_pub.publish(m.String(json.dumps(self.truth())))
+        text = json.dumps(self.truth())
+        if self.truth_pub is not None:
+            self.truth_pub.publish(m.String(text))
+        if self.truth_file:
+            tmp = f"{self.truth_file}.tmp"
+            with open(tmp, "w", encoding="utf-8") as fh:
+                fh.write(text)
+            os.replace(tmp, self.truth_file)
 
     def close(self) -> None:
         self.world.close()

@@ -8,7 +8,9 @@ JOINT_STATES = "/joint_states"  # sensor_msgs/JointState, sim_bridge / robot dri
 CAMERA_IMAGE = "/camera/front/image_raw"  # sensor_msgs/Image rgb8
 CAMERA_DEPTH = "/camera/front/depth/image_raw"  # sensor_msgs/Image 32FC1 metres (16UC1 mm accepted), same stamps
 CAMERA_INFO = "/camera/front/camera_info"  # sensor_msgs/CameraInfo (pixel centres at integer coordinates)
-CONTROLLER_TRAJECTORY = "/joint_trajectory_controller/joint_trajectory"  # trajectory_msgs/JointTrajectory
+CONTROLLER = "joint_trajectory_controller"  # the ros2_control controller's name (safety: `controller` parameter)
+CONTROLLER_TRAJECTORY = f"/{CONTROLLER}/joint_trajectory"  # trajectory_msgs/JointTrajectory
+CONTROLLER_ACTION = f"/{CONTROLLER}/follow_joint_trajectory"  # control_msgs/action/FollowJointTrajectory
 PROPOSED_TRAJECTORY = "/keystone/proposed_trajectory"  # policy -> safety
 INSTRUCTION = "/keystone/instruction"  # std_msgs/String
 ESTOP = "/keystone/estop"  # std_msgs/Bool, true latches a stop
@@ -23,3 +25,18 @@ PERCEPTION_STATUS = "/keystone/perception/status"  # std_msgs/String JSON, latch
 SIM_TRUTH = "/keystone/sim_truth"
 GRIPPER_TRAJECTORY = "/gripper_controller/joint_trajectory"  # trajectory_msgs/JointTrajectory, finger opening (m)
 SAFETY_STATE = "/keystone/safety_state"  # std_msgs/String "ok" | "estop", latched, from the safety node
+DIAGNOSTICS = "/diagnostics"  # diagnostic_msgs/DiagnosticArray, 1 Hz from every Keystone node
+TF_STATIC = "/tf_static"  # tf2_msgs/TFMessage, latched: camera (perception) and tool (policy) frames
+SAFETY_RESET = "/keystone/safety/reset"  # std_srvs/Trigger: release a latched e-stop or controller fault
+POLICY_CANCEL = "/keystone/policy/cancel"  # std_srvs/Trigger: stop the current instruction (the arm holds)
+
+
+def controller_topics(controller: str) -> tuple[str, str]:
+    """(trajectory topic, FollowJointTrajectory action) of a joint_trajectory_controller named `controller`."""
+    from keystone_vla.errors import ConfigError
+
+    name = controller.strip().strip("/")
+    if not name or any(c in name for c in " \t~{}") or "//" in name:
+        raise ConfigError(f"controller name {controller!r} is not a valid ROS name; use e.g. "
+                          f"'{CONTROLLER}' or 'scaled_joint_trajectory_controller'")
+    return f"/{name}/joint_trajectory", f"/{name}/follow_joint_trajectory"

@@ -1,7 +1,7 @@
 """The small ROS 2 transport interface every Keystone node is written against, and the backend chooser.
 
-A node needs five things: publishers, subscriptions, timers, parameters and a logger. `Node` names them;
-two backends provide them:
+A node needs publishers, subscriptions, timers, parameters (declared with a description and a range), services,
+actions and a logger. `Node` names them; two backends provide them:
 
 - ``rclpy`` (`keystone_vla.ros_nodes.rclpy_backend`) when ROS 2 is sourced: a real ROS node.
 - ``dds`` (`keystone_vla.ros_nodes.dds_backend`): Cyclone DDS from PyPI, wire-compatible with ROS 2
@@ -66,13 +66,47 @@ class Node(Protocol):
 
     def create_timer(self, period_s: float, callback: Callable[[], None]) -> Timer: ...
 
-    def declare_parameter(self, name: str, default: Any) -> Any: ...
+    def declare_parameter(self, name: str, default: Any, description: str = "",
+                          range: tuple[float, float] | None = None, choices: tuple[str, ...] | None = None) -> Any:
+        """Declare `name` (typed by `default`), with a description and an inclusive `range` (numbers) or
+        `choices` (strings); a value of the wrong type or outside them raises ConfigError naming the node and
+        the parameter."""
+        ...
+
+    def create_service(self, srv: Any, name: str, callback: Callable[[Any], Any]) -> Any: ...
+
+    def create_client(self, srv: Any, name: str) -> Any: ...
+
+    def create_action_server(self, action: Any, name: str, on_goal: Callable[[bytes, Any], bool],
+                             on_cancel: Callable[[bytes], bool]) -> Any: ...
+
+    def create_action_client(self, action: Any, name: str) -> Any: ...
 
     def spin_once(self, timeout_s: float = 0.1) -> None: ...
 
     def spin(self, until: Callable[[], bool] | None = None) -> None: ...
 
     def destroy(self) -> None: ...
+
+
+def check_parameter(node: str, name: str, value: Any, default: Any, range: tuple[float, float] | None = None,
+                    choices: tuple[str, ...] | None = None) -> Any:
+    """The value a node gets for parameter `name`: `value` coerced to `default`'s type (an int for a float is
+    fine), checked against `range` / `choices`; raises ConfigError naming the node and the parameter."""
+    if default is not None and value is not None and not isinstance(value, type(default)):
+        if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        elif isinstance(default, list) and isinstance(value, tuple):
+            value = list(value)
+        else:
+            raise ConfigError(f"parameter {name!r} of node {node} must be {type(default).__name__}, got {value!r}")
+    if range is not None and isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = range
+        if not lo <= value <= hi:
+            raise ConfigError(f"parameter {name!r} of node {node} must be in [{lo}, {hi}], got {value!r}")
+    if choices is not None and value not in choices:
+        raise unknown_choice(f"value of parameter {name!r} of node {node}", str(value), choices)
+    return value
 
 
 def choose_backend(requested: str | None = None) -> str:
