@@ -109,7 +109,8 @@ class SafetyNode:
         self.superseded: set[bytes] = set()
         self.hold_goals: set[bytes] = set()
         self.pending_gripper: dict[bytes, m.JointTrajectory | None] = {}
-        self.last_feedback_t = -np.inf
+        self.last_heard_t = -np.inf  # the controller's last answer, feedback or result
+        self.running: set[bytes] = set()  # our accepted goals that have not ended
 
         traj_topic, action_name = topics.controller_topics(controller)
         self.cmd_pub = node.create_publisher(m.JointTrajectory, traj_topic, DEFAULT_QOS)
@@ -221,16 +222,16 @@ class SafetyNode:
     # ---- watchdog -----------------------------------------------------------------------------------------
     def check_watchdog(self) -> None:
         now = time.monotonic()
-        if self.goal_id is not None and not self.fault:  # is the controller still there?
-            if not self.goal_accepted and now - self.goal_sent_t > self.watchdog_period:
+        if self.goal_id is not None and not self.fault and now - self.last_heard_t > self.watchdog_period:
+            # a goal of ours is pending or running and the controller has said nothing (answer, feedback, result)
+            silence = f"{1e3 * (now - self.last_heard_t):.0f} ms"
+            if not self.running:
                 self.controller_fault("controller_no_response", f"the controller did not answer a goal within "
-                                      f"{1e3 * (now - self.goal_sent_t):.0f} ms", server_gone=True)
-                return
-            if self.goal_active and now - max(self.last_feedback_t, self.goal_sent_t) > self.watchdog_period:
-                self.controller_fault("controller_silent", f"no feedback from the controller for "
-                                      f"{1e3 * (now - max(self.last_feedback_t, self.goal_sent_t)):.0f} ms while a "
+                                      f"{silence}", server_gone=True)
+            else:
+                self.controller_fault("controller_silent", f"no feedback from the controller for {silence} while a "
                                       "goal runs", server_gone=True)
-                return
+            return
         if not self.executing:
             return
         if now - self.last_state_t > self.joint_state_timeout:
@@ -269,6 +270,8 @@ class SafetyNode:
     def send_goal(self, msg: m.JointTrajectory, gripper: m.JointTrajectory | None = None, hold: bool = False) -> None:
         if self.goal_id is not None:
             self.superseded.add(self.goal_id)  # its CANCELED result is our own preemption
+        if self.goal_id is None:  # nothing outstanding: the controller's silence counts from now
+            self.last_heard_t = time.monotonic()
         goal_id = self.action.send_goal(self.goal(msg), self.on_goal_response, self.on_feedback, self.on_result)
         self.pending_gripper[goal_id] = gripper
         self.goal_id, self.goal_sent_t = goal_id, time.monotonic()
@@ -278,6 +281,7 @@ class SafetyNode:
             self.hold_goals.add(goal_id)
 
     def on_goal_response(self, goal_id: bytes, accepted: bool) -> None:
+        self.last_heard_t = time.monotonic()
         gripper = self.pending_gripper.pop(goal_id, None)
         if goal_id != self.goal_id:
             if accepted:  # an older goal accepted after a newer one was sent: the newer one preempts it
@@ -294,16 +298,18 @@ class SafetyNode:
                                   "ran")
             return
         self.goal_active = True
-        self.last_feedback_t = time.monotonic()
+        self.running.add(goal_id)
         if gripper is not None and not self.estopped:
             self.gripper_pub.publish(gripper)
 
     def on_feedback(self, goal_id: bytes, _feedback: itf.FollowJointTrajectory_Feedback) -> None:
+        self.last_heard_t = time.monotonic()
         if goal_id == self.goal_id:
-            self.last_feedback_t = time.monotonic()
             self.diag.tick("feedback")
 
     def on_result(self, goal_id: bytes, status: int, result: itf.FollowJointTrajectory_Result) -> None:
+        self.last_heard_t = time.monotonic()
+        self.running.discard(goal_id)
         ours = goal_id in self.superseded
         self.superseded.discard(goal_id)
         self.hold_goals.discard(goal_id)
@@ -323,9 +329,10 @@ class SafetyNode:
 
     def cancel_goal(self) -> None:
         """Cancel our running goal (joint_trajectory_controller holds where it is); its CANCELED end is ours."""
-        if self.goal_id is not None:
-            self.superseded.add(self.goal_id)
-            self.action.cancel(self.goal_id)
+        for goal_id in {self.goal_id, *self.running} - {None}:  # also an accepted one a rejected goal left running
+            self.superseded.add(goal_id)
+            self.action.cancel(goal_id)
+        self.running.clear()
         self.goal_id, self.goal_accepted, self.goal_active = None, False, False
 
     def controller_fault(self, code: str, detail: str, server_gone: bool = False) -> None:

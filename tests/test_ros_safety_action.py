@@ -1,0 +1,188 @@
+"""The safety node as a FollowJointTrajectory client over real Cyclone DDS: a scripted controller (a DDS action
+server in this process) accepts, rejects, aborts, preempts or falls silent, and the safety node must hold, report
+and latch. Nodes are spun alternately from the test thread; times are measured on this side of the wire."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import numpy as np
+import pytest
+
+from keystone_vla.robots import PANDA
+from keystone_vla.ros_nodes import interfaces as itf
+from keystone_vla.ros_nodes import msgs as m
+from keystone_vla.ros_nodes import topics
+from keystone_vla.ros_nodes.convert import make_trajectory
+from keystone_vla.ros_nodes.dds_backend import DdsNode
+from keystone_vla.ros_nodes.runner import build_node
+from keystone_vla.ros_nodes.transport import LATCHED_QOS, SENSOR_QOS, loopback_env
+
+os.environ.update(loopback_env(domain_id=200 + os.getpid() % 30))
+HOME = np.array(PANDA.home)
+NAMES = list(PANDA.joint_names)
+FINGERS = list(PANDA.gripper.joint_names)
+WATCHDOG = 0.2
+
+
+class Cell:
+    """The safety node, a scripted trajectory controller and the rest of the cell (joint states, proposals)."""
+
+    def __init__(self, **params):
+        self.safety = build_node("safety", {"check_rate": 100.0, "controller_interface": "action",
+                                            "watchdog_period": WATCHDOG, "path_tolerance": 0.1, **params}, "dds")
+        self.controller = DdsNode("controller")
+        self.accept = True
+        self.goals: list[tuple[float, bytes, itf.FollowJointTrajectory_Goal]] = []
+        self.cancels: list[tuple[float, bytes]] = []
+        self.server = self.controller.create_action_server(
+            itf.FOLLOW_JOINT_TRAJECTORY, topics.CONTROLLER_ACTION, self.on_goal, self.on_cancel)
+        self.controller_alive = True
+        self.node = DdsNode("cell")
+        self.js = self.node.create_publisher(m.JointState, topics.JOINT_STATES, SENSOR_QOS)
+        self.prop = self.node.create_publisher(m.JointTrajectory, topics.PROPOSED_TRAJECTORY)
+        self.topic_cmds: list[tuple[float, m.JointTrajectory]] = []
+        self.gripper: list[tuple[float, m.JointTrajectory]] = []
+        self.events: list[dict] = []
+        self.state = ""
+        self.node.create_subscription(m.JointTrajectory, topics.CONTROLLER_TRAJECTORY,
+                                      lambda msg: self.topic_cmds.append((time.monotonic(), msg)))
+        self.node.create_subscription(m.JointTrajectory, topics.GRIPPER_TRAJECTORY,
+                                      lambda msg: self.gripper.append((time.monotonic(), msg)))
+        self.node.create_subscription(m.String, topics.SAFETY_EVENTS,
+                                      lambda s: self.events.append({**json.loads(s.data), "t": time.monotonic()}))
+        self.node.create_subscription(m.String, topics.SAFETY_STATE, lambda s: setattr(self, "state", s.data),
+                                      LATCHED_QOS)
+        self.reset = self.node.create_client(itf.TRIGGER, topics.SAFETY_RESET)
+        self.pump(0.3)
+        assert self.safety.action.server_is_ready() and self.reset.service_is_ready()
+
+    # the scripted controller
+    def on_goal(self, goal_id, goal):
+        self.goals.append((time.monotonic(), goal_id, goal))
+        if self.accept:
+            for _, old, _ in self.goals[:-1]:  # joint_trajectory_controller: a new goal preempts the active one
+                self.server.finish(old, itf.STATUS_CANCELED, itf.FollowJointTrajectory_Result(0, "preempted"))
+        return self.accept
+
+    def on_cancel(self, goal_id):
+        self.cancels.append((time.monotonic(), goal_id))
+        self.server.finish(goal_id, itf.STATUS_CANCELED, itf.FollowJointTrajectory_Result(0, "canceled"))
+        return True
+
+    def feedback(self):
+        for _, gid, goal in self.goals[-1:]:
+            if self.server.is_active(gid):
+                self.server.publish_feedback(gid, itf.FollowJointTrajectory_Feedback(joint_names=NAMES))
+
+    def pump(self, seconds: float):
+        end = time.monotonic() + seconds
+        next_fb = 0.0
+        while True:
+            self.js.publish(m.JointState(m.Header.now(), NAMES + FINGERS, list(HOME) + [0.04, 0.04], [0.0] * 9, []))
+            self.safety.node.spin_once(0.003)
+            if self.controller_alive:
+                self.controller.spin_once(0.003)
+                if time.monotonic() >= next_fb:  # 20 Hz feedback, as joint_trajectory_controller's monitor rate
+                    self.feedback()
+                    next_fb = time.monotonic() + 0.05
+            self.node.spin_once(0.003)
+            if time.monotonic() >= end:
+                break
+
+    def propose(self, q, t=0.3, fingers=0.02):
+        self.prop.publish(make_trajectory(NAMES + FINGERS, np.atleast_2d(np.append(q, [fingers, fingers])),
+                                          np.atleast_1d(t)))
+        self.pump(0.08)
+
+    def codes(self):
+        return [e["event"] for e in self.events]
+
+    def close(self):
+        self.safety.node.destroy()
+        self.safety.shield.close()
+        self.controller.destroy()
+        self.node.destroy()
+
+
+@pytest.fixture()
+def cell():
+    c = Cell()
+    yield c
+    c.close()
+
+
+def test_goals_carry_the_checked_trajectory_and_tolerances_and_self_preemption_is_no_fault(cell):
+    for k in range(1, 4):
+        cell.propose(HOME + 0.01 * k)
+    assert len(cell.goals) == 3 and not cell.topic_cmds  # the action, not the topic
+    goal = cell.goals[-1][2]
+    np.testing.assert_allclose(goal.trajectory.points[0].positions, HOME + 0.03)
+    assert [t.name for t in goal.path_tolerance] == NAMES and goal.path_tolerance[0].position == pytest.approx(0.1)
+    assert len(cell.gripper) == 3  # each goal's finger command, once it was accepted
+    assert cell.state == "ok" and not any(c.startswith("controller") for c in cell.codes())
+
+
+def test_an_aborted_goal_holds_within_two_watchdog_periods_and_latches_until_reset(cell):
+    cell.propose(HOME + 0.02, t=1.0)
+    n = len(cell.goals)
+    gid = cell.goals[-1][1]
+    t_abort = time.monotonic()
+    cell.server.finish(gid, itf.STATUS_ABORTED, itf.FollowJointTrajectory_Result(
+        itf.PATH_TOLERANCE_VIOLATED, "panda_joint2 is 0.2 rad from its setpoint"))
+    cell.pump(2 * WATCHDOG)
+    hold = next(e for e in cell.events if e["event"] == "controller_aborted")
+    assert hold["hold"] is True and "PATH_TOLERANCE_VIOLATED" in hold["detail"] and "panda_joint2" in hold["detail"]
+    t_hold, _, hold_goal = cell.goals[n]  # the hold: one point at the measured position
+    np.testing.assert_allclose(hold_goal.trajectory.points[0].positions, HOME)
+    assert t_hold - t_abort <= 2 * WATCHDOG
+    print(f"\nabort -> hold goal at the controller: {1e3 * (t_hold - t_abort):.1f} ms "
+          f"({(t_hold - t_abort) / WATCHDOG:.2f} watchdog periods)")
+    assert cell.state.startswith("fault: the controller aborted the trajectory: PATH_TOLERANCE_VIOLATED")
+    grips = len(cell.gripper)
+    cell.propose(HOME + 0.03)
+    assert cell.codes()[-1] == "controller_fault_latched" and len(cell.gripper) == grips
+    assert all(np.allclose(g.trajectory.points[0].positions, HOME) for _, _, g in cell.goals[n:])  # holds only
+    answers = []
+    cell.reset.call(itf.Trigger_Request(), answers.append)
+    cell.pump(0.1)
+    assert answers[0].success and "controller fault" in answers[0].message and cell.state == "ok"
+    cell.propose(HOME + 0.03)
+    np.testing.assert_allclose(cell.goals[-1][2].trajectory.points[0].positions, HOME + 0.03)
+
+
+def test_a_silent_controller_is_held_on_the_topic_within_two_watchdog_periods(cell):
+    cell.propose(HOME + 0.02, t=1.0)
+    cell.controller_alive = False  # killed: no feedback, no answers
+    t_gone = time.monotonic()
+    cell.pump(3 * WATCHDOG)
+    event = next(e for e in cell.events if e["event"] == "controller_silent")
+    t_hold, hold = next((t, c) for t, c in cell.topic_cmds if t > t_gone)
+    np.testing.assert_allclose(hold.points[0].positions, HOME)
+    assert t_hold - t_gone <= 2 * WATCHDOG and event["hold"] is True
+    print(f"\ncontroller gone -> hold on the topic: {1e3 * (t_hold - t_gone):.1f} ms "
+          f"({(t_hold - t_gone) / WATCHDOG:.2f} watchdog periods)")
+    assert cell.state.startswith("fault: no feedback from the controller")
+
+
+def test_a_rejected_goal_moves_nothing(cell):
+    cell.propose(HOME + 0.01, t=1.0)
+    running = cell.goals[-1][1]
+    grips = len(cell.gripper)
+    cell.accept = False
+    cell.propose(HOME + 0.02, fingers=0.0)
+    cell.pump(0.1)
+    assert "controller_rejected" in cell.codes() and cell.state.startswith("fault: the controller rejected")
+    assert len(cell.gripper) == grips  # the rejected goal's finger command never went out
+    # the goal that was still running is stopped: cancelled, or replaced by a hold (here rejected too: on the topic)
+    assert any(gid == running for _, gid in cell.cancels)
+    assert cell.topic_cmds and np.allclose(cell.topic_cmds[-1][1].points[0].positions, HOME)
+
+
+def test_a_goal_preempted_by_another_client_is_a_fault(cell):
+    cell.propose(HOME + 0.01, t=1.0)
+    cell.server.finish(cell.goals[-1][1], itf.STATUS_CANCELED, itf.FollowJointTrajectory_Result(0, "new goal"))
+    cell.pump(0.1)
+    assert "controller_preempted" in cell.codes() and cell.state.startswith("fault: the trajectory was cancelled")
