@@ -73,7 +73,7 @@ class Cell:
         return True
 
     def feedback(self):
-        for _, gid, goal in self.goals[-1:]:
+        for _, gid, _goal in self.goals[-1:]:
             if self.server.is_active(gid):
                 self.server.publish_feedback(gid, itf.FollowJointTrajectory_Feedback(joint_names=NAMES))
 
