@@ -6,14 +6,22 @@ same shape) that the arm can reach; otherwise the result is a `Refusal` whose `r
 ``no purple block is on the table; I see: red block, blue block, green bowl``.
 
 Entry points:
-- `check_instruction(text)`: text-only refusals (empty, too long, gibberish, unknown words).
-- `ground_instruction(text, scene, robot)`: parse + resolve + build a `Plan` whose arguments are scene object ids.
+- `check_instruction(text)`: text-only refusals (empty, too long, not English or gibberish, negation, unsafe, an
+  action outside the skills); words it does not know are read past, never refused on their own.
+- `ground_instruction(text, scene, robot)`: the instruction's grounded reading (`keystone_vla.perception.reader`)
+  as a `Plan` over scene object ids, towers and kits included.
 - `ground_plan(plan, scene, robot)`: resolve the arguments of a plan (e.g. from the VLA plan head) the same way.
+- `plan_checked(vla, instruction, objects, robot, ...)`: the one check every execution path runs (VLAAgent.prepare,
+  so `keystone eval`, `keystone demo` and the ROS policy node): read the instruction over the scene, let the
+  model plan it, and raise `AskBack` ("did you mean: ...?") when the model's plan is not the reading, when the
+  model is unsure, or when the reading itself is unsure. Nothing moves on a plan the two do not agree on.
 
-Vocabulary comes from `keystone_vla.vocab` (+ caller's extra words); this module must never import the simulator.
+Vocabulary comes from `keystone_vla.vocab` and the reader's lexicon; this module must never import the simulator.
 """
 
 from __future__ import annotations
+
+import inspect
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -21,35 +29,17 @@ from typing import Any
 
 import numpy as np
 
+from keystone_vla.errors import GroundingError
 from keystone_vla.robots import RobotSpec
 from keystone_vla.types import Plan, PlanStep
 
-from .language import (
-    MAX_INSTRUCTION_CHARS,
-    Reference,
-    noun_table,
-    parse_instruction,
-    parse_references,
-    tokenize,
-)
+from .language import Reference, noun_table, parse_references, tokenize
 from .objects import DetectedObject, as_scene
+from .reader import Options, Reading, Refusal, check_text, read_instruction
 
 EXAMPLE = "e.g. 'put the red block in the green bowl'"
 #: two candidates closer than this along a qualifier's axis (m) cannot be told apart by it
 QUALIFIER_MARGIN = 0.01
-
-
-@dataclass(frozen=True)
-class Refusal:
-    """Why an instruction or plan will not be executed. `kind`: empty, too_long, gibberish, unknown_word,
-    no_object, unknown_object, ambiguous, unreachable, invalid_plan."""
-
-    reason: str
-    kind: str
-    mention: str | None = None
-
-    def __str__(self) -> str:
-        return self.reason
 
 
 @dataclass
@@ -65,67 +55,81 @@ class GroundedPlan:
         return self.plan.calls()
 
 
+class AskBack(GroundingError):
+    """The stack will not move on its own reading: it asks back with its best one (`reading`), e.g.
+    ``did you mean: put the red block in the green bowl?``. `model_plan`: what the model planned, when it did."""
+
+    def __init__(self, reason: str, reading: Reading | None = None, model_plan: Plan | None = None) -> None:
+        super().__init__(reason)
+        self.reading = reading
+        self.model_plan = model_plan
+
+
 def check_instruction(text: str, extra_words: Iterable[str] = ()) -> Refusal | None:
-    """Refusals that need no scene: empty, over-long, gibberish or unknown words. None means 'looks like a command'."""
-    if not isinstance(text, str) or not text.strip():
-        return Refusal(f"the instruction is empty; say what to do, {EXAMPLE}", "empty")
-    if len(text) > MAX_INSTRUCTION_CHARS:
-        return Refusal(
-            f"the instruction is {len(text)} characters long; the limit is {MAX_INSTRUCTION_CHARS}. "
-            f"Give one short command, {EXAMPLE}", "too_long")
-    parsed = parse_instruction(text, extra_words)
-    if parsed.control:
-        return None
-    shown = text.strip() if len(text.strip()) <= 60 else text.strip()[:57] + "..."
-    if parsed.known_word_count == 0 or (parsed.unknown_words and not parsed.references):
-        return Refusal(f"I did not understand {shown!r}: it names no object I know. Say what to do, {EXAMPLE}",
-                       "gibberish")
-    if parsed.unknown_words:
-        words = ", ".join(repr(w) for w in dict.fromkeys(parsed.unknown_words))
-        return Refusal(f"I do not know the word(s) {words} in {shown!r}; rephrase with the objects on the table, "
-                       f"{EXAMPLE}", "unknown_word", parsed.unknown_words[0])
-    return None
+    """Refusals that need no scene: empty, over-long, not English or gibberish, negation, unsafe request, an
+    action outside the skills. None means 'reads like a command'. Words the reader does not know are read past
+    (`extra_words` is kept for callers that still pass a vocabulary; it changes nothing)."""
+    return check_text(text)
 
 
 def ground_instruction(text: str, scene: Iterable[Any], robot: RobotSpec | None = None,
-                       extra_words: Iterable[str] = ()) -> GroundedPlan | Refusal:
-    """Parse `text`, resolve every reference in `scene`, and build a Plan over scene object ids.
+                       extra_words: Iterable[str] = (), opts: Options | None = None) -> GroundedPlan | Refusal:
+    """The grounded reading of `text` over `scene` (`keystone_vla.perception.reader.read_instruction`) as a
+    `GroundedPlan` over scene object ids, or a `Refusal` naming what was wrong. Towers and kits are read too
+    ('build a tower with red under blue under green', 'fill the kit'); `needs_planner` is always False."""
+    reading = read_instruction(text, scene, robot, opts)
+    if isinstance(reading, Refusal):
+        return reading
+    if reading.control is not None:
+        return GroundedPlan(Plan(text, ()), {}, reading.control)
+    return GroundedPlan(reading.plan, dict(reading.bindings))
 
-    Returns a `Refusal` for empty/long/gibberish text and unknown/ambiguous/unreachable objects. Task-level
-    instructions ('build a tower: red at the bottom, then blue, then green', 'assemble the kit') have every object
-    they name checked first; then, since their steps are the plan head's job, they come back as a Refusal of kind
-    ``no_object`` (not an error: plan them with the plan head and check the plan with `ground_plan`).
-    """
-    refusal = check_instruction(text, extra_words)
-    if refusal is not None:
-        return refusal
-    objects = as_scene(scene)
-    parsed = parse_instruction(text, extra_words)
-    if parsed.control:
-        return GroundedPlan(Plan(text, ()), {}, parsed.control)
-    if not parsed.steps and not parsed.references and not parsed.needs_planner:
-        return Refusal(f"{text.strip()!r} names no object to act on; say which object, {EXAMPLE}", "no_object")
-    bindings: dict[str, DetectedObject] = {}
-    resolved: dict[Reference, DetectedObject] = {}
-    for ref in parsed.references:
-        if ref in resolved:
-            continue
-        hit = resolve_reference(ref, objects, robot)
-        if isinstance(hit, Refusal):
-            return hit
-        resolved[ref] = hit
-        bindings[hit.id] = hit
-    steps = []
-    for step in parsed.steps:
-        ids = tuple(resolved[a].id for a in step.args)
-        if len(ids) == 2 and ids[0] == ids[1]:
-            return Refusal(f"the {resolved[step.args[0]].label} cannot be put {_prep(step.skill)} itself", "invalid_plan")
-        steps.append(PlanStep(step.skill, ids, step.text))
-    if not steps:
-        # every object it names is here, but the steps are the plan head's job (tower order, 'each part')
-        return Refusal(f"{text.strip()!r} names no single step I can build; the plan head must plan it",
-                       "no_object", None)
-    return GroundedPlan(Plan(text, tuple(steps)), bindings, needs_planner=parsed.needs_planner)
+
+def plan_agrees(model: Plan, reading: Reading) -> bool:
+    """Whether the model's plan is the reading's: the same calls in the same order, or in any order where the
+    reading's order is free (a kit's put-downs)."""
+    a, b = model.calls(), reading.calls()
+    if reading.order_free:
+        return sorted(a) == sorted(b) and _pairs_intact(a)
+    return a == b
+
+
+def _pairs_intact(calls: list[str]) -> bool:
+    """Each put-down follows the pick of its part (a reordering keeps pick/put-down pairs together)."""
+    for i in range(0, len(calls) - 1, 2):
+        if not calls[i].startswith("pick("):
+            return False
+        part = calls[i][5:-1]
+        if not calls[i + 1].split("(", 1)[1].startswith(part + ","):
+            return False
+    return len(calls) % 2 == 0
+
+
+def plan_checked(vla: Any, instruction: str, objects: Sequence[DetectedObject], robot: RobotSpec | None = None,
+                 observation: Any = None, min_confidence: float = 0.0, opts: Options | None = None) -> Plan:
+    """The plan that may move the arm, or an error (nothing moves): the instruction is read over `objects`; a
+    `Refusal` raises `GroundingError` with its reason; the model (`vla.plan`) plans the reading's words (the
+    words it was trained on) over the scene's ids, and its plan must be the reading's (`plan_agrees`), at the
+    model's confidence gate, with a reading sure of every word that could change the plan. Otherwise `AskBack`
+    carries the reading: "did you mean: ...?". Returns the model's plan (steps as the model wrote them)."""
+    reading = read_instruction(instruction, objects, robot, opts)
+    if isinstance(reading, Refusal):
+        raise GroundingError(reading.reason)
+    if reading.control is not None:
+        raise GroundingError(f"{instruction!r} is the control command {reading.control!r}, not a task; send it "
+                             "to the control channel")
+    if not reading.confident:
+        raise AskBack(f"I am not sure I understood {instruction!r}; {reading.did_you_mean()}", reading)
+    ids = [o.id for o in objects]
+    hint = {"expect": reading.plan} if "expect" in inspect.signature(vla.plan).parameters else {}
+    try:
+        plan = vla.plan(reading.canonical, observation, objects=ids, min_confidence=min_confidence, **hint)
+    except GroundingError as exc:  # the model's own confidence gate
+        raise AskBack(f"{exc}; {reading.did_you_mean()}", reading) from exc
+    if not plan_agrees(plan, reading):
+        raise AskBack(f"my model planned {'; '.join(plan.calls()) or 'nothing'} but I read {instruction!r} as "
+                      f"{'; '.join(reading.calls())}, so I will not move; {reading.did_you_mean()}", reading, plan)
+    return Plan(instruction, plan.steps)
 
 
 def ground_plan(plan: Plan, scene: Iterable[Any], robot: RobotSpec | None = None) -> GroundedPlan | Refusal:
