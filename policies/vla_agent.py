@@ -158,7 +158,7 @@ class VLAAgent:
         `scene` is a scene source (`observe(observation) -> SceneView`, read every tick) or a fixed list of
         objects (scene-graph objects or dicts in that shape: a static scene; the assists that need the objects as
         they are now stay off). `step_check` / `locate` replace the view-based step check and lookup (tests)."""
-        from keystone_vla.perception.grounding import Refusal, ground_plan
+        from keystone_vla.perception.grounding import Refusal, ground_plan, plan_checked
 
         if not hasattr(scene, "observe"):
             scene = StaticScene(as_scene(scene))
@@ -169,8 +169,10 @@ class VLAAgent:
         objects = list(view.objects.values())
         if not objects:
             raise GroundingError("I see no objects on the table, so there is nothing to act on")
-        plan = self.vla.plan(instruction, self._model_view(observation), objects=[o.id for o in objects],
-                             min_confidence=self.config.min_plan_confidence)
+        # the model plans the instruction's grounded reading; a plan that is not that reading, an unsure model or
+        # an unsure reading raises AskBack ("did you mean ...?"): never a guess (perception.grounding.plan_checked)
+        plan = plan_checked(self.vla, instruction, objects, robot, self._model_view(observation),
+                            self.config.min_plan_confidence)
         if not plan.steps:
             raise GroundingError(f"the model found no executable step for {instruction!r}; rephrase it, e.g. "
                                  "'put the red block in the green bowl'")
