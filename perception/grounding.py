@@ -126,9 +126,15 @@ def plan_checked(vla: Any, instruction: str, objects: Sequence[DetectedObject], 
         plan = vla.plan(reading.canonical, observation, objects=ids, min_confidence=min_confidence, **hint)
     except GroundingError as exc:  # the model's own confidence gate
         raise AskBack(f"{exc}; {reading.did_you_mean()}", reading) from exc
-    if not plan_agrees(plan, reading):
+    if not plan_agrees(plan, reading) and not (
+            reading.task == "kit_assembly" and sorted(plan.calls()) == sorted(reading.calls())
+            and _pairs_intact(plan.calls())):
         raise AskBack(f"my model planned {'; '.join(plan.calls()) or 'nothing'} but I read {instruction!r} as "
                       f"{'; '.join(reading.calls())}, so I will not move; {reading.did_you_mean()}", reading, plan)
+    if plan.calls() != reading.calls() and not reading.order_free:
+        # the same kit steps as the reading, in another order: the parts go in the order the operator named
+        by_call = {s.call: s for s in plan.steps}
+        return Plan(instruction, tuple(by_call[c] for c in reading.calls()))
     return Plan(instruction, plan.steps)
 
 

@@ -61,7 +61,7 @@ NOUNS: dict[str, tuple[str, ...] | None] = {
     **{w: ("block",) for w in ("block", "cube", "brick", "box")},
     **{w: ("cylinder",) for w in ("cylinder", "can", "puck", "tube")},
     **{w: ("bowl",) for w in ("bowl", "container", "basin", "bin", "cup")},
-    **{w: ("plate",) for w in ("plate", "dish", "platter", "saucer")},
+    **{w: ("plate",) for w in ("plate", "platter", "saucer")}, "dish": ("bowl", "plate"),
     "tray": ("plate", "kit"),
     **{w: ("peg",) for w in ("peg", "pin", "dowel", "plug")},
     **{w: ("hole",) for w in ("hole", "socket", "fixture", "opening", "receptacle")},
@@ -151,7 +151,8 @@ def lexicon() -> set[str]:
 #: words a typo may be repaired to: only words that carry an object, colour, skill or place
 CONTENT_WORDS: tuple[str, ...] = tuple(sorted(
     {w for w in set(NOUNS) | set(COLOUR_WORDS) | set(QUALIFIERS) | set(VERBS) | {"tower", "bottom", "middle",
-     "top", "matching", "under", "below", "above", "inside", "into", "onto"} if len(w) >= 3}))
+     "top", "matching", "under", "below", "above", "inside", "into", "onto", "the", "then", "and", "please"}
+     if len(w) >= 3}))
 
 
 # ---------------------------------------------------------------------------------------------- results
@@ -253,7 +254,7 @@ def typo_fix(word: str) -> str | None:
     for cand in CONTENT_WORDS:
         if abs(len(cand) - len(word)) > limit:
             continue
-        if len(word) == 3 and len(cand) != 4:
+        if len(word) == 3 and len(cand) != 4 and not (cand == "the" and sorted(word) == sorted(cand)):
             continue
         dist = _edits(word, cand)
         if dist <= limit:
@@ -333,12 +334,16 @@ def find_mentions(tokens: list[str]) -> list[Mention]:
         word = tokens[i] if i < n else ""
         single = _PLURALS.get(word, word)
         if word in ("it", "that", "this") and colour is None and qual is None and not (
-                i + 1 < n and (tokens[i + 1] in NOUNS or tokens[i + 1] in _PLURALS)):
+                i + 1 < n and (tokens[i + 1] in NOUNS or tokens[i + 1] in _PLURALS or tokens[i + 1] in COLOUR_WORDS
+                               or tokens[i + 1] in QUALIFIERS)):
             out.append(Mention(i, i + 1, pronoun=True))
             i += 1
             continue
-        if single == "can" and colour is None and qual is None and not (i and tokens[i - 1] in ("the", "a")):
-            i = start + 1  # 'can you ...'
+        if single in ("can", "stick", "slot", "box", "spot") and word == single and colour is None and qual is None \
+                and not (i and tokens[i - 1] in ("the", "a", "an", "its", "their", "own", "matching", "each",
+                                                 "every", "correct", "right", "that", "this", "his", "her",
+                                                 "respective", "corresponding", "proper", "empty")):
+            i = start + 1  # 'can you ...', 'stick it in', 'slot the peg in'
             continue
         if single in NOUNS and not (single in ("l", "t") and not (i + 1 < n and tokens[i + 1] in ("shaped", "shape",
                                                                                                  "piece", "part"))):
@@ -439,7 +444,14 @@ def _text_refusal(text: Any, opts: Options) -> Refusal | _Text:
                        f"action. Say what to do, {EXAMPLE}", "gibberish")
     unsafe = _unsafe(toks)
     if unsafe:
-        return Refusal(f"I will not do that: {unsafe!r} asks for something unsafe (I only pick and place parts "
+        found = [unsafe]
+        rest = toks[toks.index(unsafe.split()[-1]) + 1:] if unsafe.split()[-1] in toks else []
+        while rest and (more := _unsafe(rest)) and more not in found:
+            found.append(more)
+            rest = rest[rest.index(more.split()[-1]) + 1:] if more.split()[-1] in rest else []
+        action = next((t for t in words if t in OTHER_ACTIONS and t not in " ".join(found).split()), None)
+        said = ", ".join(repr(f) for f in ([action] if action else []) + found)
+        return Refusal(f"I will not do that: {said} asks for something unsafe (I only pick and place parts "
                        "at safe speed, within the safety shield, away from people)", "unsafe", unsafe)
     neg = _negation(toks)
     if neg:
@@ -479,6 +491,11 @@ def _unsafe(toks: list[str]) -> str | None:
         if t in ("hand", "hands") and prev in ("my", "your", "his", "her", "someone", "the") and \
                 nxt not in ("side",):
             return f"{prev} {t}"
+        if t == "ignore" and nxt not in ("the", "safety", "shield", "limits", "limit", "warnings", "alarms"):
+            continue
+        if t == "ignore" and nxt == "the" and (toks[i + 2] if i + 2 < len(toks) else "") not in (
+                "safety", "shield", "limits", "limit", "warnings", "alarms", "light", "curtain"):
+            continue
         if t in ("safety", "shield", "limits", "limit", "override", "disable", "bypass", "ignore", "crash",
                  "collide", "collision", "throw", "toss", "hurl", "fling", "launch", "smash", "crush", "slam",
                  "hit", "strike", "punch", "stab", "attack", "hurt", "injure", "kill"):
@@ -603,9 +620,11 @@ class _Reader:
         if "tower" in toks or "build" in verbs or (len(named_blocks) >= 3 and "fill" not in verbs and not has_slots):
             if not has_slots:
                 return self.tower()
-        kitish = has_slots and ("kit" in toks or "fill" in verbs or "build" in verbs or any(
-            m.plural or (m.kinds == ("slot",) and m.detail is None and m.colour is None) for m in self.mentions)
-            or any(t in ("each", "every", "all", "matching", "their", "respective", "corresponding") for t in toks))
+        named_parts = {id(m) for m in self.mentions if m.kinds != ("slot",) and not m.pronoun and (
+            m.colour or (m.kinds and m.kinds[0] in SHAPES))}
+        kitish = has_slots and ("kit" in toks or "fill" in verbs or "build" in verbs or len(named_parts) >= 2
+                                or any(m.plural for m in self.mentions)
+                                or any(t in ("each", "every", "all", "their", "respective") for t in toks))
         if kitish and not self._single_part_step():
             return self.kit(shapes_here)
         if any(t in ("bottom", "base", "foundation") for t in toks) and not has_slots:
@@ -638,7 +657,8 @@ class _Reader:
             raise _Refuse(Refusal(f"there are no kit parts on the table to put in the kit; I see: {seen}",
                                   "unknown_object"))
         steps, bindings = [], {}
-        for p in sorted(parts, key=lambda o: -float(o.position[1])):
+        spoken = bool(named) and len(parts) > 1
+        for p in parts if named else sorted(parts, key=lambda o: -float(o.position[1])):
             slot = slots.get(p.shape)
             if slot is None:
                 raise _Refuse(Refusal(f"the kit has no {p.shape} slot for the {p.label}; slots: "
@@ -651,20 +671,28 @@ class _Reader:
         all_parts = len(parts) == sum(o.shape in SHAPES for o in self.objects)
         canonical = ("put each part into its matching slot in the kit" if all_parts else
                      ", then ".join(f"put the {p.label} in the {p.shape} slot" for p in parts))
-        return Reading(self.text, Plan(self.text, tuple(steps)), canonical, "kit_assembly", order_free=True,
-                       bindings=bindings)
+        # parts named in turn ('the bar first, then the disc') keep that order; otherwise any order will do
+        return Reading(self.text, Plan(self.text, tuple(steps)), canonical, "kit_assembly", order_free=not spoken,
+                       bindings=bindings, notes=["the parts go in the order named"] if spoken else [])
 
     # ---- towers ----------------------------------------------------------------------------------------
     def tower(self) -> Reading:
         toks = self.toks
         segs = _segments(toks, self.mentions)
-        blocks_here = [o for o in self.objects if o.shape == "block"]
         ments: list[Mention] = []
         rel: list[tuple[int, int]] = []  # (lower, upper) mention indices, directly on
         pos: dict[int, str] = {}
         seq: list[int] = []
         last_idx: int | None = None
+        excluded: list[DetectedObject] = []
         for seg in segs:
+            if any(t in ("leave", "skip", "exclude", "omit") for t in toks[seg["start"]:seg["end"]]):
+                # 'leave the red one out', 'skip the cyan one': not in the tower
+                for m in seg["mentions"]:
+                    if not m.pronoun and not m.generic and (m.colour or m.qualifier):
+                        excluded.append(self.resolve(Mention(m.start, m.end, m.colour, ("block",) if m.kinds is None
+                                                             else m.kinds, m.qualifier), "object"))
+                continue
             seg_ms = []
             for m in seg["mentions"]:
                 if m.pronoun:
@@ -694,6 +722,7 @@ class _Reader:
             for _, idx, _m in new:
                 seq.append(idx)
             last_idx = seg_ms[-1][1] if seg_ms[-1][0] == "new" else seg_ms[0][1]
+        blocks_here = [o for o in self.objects if o.shape == "block" and all(o is not e for e in excluded)]
         if not ments:
             # 'build a tower with all the blocks' / 'stack the blocks': the order is not said
             if len(blocks_here) >= 2:
@@ -722,7 +751,8 @@ class _Reader:
         if any(t == "all" for t in toks) and height is None:
             height = len(blocks_here)
         if height is None:
-            height = len(uniq) if len(uniq) >= 3 or ("tower" not in toks and len(uniq) == 2) else 3
+            # 'red on blue' is a stack of two; a tower, or a bottom and a top, is three unless more are named
+            height = len(uniq) if len(uniq) >= 3 or ("tower" not in toks and not pos and len(uniq) == 2) else 3
         if len(uniq) < height:
             rest = [o for o in blocks_here if all(o is not u for u in uniq)]
             if len(uniq) + len(rest) == height:
@@ -776,7 +806,8 @@ class _Reader:
             target_m, prep = None, None
             for m in ms:
                 before = [t for t in toks[max(c["start"], m.start - 3):m.start] if t not in ("the", "a", "an", "its",
-                                                                                           "their", "top")]
+                                                                                           "their", "top", "that",
+                                                                                           "this", "down", "back")]
                 if before and (before[-1] in PLACE_PREPS or before[-1] in ("ontop", "intop", "beside")):
                     target_m, prep = m, ("on" if before[-1] == "ontop" else "in" if before[-1] == "intop"
                                          else "beside" if before[-1] == "beside" else PLACE_PREPS[before[-1]])
@@ -825,6 +856,9 @@ class _Reader:
                 holes = [o for o in self.objects if o.shape == "hole"]
                 if len(holes) == 1 and obj.shape in MOVABLE_KINDS:  # 'insert the peg': the one hole there is
                     target_m = Mention(0, 0, kinds=("hole",))
+            later = any(k > clauses.index(c) and cc["mentions"] for k, cc in enumerate(clauses))
+            if target_m is None and verb in ("place", "insert") and later:
+                verb = "pick"  # 'move the peg over and drop it into the hole': the next clause says where
             if target_m is None:
                 if verb in ("place", "insert"):
                     raise _Refuse(Refusal(f"where should the {obj.label} go? Say it, e.g. 'put the {obj.label} in "
@@ -871,6 +905,8 @@ class _Reader:
                 tgt, skill = slot, "place_in"
             if not (steps and steps[-1].skill == "pick" and steps[-1].args == (obj.id,)):
                 steps.append(PlanStep("pick", (obj.id,), f"pick up the {obj.label}"))
+            elif canon and canon[-1] == f"pick up the {obj.label}":
+                canon.pop()  # 'pick up X and put it in Y' is one step in the trained words
             steps.append(PlanStep(skill, (obj.id, tgt.id), _step_text(skill, obj, tgt)))
             bindings.update({obj.id: obj, tgt.id: tgt})
             canon.append(_canonical_step(skill, obj, tgt))

@@ -109,7 +109,7 @@ def run_rows(data: dict[str, Any], vla: Any, opts: Options, latency: bool = Fals
         except (GroundingError, ModelError) as exc:
             reason = str(exc).lower()
             words = [w.lower() for w in row.get("reason_words", [])]
-            named = any(w in reason for w in words)
+            named = any(w in reason for w in words) if words else True  # nothing to name: refused is right
             rec.update(outcome="refused_right" if named else "refused_vague", reason=str(exc),
                        asked_back=isinstance(exc, AskBack))
         refusals.append(rec)
