@@ -897,6 +897,9 @@ class _Reader:
                                       "is put on it, and two parts cannot each go on the other", "contradictory",
                                       obj.label))
             skill = _skill(obj, tgt)
+            if tgt.shape == "slot" and (tgt.detail or tgt.id.rsplit("_", 1)[0]) != obj.shape:
+                raise _Refuse(Refusal(f"the {tgt.label} takes only a {tgt.detail or 'matching'} part, not the "
+                                      f"{obj.label}; its own slot is the {obj.shape} slot", "invalid_plan", tgt.label))
             if tgt.shape == "kit":
                 slot = next((o for o in self.objects if o.shape == "slot" and (o.detail == obj.shape
                                                                                 or o.id == f"{obj.shape}_slot")), None)

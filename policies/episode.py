@@ -23,54 +23,61 @@ def find_scene(world: Any, task: Any, seed: int, split: str, instruction: str,
                variants: int = 16, exact_variants: int = 0) -> tuple[int, Plan | None] | str:
     """Pick a scene for a user instruction: returns (seed, goal plan or None) or the refusal reason (str).
 
-    Tries seeds ``seed + k * VARIANT_STRIDE``; a scene where the grounded plan equals the task's own plan wins
-    (goal None: the task's success check applies); else the first scene where the instruction grounds (goal =
-    the grounded plan). Instructions that name no object ('assemble the kit') are the task's goal as stated.
-    Task-level instructions that name objects in an order only the plan head reads ('build a tower: red at the
-    bottom, then blue, then green') need a scene whose own instruction is the same text, so that the task's
-    success check judges the order the user asked for: up to ``variants + exact_variants`` seeds are tried,
-    and without one the result is a refusal (never a scene judged against another order).
+    Tries the task's own scenes, seeds ``seed + k * VARIANT_STRIDE`` for k < ``variants + exact_variants``, and
+    reads the instruction over each scene's objects (`keystone_vla.perception.reader`, the harness's copy of the
+    reading: simulator truth, never shown to the policy). The first scene that holds what the instruction names
+    wins: goal None when its reading is the task's own plan (the task's success check applies; a kit's steps in
+    any order), else the reading's plan is the goal (success = every placing step's effect holds at the end).
+    Text refusals (empty, not English, negation, unsafe, an action outside the skills, a contradiction) return
+    at once; a scene refusal (an object the scene lacks, an ambiguous reference) moves on to the next scene, and
+    when no scene tried holds the objects, the first scene's reason is returned.
     """
-    from keystone_vla.perception.grounding import Refusal, check_instruction, ground_instruction
-    from keystone_vla.perception.language import parse_instruction, tokenize
+    from keystone_vla.perception.grounding import check_instruction
+    from keystone_vla.perception.reader import Refusal, read_instruction
 
     refusal = check_instruction(instruction)
     if refusal is not None:
         return refusal.reason
     first_refusal: Refusal | None = None
-    fallback: tuple[int, Plan] | None = None
-    names_objects = bool(parse_instruction(instruction).references)
-    ordered_miss = False  # a scene held the named objects, but its own goal was another instruction
-    wanted = tokenize(instruction)
-    for k in range(max(1, variants) + max(0, exact_variants)):
-        if k >= max(1, variants) and not ordered_miss:
-            break  # the extra variants only serve the exact-text search
+    tries = max(1, variants) + max(0, exact_variants)
+    for k in range(tries):
         s = seed + k * VARIANT_STRIDE
-        inst = task.reset(world, s, split)  # the scene's own instruction is kept, to compare with the user's
-        grounded = ground_instruction(instruction, list(world.objects.values()), world.spec)
-        if isinstance(grounded, Refusal):
-            if grounded.kind == "no_object":
-                if not names_objects or tokenize(inst.instruction) == wanted:
-                    return s, None
-                ordered_miss = True
-                continue
-            if grounded.kind not in SCENE_REFUSALS:
-                return grounded.reason
-            first_refusal = first_refusal or grounded
+        inst = task.reset(world, s, split)
+        reading = read_instruction(instruction, list(world.objects.values()), world.spec)
+        if isinstance(reading, Refusal):
+            if reading.kind not in SCENE_REFUSALS:
+                return reading.reason
+            first_refusal = first_refusal or reading
             continue
-        if grounded.control is not None:
-            return f"{instruction!r} is a control command ({grounded.control}), not a task to evaluate"
-        if grounded.plan.calls() == inst.plan.calls():
+        if reading.control is not None:
+            return f"{instruction!r} is a control command ({reading.control}), not a task to evaluate"
+        own, read = inst.plan.calls(), reading.calls()
+        if read == own or (reading.order_free and sorted(read) == sorted(own)):
             return s, None
-        if fallback is None:
-            fallback = (s, grounded.plan)
-    if fallback is not None:
-        return fallback
-    if ordered_miss:
-        return (f"{instruction!r} sets an order that no {task.name} scene tried ({split} split) has as its goal, so "
-                f"its success could not be checked; use one of the task's phrasings (keystone sim tasks)")
+        return s, reading.plan
     assert first_refusal is not None
-    return first_refusal.reason
+    return f"{first_refusal.reason} (in none of {tries} {task.name} scenes of the {split} split)"
+
+
+def instruction_split(instruction: str) -> str | None:
+    """The split the colours and part shapes an instruction names belong to ('seen' or 'unseen'), None when it
+    names none, or names both splits' colours."""
+    from keystone_vla.perception.reader import COLOUR_WORDS, NOUNS, tokenize
+    from keystone_vla.vocab import SEEN_COLOURS, SEEN_SHAPES, UNSEEN_COLOURS, UNSEEN_SHAPES
+
+    named: set[str] = set()
+    for t in tokenize(instruction):
+        if t in COLOUR_WORDS:
+            named.add(COLOUR_WORDS[t])
+        elif NOUNS.get(t) and NOUNS[t][0] in SEEN_SHAPES + UNSEEN_SHAPES:
+            named.add(NOUNS[t][0])
+    seen = named & set(SEEN_COLOURS + SEEN_SHAPES)
+    unseen = named & set(UNSEEN_COLOURS + UNSEEN_SHAPES)
+    if unseen and not seen:
+        return "unseen"
+    if seen and not unseen and named & set(SEEN_COLOURS):
+        return "seen"
+    return None
 
 
 def plan_goal_holds(world: Any, plan: Plan) -> bool:

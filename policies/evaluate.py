@@ -4,13 +4,17 @@ Every episode goes through `keystone_vla.sim.rollout.run_episode` (the one episo
 for data collection and evaluation). Episode i of a (task, split) cell uses seed ``seed + i``, so two policies
 evaluated with the same ``--seed`` see exactly the same scenes, and a rerun reproduces the numbers.
 
-User phrasings (``--instructions-file``, JSONL ``{"task": ..., "instruction": ...}``): the instruction is first
-checked as text (unknown words are refused at once), then grounded in the sampled scene with
-`keystone_vla.perception.grounding`. If it names an object the scene lacks, the next scene variant is tried
-(``scene_search`` variants at most); if none has it, the episode is reported *refused* with the reason and
-is not run. A scene whose task goal is exactly what the instruction asks is preferred; otherwise the goal is
-the grounded plan (success = every placing step's effect holds at the end, gripper released). Policies can
-also refuse (the VLA agent raises `GroundingError` when its plan does not ground); those are refused too.
+User phrasings (``--instructions-file``, JSONL ``{"task": ..., "instruction": ...}``): the instruction runs in the
+split its colours (and kit shapes) belong to (`episode.instruction_split`; both of ``--split`` when it names
+none). It is first checked as text (empty, not English, negation, unsafe, an action outside the skills: refused
+at once, with the reason), then read over the task's scenes (`episode.find_scene`, the reader of
+`keystone_vla.perception.reader` on the harness side) until one holds every object it names (``scene_search``
+scenes at most); only an instruction no such scene grounds is reported *refused*, with the reason. The goal is
+the task's own when the reading is the task's plan, else the reading's plan (success = every placing step's
+effect holds at the end, gripper released). The policy never sees that reading: the VLA agent reads the
+instruction again over what its own cameras show and may refuse or ask back (`AskBack`: counted as
+``asked_back``). An executed plan other than the intended one counts as ``wrong_plan_executed`` (kit_assembly:
+other steps, in any order), a failure worse than a refusal.
 
 Success is `keystone_vla.sim.judge.SuccessJudge`'s: the goal held for 1 s with the hand open and clear, the parts at
 rest; an episode whose goal held at some tick without that counts as ``goal_lost`` ("met the goal, then lost it").
@@ -58,7 +62,7 @@ class EvalConfig:
     image_size: int = 128
     max_steps: int | None = None
     videos: bool = True
-    scene_search: int = 16
+    scene_search: int = 400  # task scenes tried for an --instructions-file phrasing (each ~50 ms; stops at the first)
     agent: AgentConfig | None = None  # VLA agents only: None = the checkpoint's agent.json, else `shipped`
     scene: str = "perception"  # where a VLA agent's objects come from: its cameras, or (privileged) sim truth
 
@@ -97,6 +101,8 @@ class EpisodeResult:
     goal_lost: bool = False  # the goal held with the hand open at some tick, but the episode did not succeed
     goal_first_met_step: int | None = None  # tick the goal first held with the hand open (None: never)
     refused: bool = False
+    asked_back: bool = False  # refused by asking back ("did you mean ...?"): nothing moved
+    wrong_plan: bool | None = None  # the plan executed was not the intended one (None: the policy does not plan)
     reason: str = ""
     steps: int = 0
     plan: list[str] = field(default_factory=list)  # ground-truth plan calls
@@ -172,8 +178,11 @@ def make_jobs(config: EvalConfig) -> list[EpisodeJob]:
     """All episodes of a run, in a fixed order; episode i of a cell uses seed config.seed + i."""
     jobs: list[EpisodeJob] = []
     if config.instructions:
+        from .episode import instruction_split
+
         for line, (task, text) in enumerate(config.instructions, 1):
-            for split in config.splits:
+            own = instruction_split(text)
+            for split in (own,) if own is not None else config.splits:
                 for i in range(config.episodes):
                     jobs.append(EpisodeJob(len(jobs), task, split, config.seed + i, text, line))
     else:
@@ -233,8 +242,10 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     try:
         rec = run_episode(spec, policy=adapter, cameras=cameras, image_size=image_size or config.image_size, record=False,
                           max_steps=config.max_steps, video=bool(video_dir), world=world, scene=config.scene)
-    except GroundingError as exc:  # the policy refused (its plan did not ground): not run
-        result.refused, result.reason = True, str(exc)
+    except GroundingError as exc:  # the policy refused or asked back: not run
+        from keystone_vla.perception.grounding import AskBack
+
+        result.refused, result.reason, result.asked_back = True, str(exc), isinstance(exc, AskBack)
         result.instruction = adapter.instruction or result.instruction
         result.plan = adapter.true_plan.calls() if adapter.true_plan else []
         result.wall_s = time.perf_counter() - t0
@@ -253,6 +264,7 @@ def run_job(job: EpisodeJob, policy: Any, world: Any, cameras: tuple[str, ...], 
     if policy_plan is not None:
         result.policy_plan = policy_plan.calls()
         result.plan_exact, result.plan_same_steps = plan_agreement(result.policy_plan, result.plan)
+        result.wrong_plan = not (result.plan_exact or (job.task == "kit_assembly" and result.plan_same_steps))
     stats = getattr(policy, "runtime_stats", None)
     if stats is not None:
         result.stalls = int(stats.stalls)
@@ -422,6 +434,9 @@ def aggregate(config: EvalConfig, results: list[EpisodeResult], wall_s: float,
         "success_ci95": wilson_interval(sum(r.success for r in results), n),
         "episodes": n,
         "refused": n_refused,
+        "asked_back": sum(r.asked_back for r in results),
+        # executed plans other than the intended one: worse than a refusal
+        "wrong_plans_executed": sum(bool(r.wrong_plan) for r in results),
         "goal_lost": sum(r.goal_lost for r in results),
         "plan_exact_rate": _rate(exact),
         "plan_exact_rate_all": _rate(exact, n_refused),
@@ -481,6 +496,8 @@ def _cell(cell: list[EpisodeResult]) -> dict[str, Any]:
         "successes": sum(r.success for r in cell),
         "goal_lost": sum(r.goal_lost for r in cell),  # met the goal, then lost it (see sim.judge)
         "refused": refused,
+        "asked_back": sum(r.asked_back for r in cell),
+        "wrong_plans_executed": sum(bool(r.wrong_plan) for r in cell),
         "mean_steps": float(np.mean([r.steps for r in ran])) if ran else None,
         "plan_exact_rate": _rate(exact),
         "plan_exact_rate_all": _rate(exact, refused),

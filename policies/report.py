@@ -125,7 +125,10 @@ def _header_lines(summary: dict[str, Any]) -> list[tuple[str, str]]:
          f"{scene}: the cameras' RGB-D frames through the stack's perception" if scene == "perception" else
          str(scene)),
         ("success (all episodes)", _pct(summary["success_rate"])),
-        ("episodes", f"{summary['episodes']} ({summary['refused']} refused)"),
+        ("episodes", f"{summary['episodes']} ({summary['refused']} refused, of which "
+                     f"{summary.get('asked_back', 0)} asked back)"),
+        ("wrong plans executed", f"{summary.get('wrong_plans_executed', 0)} (a plan other than the intended one ran: "
+                                 "worse than a refusal)"),
         ("met the goal, then lost it", f"{_count(summary.get('goal_lost'))} episode(s): the goal held with the hand "
                                        "open at some tick, but never for 1 s with the hand clear and the parts at rest"),
         ("plan exactness", f"{_pct(summary['plan_exact_rate'])} of the episodes that ran, "

@@ -71,19 +71,30 @@ def test_unreachable_target_refused() -> None:
 @pytest.mark.parametrize(
     ("text", "kind"),
     [("", "empty"), ("   \n", "empty"), ("x" * 10240, "too_long"), ("put the red block " * 600, "too_long"),
-     ("asdf qwer zxcv", "gibberish"), ("colourless green ideas sleep furiously", "unknown_word"),
-     ("put the banana on the red block", "unknown_word")],
+     ("asdf qwer zxcv", "gibberish"), ("colourless green ideas sleep furiously", "gibberish"),
+     ("don't move the red block", "negation"), ("throw the red block", "unsafe"),
+     ("shake the green bowl", "unsupported_action")],
 )
 def test_text_refusals(text: str, kind: str) -> None:
     r = ground_instruction(text, SCENE, PANDA)
     assert isinstance(r, Refusal) and r.kind == kind, r
     assert check_instruction(text).kind == kind
-    assert len(r.reason) < 300  # the refusal is readable, not an echo of a 10 kB input
+    assert len(r.reason) < 320  # the refusal is readable, not an echo of a 10 kB input
 
 
-def test_ten_kilobyte_refusal_says_the_limit() -> None:
+def test_over_long_refusal_says_the_limit() -> None:
     r = check_instruction("pick up the red block. " * 450)
-    assert r.kind == "too_long" and "limit is 500" in r.reason and "10350 characters" in r.reason
+    assert r.kind == "too_long" and "limit is 80 words" in r.reason and "2250 words" in r.reason
+    sixty = "please could you, when you have a moment, pick up the red block " * 4  # 52 words: a long sentence
+    assert check_instruction(sixty.strip()) is None
+
+
+def test_unknown_words_are_read_past_but_unknown_objects_are_refused() -> None:
+    assert check_instruction("carefully pick up the red block") is None
+    g = ground_instruction("could you kindly move the red block into the green bowl", SCENE, PANDA)
+    assert g.calls() == ["pick(red_block)", "place_in(red_block, green_bowl)"]
+    r = ground_instruction("put the banana on the red block", SCENE, PANDA)
+    assert isinstance(r, Refusal) and r.kind == "unknown_object" and "banana" in r.reason
 
 
 def test_control_words_and_task_level_instructions() -> None:
@@ -91,10 +102,11 @@ def test_control_words_and_task_level_instructions() -> None:
     assert isinstance(g, GroundedPlan) and g.control == "stop" and g.calls() == []
     scene = [obj("red_block", "red", "block", 0.5, 0.1), obj("blue_block", "blue", "block", 0.5, -0.1),
              obj("green_block", "green", "block", 0.4, 0.0)]
-    # task-level: objects checked, steps left to the plan head (kind no_object, not an error)
+    # task-level instructions are read whole: a tower's order, a kit's parts
     g = ground_instruction("build a tower: red at the bottom, then blue, then green", scene, PANDA)
-    assert isinstance(g, Refusal) and g.kind == "no_object"
-    assert ground_instruction("assemble the kit", [obj("kit", None, "kit", 0.4, 0.0)], PANDA).kind == "no_object"
+    assert g.calls() == ["pick(blue_block)", "place_on(blue_block, red_block)", "pick(green_block)",
+                         "place_on(green_block, blue_block)"]
+    assert ground_instruction("assemble the kit", [obj("kit", None, "kit", 0.4, 0.0)], PANDA).kind == "unknown_object"
     r = ground_instruction("build a tower with purple on top of blue on top of red", scene, PANDA)
     assert r.kind == "unknown_object" and r.reason.startswith("no purple block")
 
@@ -104,9 +116,13 @@ def test_slots_and_kit_parts() -> None:
              obj("bar_slot", None, "slot", 0.4, -0.1, "bar"), obj("kit", None, "kit", 0.4, 0.0)]
     g = ground_instruction("put the red square in the square slot", scene, PANDA)
     assert g.calls() == ["pick(red_square)", "place_in(red_square, square_slot)"]
-    assert ground_instruction("put the red square in the slot", scene, PANDA).kind == "ambiguous"
+    # 'the slot' for a square is the square's slot; another shape's slot is refused, naming both
+    assert ground_instruction("put the red square in the slot", scene, PANDA).calls()[-1] == \
+        "place_in(red_square, square_slot)"
+    r = ground_instruction("put the red square in the bar slot", scene, PANDA)
+    assert isinstance(r, Refusal) and "bar slot" in r.reason and "red square" in r.reason
     g = ground_instruction("put each part into its matching slot in the kit", scene, PANDA)
-    assert isinstance(g, Refusal) and g.kind == "no_object"
+    assert g.calls() == ["pick(red_square)", "place_in(red_square, square_slot)"]
 
 
 def test_ground_plan_maps_sim_style_ids_onto_perception_ids() -> None:
@@ -135,5 +151,4 @@ def test_parser_steps_and_extra_words() -> None:
     assert [(s.skill, [a.describe() for a in s.args]) for s in p.steps] == [
         ("pick", ["peg"]), ("insert", ["peg", "hole"])]
     assert parse_instruction("stop").control == "stop"
-    assert check_instruction("carefully pick up the red block").kind == "unknown_word"
-    assert check_instruction("carefully pick up the red block", extra_words={"carefully"}) is None
+    assert ground_instruction("stop", SCENE).control == "stop"
