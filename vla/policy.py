@@ -193,7 +193,10 @@ class VLAPolicy:
         if self.config.plan_adapter_rank:
             features = plan_text_features(self._plan_encoder(), self.tokenizer, [instruction],
                                           self.config.plan_word_features)
-        verified = self._verify_plan(prompt, grammar, features, expect) if expect is not None else None
+        verified = None
+        if expect is not None:  # on a grammar of its own: a failed check leaves `grammar` untouched for decoding
+            fresh = PlanGrammar(self.tokenizer, [o for o in objs if o not in unnamed], self.config.max_plan_steps)
+            verified = self._verify_plan(prompt, fresh, features, expect)
         if verified is not None:
             grammar = verified
         else:
