@@ -113,6 +113,7 @@ class PolicyNode:
         self.done_ticks = 0
         self.reason = ""
         self.estopped = False  # paused while the safety node reports a latched e-stop
+        self.safety_fault: str | None = None  # the safety node's latched controller fault
         self.question: str | None = None  # what the agent asks back when it cannot ground an instruction
         self.prop_pub = node.create_publisher(m.JointTrajectory, topics.PROPOSED_TRAJECTORY, DEFAULT_QOS)
         self.status_pub = node.create_publisher(m.String, topics.STATUS, LATCHED_QOS)
@@ -137,7 +138,8 @@ class PolicyNode:
 
     def on_safety_state(self, msg: m.String) -> None:
         self.estopped = msg.data == "estop"
-        if msg.data.startswith("fault") and self.state == "executing":
+        self.safety_fault = msg.data if msg.data.startswith("fault") else None
+        if self.safety_fault and self.state == "executing":
             self.finish("halted", f"safety node: controller {msg.data}")
 
     def on_cancel(self, _request: itf.Trigger_Request) -> itf.Trigger_Response:
@@ -185,6 +187,10 @@ class PolicyNode:
             refusal = check_instruction(text)
             assert refusal is not None  # empty text is always refused
             self.refuse(msg.data, refusal.reason)
+            return
+        if self.safety_fault:
+            self.refuse(text, f"the safety node holds the arm ({self.safety_fault}); call {topics.SAFETY_RESET} "
+                              "once the cause is fixed")
             return
         if self.js is None:
             self.refuse(text, f"no joint states yet on {topics.JOINT_STATES}; is the robot driver up?")

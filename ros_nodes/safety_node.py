@@ -258,6 +258,9 @@ class SafetyNode:
             if gripper is not None:
                 self.gripper_pub.publish(gripper)
             return
+        if not msg.points:  # a stop: an empty goal is INVALID_GOAL to the controller; cancelling holds it instead
+            self.cancel_goal()
+            return
         self.send_goal(msg, gripper)
 
     def goal(self, msg: m.JointTrajectory) -> itf.FollowJointTrajectory_Goal:
