@@ -22,7 +22,7 @@ ends ``succeeded`` once the agent is on its plan's last step and that step's eff
 controller fault (safety state ``fault: ...``: the controller aborted or lost a trajectory); ``cancelled`` when the
 operator cancels (the `~/cancel` std_srvs/Trigger service); ``failed`` after `max_ticks`. Each end publishes an
 empty trajectory (stop). A plan the agent cannot ground (GroundingError, or a question back to the operator) is
-``refused`` with the reason (and the ``question`` when the agent asks one); nothing moves.
+``refused`` with the reason (an `AskBack` also as ``question``: "did you mean ...?"); nothing moves.
 
 It never publishes on the controller topics (every proposal goes through the safety node), never reads simulator
 truth (`/keystone/sim_truth` is for scoring in tests), and cannot run the oracle, which needs the simulator.
@@ -205,8 +205,9 @@ class PolicyNode:
             plan = self.policy.begin(text, self.observation(text), self.scene, self.spec)
         except KeystoneError as exc:  # GroundingError (unknown / ambiguous / unreachable object, no scene), a
             # question back to the operator (an ask-back carries `question`), ...: nothing moves
-            question = getattr(exc, "question", None)
-            self.refuse(text, str(exc), str(question) if question else None)
+            from keystone_vla.perception.grounding import AskBack
+
+            self.refuse(text, str(exc), str(exc) if isinstance(exc, AskBack) else None)
             return
         self.question = None
         self.plan = plan
