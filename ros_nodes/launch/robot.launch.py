@@ -20,6 +20,7 @@ from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
 
+
 def config_path(name: str) -> str:
     try:
         from ament_index_python.packages import get_package_share_directory
