@@ -12,9 +12,12 @@ must-refuse row is ``refused_right`` when it is refused (or asked back) with a r
 
 Ablations (``--ablations``) rerun the reader alone without typo repair, without MiniLM, and with neither, to
 say what each piece buys. Latency: per instruction, the whole checked path (reading + model with the reading's
-plan verified in one pass) and the model decoding the operator's text alone, one thread, the same run.
+plan verified in one pass) and the model decoding the operator's text alone, one thread, the same run; and the
+6-step kit plan `scripts/bench_vla.py` times. ``--templates N``: the simulator tasks' own seen and unseen
+instructions through the checked path (what `scripts/eval_plans.py` scores for the model alone).
 
-    python scripts/eval_language.py --set tests/data/language/blind_operator_set.json --out benchmarks/language.json
+    python scripts/eval_language.py --set tests/data/language/blind_operator_set.json \
+        --set tests/data/language/dev_operator_set.json --ablations --templates 20 --out benchmarks/language.json
 """
 
 from __future__ import annotations
@@ -145,6 +148,59 @@ def summarise(rows: list[dict], refusals: list[dict], lat_checked: list[float], 
     return out
 
 
+def template_exactness(vla: Any, n: int) -> dict[str, Any]:
+    """The simulator tasks' own instructions (seen split: seeds 100000+, unseen: 200000+, as scripts/eval_plans.py)
+    through the checked path over the scene's objects: plan exact (kit_assembly: the same steps in any order),
+    asked back, wrong plans executed, per split x task."""
+    from keystone_vla.perception.objects import as_scene
+    from keystone_vla.sim.rollout import make_world
+    from keystone_vla.sim.tasks import TASKS
+    from keystone_vla.types import EpisodeSpec
+
+    world = make_world(EpisodeSpec("pick_place", 0, "seen"), (), 64)
+    out: dict[str, Any] = {}
+    try:
+        for split, base in (("seen", 100_000), ("unseen", 200_000)):
+            for name, task in TASKS.items():
+                cell = {"n": 0, "exact": 0, "asked_back": 0, "refused": 0, "wrong": 0}
+                for seed in range(base, base + n):
+                    inst = task.reset(world, seed, split)
+                    cell["n"] += 1
+                    try:
+                        plan = plan_checked(vla, inst.instruction, as_scene(list(world.objects.values())), PANDA,
+                                            None, 0.9)
+                    except AskBack:
+                        cell["asked_back"] += 1
+                        continue
+                    except (GroundingError, ModelError):
+                        cell["refused"] += 1
+                        continue
+                    got, want = plan.calls(), inst.plan.calls()
+                    ok = sorted(got) == sorted(want) if name == "kit_assembly" else got == want
+                    cell["exact" if ok else "wrong"] += 1
+                cell["exact_rate"] = round(cell["exact"] / cell["n"], 3)
+                out[f"{split}/{name}"] = cell
+    finally:
+        world.close()
+    return out
+
+
+def kit_plan_latency(vla: Any, n: int = 30) -> dict[str, Any]:
+    """The 6-step kit plan of scripts/bench_vla.py ('assemble the kit' over 7 objects): the checked path beside
+    the model decoding alone, one thread."""
+    objs = ["bar_slot", "blue_square", "disc_slot", "kit", "red_disc", "square_slot", "yellow_bar"]
+    scene = scene_objects(objs)
+    times: dict[str, list[float]] = {"checked_path": [], "model_only": []}
+    for _ in range(n):
+        t0 = time.perf_counter()
+        plan_checked(vla, "assemble the kit", scene, PANDA, None, 0.9)
+        times["checked_path"].append((time.perf_counter() - t0) * 1000)
+        t0 = time.perf_counter()
+        vla.plan("assemble the kit", objects=objs)
+        times["model_only"].append((time.perf_counter() - t0) * 1000)
+    return {k: {"p50": _pct(v, 50), "p99": _pct(v, 99), "n": len(v)} for k, v in times.items()}
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--set", type=Path, action="append", required=True, help="a phrasing set (JSON), repeatable")
@@ -152,6 +208,8 @@ def main() -> int:
                     help="VLA checkpoint whose plan head plans (default: the shipped keystone-base); 'none': the "
                          "reader alone")
     ap.add_argument("--ablations", action="store_true", help="also run the reader alone without each aid")
+    ap.add_argument("--templates", type=int, default=0, metavar="N",
+                    help="also run N simulator instructions per task and split through the checked path")
     ap.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = ap.parse_args()
     import torch
@@ -183,6 +241,14 @@ def main() -> int:
                 g, r = entry[name]["groundable"], entry[name]["must_refuse"]
                 print(f"  {name}: exact {g['exact']}/{g['n']} wrong {g['wrong']} asked {g['asked_back']}; "
                       f"refused right {r['refused_right']}/{r['n']} executed {r['executed']}", file=sys.stderr)
+    if not isinstance(vla, _Reader):
+        result["kit_plan_latency_ms"] = kit_plan_latency(vla)
+        print(f"6-step kit plan: {result['kit_plan_latency_ms']}", file=sys.stderr)
+    if args.templates:
+        result["templates"] = template_exactness(vla, args.templates)
+        for key, cell in result["templates"].items():
+            print(f"  template {key}: exact {cell['exact']}/{cell['n']} asked {cell['asked_back']} "
+                  f"refused {cell['refused']} wrong {cell['wrong']}", file=sys.stderr)
     result["recorded_at"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)
