@@ -129,12 +129,11 @@ class ScriptedModel:
         named = all(isinstance(o, str) for o in objects)
         scene = scene_from_ids(instruction, objects) if named else as_scene(objects)
         ids = [o.id for o in scene]
-        grounded = ground_instruction(instruction, scene)
-        if isinstance(grounded, Refusal):
-            calls = task_plan(instruction, ids) if grounded.kind == "no_object" else None
-            if calls is None:
+        calls = task_plan(instruction, ids)  # the rules' own tower order and kit pairs first
+        if calls is None:
+            grounded = ground_instruction(instruction, scene)
+            if isinstance(grounded, Refusal):
                 raise GroundingError(grounded.reason)
-        else:
             calls = [(s.skill, s.args) for s in grounded.plan.steps]
         return Plan(instruction, tuple(PlanStep(skill, tuple(args), step_text(skill, args)) for skill, args in calls))
 
