@@ -22,7 +22,6 @@ Vocabulary comes from `keystone_vla.vocab` and the reader's lexicon; this module
 from __future__ import annotations
 
 import inspect
-
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any

@@ -34,7 +34,7 @@ import numpy as np
 from keystone_vla.errors import GroundingError, ModelError
 from keystone_vla.perception.grounding import AskBack, plan_checked
 from keystone_vla.perception.objects import DetectedObject
-from keystone_vla.perception.reader import Options, Refusal, read_instruction
+from keystone_vla.perception.reader import Options, read_instruction
 from keystone_vla.robots import PANDA
 from keystone_vla.vocab import COLOURS, object_kind
 
