@@ -505,6 +505,8 @@ def _unsafe(toks: list[str]) -> str | None:
 
 def _negation(toks: list[str]) -> str | None:
     for i, t in enumerate(toks):
+        if t == "not" and toks[i + 1:i + 2] == ["too"]:
+            continue  # 'if it is not too much trouble'
         if t in ("not", "never", "without", "except", "avoid", "neither", "nor"):
             return " ".join(toks[max(0, i - 1):i + 3])
         if t == "alone" and "leave" in toks[:i]:
@@ -795,6 +797,7 @@ class _Reader:
         bindings: dict[str, DetectedObject] = {}
         last: DetectedObject | None = None
         held: DetectedObject | None = None
+        pending: list[DetectedObject] = []  # parts named before the clause that says where they go
         canon: list[str] = []
         confident = True
         for c in clauses:
@@ -838,7 +841,8 @@ class _Reader:
                 else:
                     obj = held or last
             elif others:
-                om = others[0]
+                # a named part before a pronoun ('if it is no trouble, put the red block in the bowl')
+                om = next((m for m in others if not m.pronoun), others[0])
                 if om.pronoun:
                     if held is None and last is None:
                         movable = [o for o in self.objects if o.shape in MOVABLE_KINDS]
@@ -857,8 +861,12 @@ class _Reader:
                 if len(holes) == 1 and obj.shape in MOVABLE_KINDS:  # 'insert the peg': the one hole there is
                     target_m = Mention(0, 0, kinds=("hole",))
             later = any(k > clauses.index(c) and cc["mentions"] for k, cc in enumerate(clauses))
-            if target_m is None and verb in ("place", "insert") and later:
-                verb = "pick"  # 'move the peg over and drop it into the hole': the next clause says where
+            if target_m is None and verb in ("place", "insert", None) and later and held is None:
+                # 'move the peg over and drop it into the hole', 'put the red block and the blue block in the
+                # bowl': a later clause says where
+                pending.append(obj)
+                last = obj
+                continue
             if target_m is None:
                 if verb in ("place", "insert"):
                     raise _Refuse(Refusal(f"where should the {obj.label} go? Say it, e.g. 'put the {obj.label} in "
@@ -891,6 +899,15 @@ class _Reader:
                     held = None
             if tgt is obj:
                 raise _Refuse(Refusal(f"the {obj.label} cannot be put on itself", "invalid_plan"))
+            for p in [p for p in pending if p is not obj]:  # 'the red block and the blue block in the bowl'
+                if tgt.shape not in ("bowl", "plate"):
+                    raise _Refuse(Refusal(f"the {p.label} and the {obj.label} cannot both go on the {tgt.label}; say "
+                                          "where each goes", "invalid_plan", p.label))
+                steps += [PlanStep("pick", (p.id,), f"pick up the {p.label}"),
+                          PlanStep("place_in", (p.id, tgt.id), _step_text("place_in", p, tgt))]
+                bindings.update({p.id: p, tgt.id: tgt})
+                canon.append(_canonical_step("place_in", p, tgt))
+            pending = []
             under = [s.args[0] for s in steps if s.skill == "place_on" and s.args[1] == obj.id]
             if under or any(s.args == (tgt.id, obj.id) for s in steps):
                 raise _Refuse(Refusal(f"the instruction contradicts itself: the {obj.label} cannot move once a part "
@@ -914,8 +931,15 @@ class _Reader:
             bindings.update({obj.id: obj, tgt.id: tgt})
             canon.append(_canonical_step(skill, obj, tgt))
             held, last = None, obj
+        if pending:
+            raise _Refuse(Refusal(f"where should the {pending[0].label} go? Say it, e.g. 'put the {pending[0].label} "
+                                  "in the bowl'", "no_object", "target"))
         if not steps:
             raise _Refuse(Refusal(f"{_shown(self.text)!r} names no step I can take; {EXAMPLE}", "no_object"))
+        for a, b in zip(steps, steps[1:]):
+            if a.skill == "pick" and b.skill == "pick":
+                raise _Refuse(Refusal(f"the {bindings[a.args[0]].label} is picked up but never put down; say where "
+                                      "it goes", "invalid_plan", bindings[a.args[0]].label))
         moved = [s.args[0] for s in steps if s.skill == "pick"]
         if len(moved) != len(set(moved)):
             raise _Refuse(Refusal("the instruction moves the same part twice; give one place for each part",

@@ -85,6 +85,14 @@ def test_typos_are_repaired_only_where_a_person_reads_past_them() -> None:
     assert calls("put the red blok in the gren bowl", PP, opts=Options(typos=False)) != PP_PLAN
 
 
+def test_parts_sharing_a_place_and_plans_that_leave_a_part_in_the_hand() -> None:
+    scene = [*PP, obj("blue_block", "blue", "block", 0.45, -0.2)]
+    assert calls("put the red block and the blue block in the bowl", scene) == [
+        *PP_PLAN, "pick(blue_block)", "place_in(blue_block, green_bowl)"]
+    assert calls("put the red block and the blue block on the blue cylinder", scene) == "invalid_plan"
+    assert calls("pick up the red block, then pick up the blue block", scene) == "invalid_plan"
+
+
 def test_ambiguous_and_relative_references() -> None:
     two = [*PP, obj("red_block_2", "red", "block", 0.45, -0.2)]
     assert calls("put the red block in the bowl", two) == "ambiguous"
