@@ -71,11 +71,12 @@ def instruction_split(instruction: str) -> str | None:
             named.add(COLOUR_WORDS[t])
         elif NOUNS.get(t) and NOUNS[t][0] in SEEN_SHAPES + UNSEEN_SHAPES:
             named.add(NOUNS[t][0])
-    seen = named & set(SEEN_COLOURS + SEEN_SHAPES)
+    # an unseen kit holds both held-out shapes and one seen shape: seen shapes decide nothing on their own
+    seen = named & set(SEEN_COLOURS)
     unseen = named & set(UNSEEN_COLOURS + UNSEEN_SHAPES)
     if unseen and not seen:
         return "unseen"
-    if seen and not unseen and named & set(SEEN_COLOURS):
+    if seen and not unseen:
         return "seen"
     return None
 

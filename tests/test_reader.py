@@ -119,6 +119,8 @@ def test_instruction_split_follows_its_colours() -> None:
     assert instruction_split("put the red block in the green bowl") == "seen"
     assert instruction_split("assemble the kit") is None
     assert instruction_split("put the tee in its slot") == "unseen"
+    assert instruction_split("put the L piece, the T piece and the disc into their slots") == "unseen"
+    assert instruction_split("put the disc in its slot") is None
 
 
 def test_dev_set_reads_exactly_and_refuses_rightly() -> None:
