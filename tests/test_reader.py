@@ -157,3 +157,18 @@ def test_model_plan_is_checked_against_the_reading() -> None:
         assert abs(vla.last_plan_confidence - conf) < 1e-3
         wrong = read_instruction("red on blue on green", BLOCKS)
         assert vla.plan(text, objects=ids, expect=wrong.plan).calls() == decoded.calls()
+
+
+def test_eval_runs_a_phrasing_in_the_split_its_colours_belong_to() -> None:
+    from keystone_vla.policies.evaluate import EpisodeResult, EvalConfig, aggregate, make_jobs
+
+    cfg = EvalConfig("oracle", ("pick_place",), episodes=2, instructions=(
+        ("pick_place", "put the orange block in the cyan bowl"), ("insert", "insert the peg into the hole")))
+    assert [(j.task, j.split) for j in make_jobs(cfg)] == [("pick_place", "unseen")] * 2 + [
+        ("insert", "seen")] * 2 + [("insert", "unseen")] * 2
+    # asked back and wrong plans executed are counted apart from plain refusals, in total and per cell
+    results = [EpisodeResult(0, "stack", "seen", 0, "x", refused=True, asked_back=True),
+               EpisodeResult(1, "stack", "seen", 1, "x", wrong_plan=True), EpisodeResult(2, "stack", "seen", 2, "x")]
+    summary = aggregate(cfg, results, 1.0, {})
+    assert (summary["refused"], summary["asked_back"], summary["wrong_plans_executed"]) == (1, 1, 1)
+    assert summary["tasks"]["stack"]["seen"]["wrong_plans_executed"] == 1
