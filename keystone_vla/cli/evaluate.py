@@ -35,7 +35,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=0, help="base seed: episode i uses seed + i (default: 0)")
     p.add_argument("--out", type=Path, help="report folder (default: reports/<policy name>)")
     p.add_argument("--instructions-file", type=Path,
-                   help='JSONL of {"task": ..., "instruction": ...} user phrasings to evaluate instead of templates')
+                   help='JSONL of {"task": ..., "instruction": ...} user phrasings to evaluate instead of templates: '
+                        "each runs in the split its colours belong to, in a task scene holding what it names; only "
+                        "a phrasing no scene grounds is refused, with its reason (asked back and wrong plans "
+                        "executed are counted apart)")
     p.add_argument("--arm", default="panda", help="arm to evaluate on (default: panda)")
     p.add_argument("--max-steps", type=int, default=None, help="cut episodes after this many ticks (default: task's)")
     p.add_argument("--no-videos", action="store_true", help="do not record rollout videos")
