@@ -207,7 +207,7 @@ _MINILM: dict[str, Any] = {}
 def _minilm_vectors(words: Sequence[str]) -> np.ndarray:
     """Unit MiniLM vectors of `words` [N, 384], cached per word (the lexicon's are computed once)."""
     if "enc" not in _MINILM:
-        from keystone_vla.vla.text_encoder import MiniLMEncoder
+        from keystone_vla.text_encoder import MiniLMEncoder
 
         _MINILM["enc"] = MiniLMEncoder()
         _MINILM["cache"] = {}

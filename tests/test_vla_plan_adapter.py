@@ -18,7 +18,7 @@ from keystone_vla.vla.modeling import VLAModel
 from keystone_vla.vla.plan_adapter import fit_plan_adapter, keep_words, word_dropout
 from keystone_vla.vla.plan_grammar import PlanGrammar
 from keystone_vla.vla.policy import VLAPolicy
-from keystone_vla.vla.text_encoder import MiniLMEncoder
+from keystone_vla.text_encoder import MiniLMEncoder
 from keystone_vla.vla.tokenizer import UNK, WordTokenizer
 
 PALETTE = ("red", "blue", "green")

@@ -35,7 +35,7 @@ from keystone_vla.vocab import MOVABLE_KINDS, object_kind
 MAX_INSTRUCTION_CHARS = 300
 
 if TYPE_CHECKING:
-    from keystone_vla.vla.text_encoder import MiniLMEncoder
+    from keystone_vla.text_encoder import MiniLMEncoder
 
 
 class VLAPolicy:
@@ -49,7 +49,7 @@ class VLAPolicy:
         self.config = bundle.model.config
         self.text_encoder = text_encoder
         if self.config.text_encoder == "minilm" and text_encoder is None:
-            from keystone_vla.vla.text_encoder import MiniLMEncoder
+            from keystone_vla.text_encoder import MiniLMEncoder
 
             self.text_encoder = MiniLMEncoder()
         self.last_plan_confidence = 1.0  # target confidence of the latest plan (see `plan`)
@@ -256,7 +256,7 @@ class VLAPolicy:
     def _plan_encoder(self) -> MiniLMEncoder:
         """The plan adapter's MiniLM, loaded on first use."""
         if self._plan_text_encoder is None:
-            from keystone_vla.vla.text_encoder import MiniLMEncoder
+            from keystone_vla.text_encoder import MiniLMEncoder
 
             self._plan_text_encoder = MiniLMEncoder()
         return self._plan_text_encoder

@@ -225,7 +225,7 @@ def train(model_config: VLAConfig, cfg: TrainConfig, dataset: Any, plan_examples
 
     text_encoder = None
     if config.text_encoder == "minilm":
-        from keystone_vla.vla.text_encoder import MiniLMEncoder
+        from keystone_vla.text_encoder import MiniLMEncoder
 
         text_encoder = MiniLMEncoder()
     from keystone_vla.vocab import COLOURS
