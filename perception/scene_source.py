@@ -26,6 +26,7 @@ import numpy as np
 
 from keystone_vla.errors import ConfigError
 from keystone_vla.types import Observation
+from keystone_vla.vocab import MOVABLE_KINDS
 
 from .cameras import PinholeCamera
 from .objects import DetectedObject
@@ -37,6 +38,11 @@ SCENE_SOURCES = ("perception", "privileged")
 WORK_BAND_TOP = 0.2
 TALLEST_OBJECT = 0.15  # a three-block tower is 12 cm, the peg 8 cm
 HELD_MIN_POINTS = 8  # pixels of a held part's colour needed to measure its height
+#: an object is hidden by the robot when at least this many pixels inside its image outline are something that is
+#: nearer the camera than the object's nearest corner by `OCCLUDER_GAP`, higher than its top face minus
+#: `OCCLUDER_GAP`, and inside no other tracked object's box (so: the hand or the arm, never a neighbour)
+OCCLUDER_PIXELS = 2
+OCCLUDER_GAP = 0.01
 
 
 @runtime_checkable
@@ -94,12 +100,29 @@ class CameraScene:
     def observe(self, observation: Observation) -> SceneView:
         detections, failure = self.detect(observation)
         self.last_detections = detections
-        view = self.tracker.update(detections, observation.ee_pose, gripper_opening(observation), failure)
+        occluded: set[str] = set()
+        if failure is None and self.tracker.tracks:
+            name, camera = self._frame_camera(observation)
+            if name is not None:
+                occluded = occluded_by_robot([t.obj for t in self.tracker.tracks.values()],
+                                             observation.depth[name], camera)
+        view = self.tracker.update(detections, observation.ee_pose, gripper_opening(observation), failure,
+                                   occluded=occluded)
+        name, camera = self._frame_camera(observation)
+        if camera is not None:
+            view.camera_xy = camera.camera_to_world[:2, 3].copy()
         if view.held is not None and failure is None:
             z = self.held_height(observation, view.objects[view.held])
             if z is not None and self.tracker.correct_held_height(z, observation.ee_pose):
                 view.objects[view.held] = copy.deepcopy(self.tracker.tracks[view.held].obj)
         return view
+
+    def _frame_camera(self, observation: Observation) -> tuple[str | None, PinholeCamera | None]:
+        """The camera `detect` used for this observation (the first with colour and depth), or (None, None)."""
+        for name, camera in self.cameras.items():
+            if observation.images.get(name) is not None and observation.depth.get(name) is not None:
+                return name, camera
+        return None, None
 
     def held_height(self, observation: Observation, part: DetectedObject) -> float | None:
         """The held part's centre height from the camera: the lowest points of its colour under the hand (its
@@ -127,6 +150,70 @@ class CameraScene:
                 return None
             return float(np.percentile(z, 2)) + part.size[2] / 2
         return None
+
+
+def _box_corners(obj: DetectedObject, pad: float = 0.0) -> np.ndarray:
+    """An upright object's box corners float [8, 3] (position, yaw, size), grown by `pad` on every side."""
+    hx, hy, hz = (np.asarray(obj.size, np.float64) / 2 + pad).tolist()
+    c, s = np.cos(obj.yaw), np.sin(obj.yaw)
+    local = np.array([[x, y, z] for x in (-hx, hx) for y in (-hy, hy) for z in (-hz, hz)])
+    rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+    return local @ rot.T + np.asarray(obj.position, np.float64)
+
+
+def _inside_box(points: np.ndarray, obj: DetectedObject, pad: float) -> np.ndarray:
+    c, s = np.cos(obj.yaw), np.sin(obj.yaw)
+    d = points - np.asarray(obj.position, np.float64)
+    local = np.stack([c * d[:, 0] + s * d[:, 1], -s * d[:, 0] + c * d[:, 1], d[:, 2]], axis=1)
+    return np.all(np.abs(local) <= np.asarray(obj.size, np.float64) / 2 + pad, axis=1)
+
+
+def occluded_by_robot(objects: Sequence[DetectedObject], depth: np.ndarray, camera: PinholeCamera) -> set[str]:
+    """Ids of the movable `objects` that something other than a tracked object (the hand, the arm) hides from
+    `camera` in this depth frame, at least in part.
+
+    For each object: the pixels inside its box's image outline (the convex hull of its 8 projected corners) whose
+    depth puts a surface nearer the camera than the box's nearest corner by `OCCLUDER_GAP` and higher than its top
+    face minus `OCCLUDER_GAP`, outside every other object's box; `OCCLUDER_PIXELS` or more such pixels mean the
+    camera sees the object only in part, so its cluster's centroid and extents cannot be trusted this frame
+    (measured: fingers over a block bias its centroid by ~1 cm). Neighbours that hide each other are not counted
+    here: the tracker's extent check handles merged or half-hidden clusters."""
+    import cv2
+
+    depth = np.asarray(depth, np.float64)
+    if depth.shape != (camera.height, camera.width):
+        return set()
+    movable = [o for o in objects if o.shape in MOVABLE_KINDS and o.size is not None]
+    out: set[str] = set()
+    for obj in movable:
+        corners = _box_corners(obj)
+        cam = corners @ camera.world_to_camera[:3, :3].T + camera.world_to_camera[:3, 3]
+        if np.any(cam[:, 2] <= 0):
+            continue
+        uv = camera.project(corners)
+        mask = np.zeros(depth.shape, np.uint8)
+        cv2.fillConvexPoly(mask, cv2.convexHull(np.round(uv).astype(np.int32)), 1)
+        rows, cols = np.nonzero(mask)
+        if rows.size == 0:
+            continue
+        z = depth[rows, cols]
+        front = np.isfinite(z) & (z > 0) & (z < cam[:, 2].min() - OCCLUDER_GAP)
+        if front.sum() < OCCLUDER_PIXELS:
+            continue
+        rows, cols, z = rows[front], cols[front], z[front]
+        u, v = cols + camera.pixel_offset[0], rows + camera.pixel_offset[1]
+        fx, fy, cx, cy = camera.K[0, 0], camera.K[1, 1], camera.K[0, 2], camera.K[1, 2]
+        pts_cam = np.stack([(u - cx) * z / fx, (v - cy) * z / fy, z], axis=1)
+        c2w = camera.camera_to_world
+        pts = pts_cam @ c2w[:3, :3].T + c2w[:3, 3]
+        top = float(obj.position[2]) + float(obj.size[2]) / 2
+        keep = pts[:, 2] > top - OCCLUDER_GAP
+        for other in objects:
+            if other is not obj and other.size is not None and keep.any():
+                keep &= ~_inside_box(pts, other, OCCLUDER_GAP)
+        if keep.sum() >= OCCLUDER_PIXELS:
+            out.add(obj.id)
+    return out
 
 
 class DetectionScene:

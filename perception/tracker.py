@@ -8,9 +8,11 @@ tick, a pose for the part the fingers hide, and a clear "I cannot see X" instead
   later. Fixtures (containers, the kit and its pockets, the hole fixture) are bolted down: they keep the pose of
   that first frame, since later frames see them partly covered by parts (a pocket with its part in it, measured
   2.5 cm off once its neighbour was filled). A movable object's track is continued by a later detection that
-  matches it (same id, else same colour, within `match_radius`). A detection whose extents differ from the track's by more than `size_tol` is two objects
-  merged into one cluster (a block on a block, a part against a rim) or an object half hidden; it does not move
-  the track, whose pose stays the last trusted one.
+  matches it (same id, else same colour, within `match_radius`). A detection whose footprint differs from the
+  track's by more than `size_tol`, or that is lower, is two objects merged into one cluster (a part against a
+  rim) or an object half hidden; it does not move the track, whose pose stays the last trusted one. One with the
+  track's footprint that is taller is the object standing on another (a block on a block: the scene graph
+  measures a cluster's height from the table plane); its top face places it.
 - **The part in the hand**: when the gripper has closed on something (its opening has stopped, within
   `grip_still` between two ticks, between `EMPTY_CLOSED` and `EMPTY_OPEN`), the movable object nearest the grasp point within `grasp_radius` becomes held; its offset from
   the end effector is fixed at that moment (with the part centred between the fingers along their closing axis,
@@ -21,8 +23,15 @@ tick, a pose for the part the fingers hide, and a clear "I cannot see X" instead
   table) an object's detections are not used: the fingers hide part of its top face, which biases the centroid
   (measured: ~1 cm on a block under a descending hand), and such an object keeps the pose it had when the hand
   was away.
-  The part the hand has just let go is the exception for `settle_ticks`: it fell or settled where the hand
-  opened, and only the camera can say where it came to rest.
+  The part the hand has just let go is the exception for `settle_ticks`, and for as long after as the camera
+  has not seen it again: it fell or settled where the hand opened, and only the camera can say where it came
+  to rest.
+- **Hidden by the robot** (`occluded`, computed by the scene source from the depth frame: something that is not
+  a tracked object, i.e. the hand or the arm, in front of the object): its detections are not used and it is not
+  counted unseen, wherever the hand is. A released part hidden so is `unconfirmed` until a frame shows it
+  unhidden (at most `confirm_ticks` after the release): its pose is still where the hand let go, which says
+  nothing about where it came to rest (measured: a kit part drops 8 mm into its pocket, a tower block slides),
+  so nothing may be judged from it; the agent lifts the hand to look.
 - **Occlusion and loss**: an object not seen in a frame keeps its last pose. Near the hand or under another
   cluster's footprint that is expected and costs nothing; so is any fixture (containers, the kit, its pockets,
   the hole fixture: bolted down, they keep their pose when a part covers them); elsewhere each unseen tick of a
@@ -66,6 +75,7 @@ class TrackerConfig:
     grip_still: float = 0.02  # opening change per tick below which closing fingers have stopped on the part
     settle_ticks: int = 30  # ticks after a release during which the released part is updated even near the hand
     lost_after: int = 20  # unseen ticks (away from the hand) after which an object is lost
+    confirm_ticks: int = 40  # ticks after a release after which a part the hand still hides is taken as it lies
 
     def __post_init__(self) -> None:
         for name in ("match_radius", "size_tol", "grasp_radius", "occlusion_radius"):
@@ -89,6 +99,9 @@ class SceneView:
     source: str = "perception"
     privileged: bool = False
     unseen: dict[str, int] = field(default_factory=dict)
+    occluded: tuple[str, ...] = ()  # ids the robot hides from the camera this tick (poses kept, not updated)
+    unconfirmed: tuple[str, ...] = ()  # released parts the camera has not seen since: where they rest is unknown
+    camera_xy: np.ndarray | None = None  # where the camera that sees the scene stands (x, y), if one does
 
     def problem(self, needed: Sequence[str] = ()) -> str | None:
         """Why the arm must hold now for a step that needs objects `needed`, or None."""
@@ -121,13 +134,17 @@ class SceneTracker:
         self._offset: np.ndarray | None = None  # held object's pose in the end-effector frame [4, 4]
         self._last_opening: float | None = None
         self._released: tuple[str, int] | None = None  # (part just let go, tick of the release)
+        self._unconfirmed: str | None = None  # the released part, until a frame shows it unhidden
+        self._occluded: frozenset[str] = frozenset()
         self.ticks = 0
 
     # ------------------------------------------------------------------------------------------------ update
     def update(self, detections: Sequence[DetectedObject] | None, ee_pose: np.ndarray, gripper_opening: float,
-               failure: str | None = None) -> SceneView:
-        """Fold one frame's detections (None: no frame) and the arm's state into the tracks; see module docstring."""
+               failure: str | None = None, occluded: Sequence[str] = ()) -> SceneView:
+        """Fold one frame's detections (None: no frame) and the arm's state into the tracks; `occluded`: ids the
+        robot hides in this frame. See module docstring."""
         self.ticks += 1
+        self._occluded = frozenset(occluded)
         ee = pose_matrix(ee_pose)
         if detections is None and failure is None:
             failure = "no camera frame this tick"
@@ -170,6 +187,7 @@ class SceneTracker:
         if not holding:
             if self.held is not None:
                 self._released = (self.held, self.ticks)
+                self._unconfirmed = self.held
             self.held, self._offset = None, None
             return
         # the offset is taken once the fingers stop on the part: while they still close, it is not yet held
@@ -184,6 +202,8 @@ class SceneTracker:
                 best, best_d = name, d
         if best is not None:
             self.held = best
+            if self._unconfirmed == best:
+                self._unconfirmed = None
             self._offset = np.linalg.inv(ee) @ object_matrix(self.tracks[best].obj)
             self._offset[1, 3] = 0.0  # closing fingers centre the part along their axis (the hand's y)
 
@@ -208,20 +228,28 @@ class SceneTracker:
             used_tracks.add(name)
             used_dets.add(i)
             track, det = self.tracks[name], detections[i]
-            if np.any(np.abs(_extents(det) - _extents(track.obj)) > cfg.size_tol):
+            seen, own = _extents(det), _extents(track.obj)
+            if np.any(np.abs(seen[:2] - own[:2]) > cfg.size_tol) or seen[2] < own[2] - cfg.size_tol:
                 self._miss(track, ee, detections)  # merged with a neighbour or half hidden: not a pose to trust
                 continue
             track.obj.position = det.position.copy()
+            if seen[2] > own[2] + cfg.size_tol:  # standing on something: the cluster reaches down to the table
+                track.obj.position[2] = float(det.position[2]) + seen[2] / 2 - own[2] / 2
             track.obj.yaw = det.yaw
             track.obj.confidence = det.confidence
             track.unseen = 0
+            if name == self._unconfirmed:
+                self._unconfirmed = None  # seen unhidden since it was let go
         for name, track in self.tracks.items():
             if name not in used_tracks and name != self.held and not self._near_hand(track, ee):
                 self._miss(track, ee, detections)
 
     def _near_hand(self, track: _Track, ee: np.ndarray) -> bool:
+        """Whether the hand (or the arm) may hide `track` now, so that its detections are not to be used."""
+        if track.obj.id in self._occluded:
+            return True
         if self._released is not None and self._released[0] == track.obj.id \
-                and self.ticks - self._released[1] <= self.config.settle_ticks:
+                and (self.ticks - self._released[1] <= self.config.settle_ticks or self._unconfirmed == track.obj.id):
             return False  # just let go: the camera says where it came to rest
         return bool(ee[2, 3] < self.config.hand_clear_height
                     and np.linalg.norm(track.obj.position[:2] - ee[:2, 3]) < self.config.occlusion_radius)
@@ -238,8 +266,13 @@ class SceneTracker:
 
     def _view(self, failure: str | None) -> SceneView:
         lost = tuple(n for n, t in self.tracks.items() if t.unseen >= self.config.lost_after)
+        if self._unconfirmed is not None and self._released is not None \
+                and self.ticks - self._released[1] > self.config.confirm_ticks:
+            self._unconfirmed = None  # hidden for too long: taken as it lies (where the hand let go)
         return SceneView({n: copy.deepcopy(t.obj) for n, t in self.tracks.items()}, self.held, lost, failure,
-                         unseen={n: t.unseen for n, t in self.tracks.items() if t.unseen})
+                         unseen={n: t.unseen for n, t in self.tracks.items() if t.unseen},
+                         occluded=tuple(sorted(self._occluded & set(self.tracks))),
+                         unconfirmed=(self._unconfirmed,) if self._unconfirmed is not None else ())
 
 
 def _extents(obj: DetectedObject) -> np.ndarray:

@@ -68,6 +68,7 @@ class AgentConfig:
     pair_order: bool = True  # independent put-downs (a kit) in the demonstrations' order, largest y first
     relocate_every: int = 1  # ticks between locating a held part again during its put-down (0: once per step)
     min_plan_confidence: float = 0.9  # refuse a plan less sure than this of where a part goes (0: never)
+    look_lift: float = 0.08  # m: lift the open hand up to this to see a released part it hides (0: judge it unseen)
     actions_per_chunk: int | None = None  # actions run per predicted chunk (None: the checkpoint's count)
     images: str = "camera"  # what the model sees: "camera" frames, or "blank" (a constant frame: a control run)
 
@@ -87,6 +88,8 @@ class AgentConfig:
         if not 0.0 <= self.min_plan_confidence < 1.0:
             raise ConfigError(f"min_plan_confidence must be in [0, 1) (0: never refuse on confidence), got "
                               f"{self.min_plan_confidence}")
+        if not 0.0 <= self.look_lift <= 0.2:
+            raise ConfigError(f"look_lift must be in [0, 0.2] metres (0: off), got {self.look_lift}")
         if self.actions_per_chunk is not None and self.actions_per_chunk < 1:
             raise ConfigError(f"actions_per_chunk must be >= 1 (or none: the checkpoint's), got "
                               f"{self.actions_per_chunk}")
@@ -162,7 +165,7 @@ class AgentConfig:
 
 def _raw() -> AgentConfig:
     return AgentConfig(preset="raw", assists=(), pair_order=False, regrasp=RegraspConfig(max_regrasps=0),
-                       relocate_every=0)
+                       relocate_every=0, look_lift=0.0)
 
 
 PRESETS: dict[str, AgentConfig] = {

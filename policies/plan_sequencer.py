@@ -109,6 +109,26 @@ class PlanSequencer:
             return Event.RETRY
         return Event.NONE
 
+    def judge_now(self, observation: Observation) -> Event:
+        """The current put-down has just become judgeable: its released part, which the hand hid, has been seen
+        where it came to rest (`VLAAgent` moved the hand away to look). Its check decides at once: it holds ->
+        the next step (the model is not left acting in a finished put-down: measured, it went back down onto the
+        part and the next pick closed on it); it fails with the part lying released -> back to its pick; else
+        nothing (the usual `update` follows)."""
+        assert self.plan is not None
+        step, check = self.step, self.step_check
+        if check is None:
+            return Event.NONE
+        checked = bool(check(step))
+        if checked and self.index < len(self.plan.steps) - 1:
+            self.go_to(self.index + 1)
+            return Event.ADVANCED
+        if not checked and self.regrasp.should_regrasp(self.index, self.plan.steps, False,
+                                                       gripper_opening(observation), check, now=True):
+            self.go_to(self.index - 1)
+            return Event.REGRASP
+        return Event.NONE
+
     def go_to(self, index: int) -> None:
         """Make plan step `index` current with fresh done/check counters (a new visit)."""
         self.index = index

@@ -50,6 +50,7 @@ from .runtime import ChunkRuntime, RuntimeConfig
 HALT_AFTER = 30
 #: ticks in a row the last step's effect must hold, with the hand open, before the plan counts as done
 DONE_AFTER = 3
+LOOK_SPEED = 0.015  # m per tick: how fast the open hand rises to uncover a released part it hides
 
 Locate = Callable[[PlanStep], np.ndarray]  # a step -> float [14]: its first and last object (x y z yaw size_xyz)
 # (the agent appends the end-effector pose at that moment: the model's 21-number step_objects)
@@ -84,6 +85,9 @@ class VLAAgent:
         self.halted: str | None = None  # why the agent gave the episode up, or None
         self.finished = False  # the plan is done: the last step's effect holds with the hand open
         self._done_ticks = 0
+        self.look_ticks = 0  # ticks this episode the hand rose to see a released part it hid
+        self._look_from: float | None = None  # hand height when the current look began
+        self._looked = False  # the last tick was a look
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], config: AgentConfig | None = None, *,
@@ -133,7 +137,7 @@ class VLAAgent:
 
     def assist_counts(self) -> dict[str, int]:
         """What the rules around the model did this episode: regrasps, retries and each assist's counters."""
-        counts = {"regrasps": self.regrasps, "retries": self.retries}
+        counts = {"regrasps": self.regrasps, "retries": self.retries, "look_ticks": self.look_ticks}
         for assist in self.assists:
             counts.update(assist.counts())
         return counts
@@ -191,6 +195,8 @@ class VLAAgent:
 
     def _view_step_check(self, step: PlanStep) -> bool:
         assert self.view is not None
+        if any(a in self.view.unconfirmed for a in step.args):
+            return False  # let go where the hand still hides it: where it rests is not known yet
         return effect_holds(step, self.view.objects)
 
     def _view_locate(self, step: PlanStep) -> np.ndarray:
@@ -205,6 +211,7 @@ class VLAAgent:
         self._step_objects = None
         self._hold_ticks, self.holds, self.hold_reason, self.halted = 0, 0, None, None
         self.finished, self._done_ticks = False, 0
+        self.look_ticks, self._look_from, self._looked = 0, None, False
         self.runtime.reset()
 
     def close(self) -> None:
@@ -230,7 +237,20 @@ class VLAAgent:
         self._hold_ticks = 0
         if self.finished:
             return self._after_plan(observation)
-        event = self.sequencer.update(observation)
+        look = self._look(observation)
+        if look is not None:
+            self._looked = True
+            return look
+        event = Event.NONE
+        if self._looked:  # the camera has just seen the part the hand hid: judge its put-down now
+            self._looked = False
+            assert self.plan is not None
+            if self.plan_step == len(self.plan.steps) - 1 and self._view_step_check(self.sequencer.step):
+                self.finished = True  # the last part rests where it belongs: done, without the model acting again
+                return self._after_plan(observation)
+            event = self.sequencer.judge_now(observation)
+        if event is Event.NONE:
+            event = self.sequencer.update(observation)
         if event in (Event.ADVANCED, Event.REGRASP):  # no action of the old step may run in the new one
             self.runtime.flush()
         if event is not Event.NONE:
@@ -255,6 +275,39 @@ class VLAAgent:
         self.sequencer.end_tick()
         self._last_grip = float(action[6])
         self._check_finished(observation)
+        return action
+
+    def _look(self, observation: Observation) -> np.ndarray | None:
+        """While the current put-down's part lies released where the open hand hides it from the camera
+        (`SceneView.unconfirmed`), nothing about the step can be judged: the sequencer waits and the open hand
+        moves out of the camera's line of sight, at `LOOK_SPEED` per tick: straight up by `look_lift` (off the
+        part, so the fingers drag nothing), then horizontally away from the camera by up to `look_lift` (a hand
+        over a part still hides it from a camera that looks down at an angle: measured, 30 hidden pixels of a
+        kit part with the hand 8 cm above it), until the camera sees the part or the tracker gives up waiting
+        and takes it as it lies. None: no look now."""
+        assert self.view is not None
+        step = self.sequencer.step
+        lift = self.config.look_lift
+        if not lift or step.args[0] not in self.view.unconfirmed or step.skill == "pick" \
+                or gripper_opening(observation) <= EMPTY_OPEN:
+            self._look_from = None
+            return None
+        z = float(observation.ee_pose[2])
+        if self._look_from is None:
+            self._look_from = z
+            self.runtime.flush()
+        action = hold_action(0.0)
+        part = self.view.objects.get(step.args[0])
+        if z < self._look_from + lift:
+            action[2] = LOOK_SPEED
+        elif self.view.camera_xy is not None and part is not None:
+            away = np.asarray(part.position[:2], np.float64) - self.view.camera_xy
+            away /= max(float(np.linalg.norm(away)), 1e-9)
+            if float(np.dot(np.asarray(observation.ee_pose[:2], np.float64) - part.position[:2], away)) < lift:
+                action[:2] = away * LOOK_SPEED
+        self.look_ticks += 1
+        self.sequencer.end_tick()
+        self._last_grip = float(action[6])
         return action
 
     def _check_finished(self, observation: Observation) -> None:

@@ -78,3 +78,20 @@ def test_bad_config_is_refused() -> None:
         SequencerConfig(check_patience=0)
     with pytest.raises(ConfigError, match="sequencer.done_threshold"):
         SequencerConfig(done_threshold=1.0)
+
+
+def test_a_put_down_seen_after_a_look_is_judged_at_once() -> None:
+    """Once the camera has seen a released part the hand hid, its put-down is decided on that tick: advance
+    when it is placed, back to its pick when it lies short, and nothing when it is still lifted."""
+    plan = Plan("x", (PICK, PUT, PlanStep.parse("pick(green_block)", "pick")))
+    checks = {PICK.call: False, PUT.call: True}
+    seq = PlanSequencer(SequencerConfig(check_patience=1000), RegraspConfig(patience=50))
+    seq.start(plan, lambda s: checks.get(s.call, False))
+    seq.go_to(1)
+    assert seq.judge_now(observation(OPEN)) is Event.ADVANCED and seq.index == 2
+    seq.go_to(1)
+    checks[PUT.call] = False
+    assert seq.judge_now(observation(OPEN)) is Event.REGRASP and seq.index == 0 and seq.regrasps == 1
+    seq.go_to(1)
+    checks[PICK.call] = True  # still lifted: not a part lying short, so no regrasp
+    assert seq.judge_now(observation(OPEN)) is Event.NONE and seq.index == 1

@@ -229,3 +229,107 @@ def test_the_agent_cannot_import_the_simulator() -> None:
                      [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
             assert not any(n.startswith("keystone_vla.sim") for n in names), f"policies/{rel} imports {names}"
     assert not hasattr(VLAAgent, "bind"), "the agent must not offer a way to be handed a world"
+
+
+# ------------------------------------------------------------------------------------------------ the robot hides
+def test_something_over_a_block_hides_it_but_a_neighbour_does_not(world) -> None:
+    """A box floating 3 cm over a block (where the fingers are after a release) hides the block from the front
+    camera in the real depth frame; the other tracked objects never count as occluders of each other."""
+    from keystone_vla.perception.scene_source import occluded_by_robot
+
+    w, inst = world
+    source = make_scene_source("perception", w)
+    camera = next(iter(source.cameras.values()))
+    o = w.observation(cameras=("front",), depth=True)
+    tracked = list(source.observe(o).objects.values())
+    assert occluded_by_robot(tracked, o.depth["front"], camera) == set()
+    obj = w.objects[inst.targets["obj"]]
+    pos, _ = p.getBasePositionAndOrientation(obj.body, physicsClientId=w.client)
+    shape = p.createCollisionShape(p.GEOM_BOX, halfExtents=[0.03, 0.01, 0.02], physicsClientId=w.client)
+    visual = p.createVisualShape(p.GEOM_BOX, halfExtents=[0.03, 0.01, 0.02], physicsClientId=w.client)
+    hand = p.createMultiBody(0, shape, visual, [pos[0], pos[1], pos[2] + 0.07], physicsClientId=w.client)
+    try:
+        o = w.observation(cameras=("front",), depth=True)
+        hidden = occluded_by_robot(tracked, o.depth["front"], camera)
+        assert obj.name in hidden
+        assert len(hidden) < len([t for t in tracked if t.shape == "block"]) or len(tracked) == 1
+        # with the box far above the work band's objects and to the side, nothing is hidden
+        p.resetBasePositionAndOrientation(hand, [pos[0], pos[1] + 0.4, 0.6], [0, 0, 0, 1], physicsClientId=w.client)
+        o = w.observation(cameras=("front",), depth=True)
+        assert occluded_by_robot(tracked, o.depth["front"], camera) == set()
+    finally:
+        p.removeBody(hand, physicsClientId=w.client)
+
+
+def test_a_part_released_where_the_hand_hides_it_is_unconfirmed_until_seen() -> None:
+    tracker = SceneTracker(TrackerConfig(confirm_ticks=6))
+    bowl = DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.015), 0, (0.15, 0.15, 0.03))
+    tracker.update([block(), bowl], ee((0.5, 0.0, 0.3)), 1.0)
+    hand = ee((0.5, 0.0, 0.025))
+    for _ in range(3):
+        view = tracker.update([block(), bowl], hand, 0.5)
+    assert view.held == "red_block"
+    over = ee((0.5, 0.2, 0.12))
+    tracker.update([bowl], over, 0.5)  # carried over the bowl
+    # let go with the hand still over it: the camera's view of it is hidden, so the pose is where the hand let go
+    dropped = block(xy=(0.51, 0.2), z=0.035)
+    view = tracker.update([dropped, bowl], over, 1.0, occluded=["red_block"])
+    assert view.unconfirmed == ("red_block",) and view.occluded == ("red_block",)
+    assert view.objects["red_block"].position[2] == pytest.approx(0.115, abs=1e-6)
+    view = tracker.update([dropped, bowl], over, 1.0, occluded=["red_block"])
+    assert view.unconfirmed == ("red_block",) and not view.unseen  # hidden is not unseen
+    # the hand rises, the camera sees it: confirmed, at the pose the camera measured
+    view = tracker.update([dropped, bowl], ee((0.5, 0.2, 0.2)), 1.0)
+    assert view.unconfirmed == () and view.objects["red_block"].position[2] == pytest.approx(0.035)
+    # a part hidden for longer than confirm_ticks after its release is taken as it lies
+    tracker.reset()
+    tracker.update([block(), bowl], ee((0.5, 0.0, 0.3)), 1.0)
+    for _ in range(3):
+        tracker.update([block(), bowl], hand, 0.5)
+    for tick in range(8):
+        view = tracker.update([block(), bowl], hand, 1.0, occluded=["red_block"])
+        assert bool(view.unconfirmed) == (tick <= 6)
+
+
+class _Hidden:
+    """A scene source in which the put-down's part lies released and hidden by the hand for `hidden` ticks."""
+
+    name, privileged = "perception", False
+
+    def __init__(self, hidden: int) -> None:
+        self.hidden = hidden
+        self.objects = {"red_block": block(xy=(0.5, 0.2), z=0.035),
+                        "blue_bowl": DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.015), 0,
+                                                    (0.15, 0.15, 0.03))}
+
+    def reset(self) -> None:
+        pass
+
+    def observe(self, o: Observation):
+        from keystone_vla.perception.tracker import SceneView
+
+        self.hidden -= 1
+        return SceneView(dict(self.objects), unconfirmed=("red_block",) if self.hidden >= 0 else ())
+
+
+def test_the_agent_lifts_its_open_hand_to_see_a_part_it_hides_before_judging_the_step(tmp_path) -> None:
+    agent = VLAAgent.from_pretrained(tiny_checkpoint(tmp_path / "tiny", steps=2))
+    size = agent.image_size
+    o = Observation({"front": np.zeros((size, size, 3), np.uint8)}, np.array([0.0] * 7 + [1.0], np.float32),
+                    ee((0.5, 0.2, 0.1)))
+    agent.vla.plan = lambda *a, **k: Plan("x", (PlanStep.parse("pick(red_block)", "pick up the red block"),
+                                                PlanStep.parse("place_in(red_block, blue_bowl)", "put it in")))
+    scene = _Hidden(hidden=1000)
+    agent.begin("put the red block in the blue bowl", o, scene)
+    agent.sequencer.go_to(1)  # the put-down, the part let go (hand open)
+    actions = [agent.act(o) for _ in range(4)]
+    assert all(a[2] > 0 and np.all(a[[0, 1, 3, 4, 5]] == 0) and a[6] == 0 for a in actions)
+    assert agent.look_ticks == 4 and not agent.finished, "nothing is judged while the part is hidden"
+    # once the hand is `look_lift` above where the look began it stops rising and keeps waiting
+    high = Observation(o.images, o.state, ee((0.5, 0.2, 0.1 + agent.config.look_lift + 0.001)))
+    assert np.all(agent.act(high)[:6] == 0)
+    # seen: the step is judged again (the part is in the bowl: the plan finishes with the hand open)
+    scene.hidden = 0
+    for _ in range(5):
+        agent.act(high)
+    assert agent.finished and agent.look_ticks == 5

@@ -49,9 +49,10 @@ class RegraspRule:
         self._empty_ticks = 0
 
     def should_regrasp(self, index: int, steps: tuple[PlanStep, ...], checked: bool, opening: float,
-                       step_check: Callable[[PlanStep], bool] | None) -> bool:
+                       step_check: Callable[[PlanStep], bool] | None, now: bool = False) -> bool:
         """Whether step `index` (a put-down whose check gave `checked` this tick) should go back to its pick now;
-        counts the regrasp when it says yes."""
+        counts the regrasp when it says yes. `now`: the part's resting pose has just been seen (after the hand
+        moved away to look), so one tick is enough; there is nothing to wait for."""
         step = steps[index]
         pick = steps[index - 1] if index > 0 else None
         released = (not checked and step_check is not None and step.skill != "pick"
@@ -59,7 +60,7 @@ class RegraspRule:
                     and self._at.get(index, 0) < self.config.max_regrasps
                     and (opening > EMPTY_OPEN or opening < EMPTY_CLOSED) and not step_check(pick))
         self._empty_ticks = self._empty_ticks + 1 if released else 0
-        if self._empty_ticks < self.config.patience:
+        if self._empty_ticks < (1 if now else self.config.patience):
             return False
         self._at[index] = self._at.get(index, 0) + 1
         self.regrasps += 1
