@@ -24,12 +24,10 @@ PREROLL_S = 0.1
 
 
 def listen(recognizer: SpeechRecognizer, chunks: Iterable[np.ndarray], vad_mode: int = 2,
-           window: float = 0.3, preroll: float = PREROLL_S, scene: Iterable[str] | None = None) -> Iterator[Utterance]:
+           window: float = 0.3, preroll: float = PREROLL_S) -> Iterator[Utterance]:
     """Yield one `Utterance` per stretch of speech found in `chunks` (int16 mono at the recogniser's rate).
 
     `vad_mode` 0..3: higher rejects more non-speech; `window` (s) is how long speech or silence must last to switch.
-    `scene`: object ids the recogniser decodes against (see `SpeechRecognizer.recognize`). A "stop" the spotter
-    hears ends its segment at once (the operator does not wait for the end-of-speech window).
     """
     from pocketsphinx import Endpointer
 
@@ -49,12 +47,12 @@ def listen(recognizer: SpeechRecognizer, chunks: Iterable[np.ndarray], vad_mode:
                 history.append(frame)
             else:
                 if not was_in_speech or stream is None:
-                    stream = recognizer.stream(scene)
+                    stream = recognizer.stream()
                     for old in (history if preroll > 0 else ()):
                         stream.feed(old)
                     history.clear()
-                heard = stream.feed(np.frombuffer(speech, dtype=np.int16))
-                if heard is not None or not ep.in_speech:
+                stream.feed(np.frombuffer(speech, dtype=np.int16))
+                if not ep.in_speech:
                     yield stream.finish()
                     stream = None
     tail = np.concatenate([pending, np.zeros(frame_len - len(pending), dtype=np.int16)]) if len(pending) else None

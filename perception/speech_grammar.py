@@ -11,12 +11,7 @@ grammar restricted to what operators can say reaches WER ~0. The grammar is neve
   `{prep}` (on, in, into, onto); any other slot name (the simulator's ``{obj}``, ``{box}``, ``{a}``) means an object
   phrase or a bare colour. An object phrase is ``[qualifier] [colour] noun`` with nouns from
   `keystone_vla.vocab.OBJECT_SYNONYMS`;
-- control words ``stop``, ``cancel``, ``resume``, always present;
-- polite forms around every command (``please ...``, ``could you ...``, ``can you please ...``, ``... please``).
-
-`for_scene(object_ids)` gives the same grammar restricted to what a scene holds: only its colours, only nouns of its
-object kinds, and no template whose object slot no object of the scene can fill. Decoding against it is far more
-accurate than against every colour and object (the recogniser uses both and compares them, see `speech.py`).
+- control words ``stop``, ``cancel``, ``resume``, always present.
 
 Every word must be in the pronunciation dictionary (pocketsphinx's cmudict); `missing_words` finds the ones that are
 not, so the builder can fail with a message naming them. This module builds text only and must never open audio.
@@ -56,11 +51,7 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "put the {part} into the {slot}",
     "build a tower of {number} blocks",
     "stack {number} blocks",
-    "build a tower with {colour} {colour} and {colour}",
 )
-#: what operators put around a command; the parser ignores these words (`language.FUNCTION_WORDS`, 'you', 'could')
-POLITE_PREFIXES: tuple[str, ...] = ("please", "could you", "could you please", "can you", "can you please",
-                                    "would you", "would you please")
 
 
 @dataclass
@@ -75,11 +66,6 @@ class CommandGrammar:
     control: Sequence[str] = CONTROL_WORDS
     slot_groups: Mapping[str, Sequence[str]] = field(default_factory=lambda: {
         "movable": MOVABLE_KINDS, "part": (*SEEN_SHAPES, *UNSEEN_SHAPES)})
-
-    polite: bool = True
-    #: scene colours / object kinds the grammar is restricted to (None: all); see `for_scene`
-    scene_colours: frozenset[str] | None = None
-    scene_kinds: frozenset[str] | None = None
 
     #: caller's slot name -> slot it means, e.g. the sim's {"obj": "block|cylinder", "a": "colour"}; keeps the grammar
     #: small (an unknown slot admits any object phrase, which multiplies the search space)
@@ -103,31 +89,7 @@ class CommandGrammar:
         return cls(templates=(*DEFAULT_TEMPLATES, *(templates or ())), kinds=kinds,
                    slot_aliases=dict(slot_aliases or {}))
 
-    def for_scene(self, object_ids: Iterable[str]) -> CommandGrammar:
-        """This grammar restricted to a scene's objects (ids like ``red_block``, ``blue_bowl``, ``tee_slot``, ``hole``).
-
-        Colours are the scene's colours; object nouns are those of its kinds; templates with an object slot no scene
-        object fills are left out. Literal words of a template (``the peg into the hole``) stay as they are."""
-        colours, kinds = set(), set()
-        for oid in object_ids:
-            words = str(oid).lower().replace("-", "_").split("_")
-            colours.update(w for w in words if w in self.colours)
-            kinds.update(w for w in words if w in self.kinds or w == "slot")
-        return CommandGrammar(templates=self.templates, colours=self.colours, kinds=self.kinds,
-                              qualifiers=self.qualifiers, numbers=self.numbers, control=self.control,
-                              slot_groups=self.slot_groups, polite=self.polite, scene_colours=frozenset(colours),
-                              scene_kinds=frozenset(kinds))
-
     # -- JSGF ------------------------------------------------------------------------------------------------------
-    def _noun_kind(self, word: str) -> str | None:
-        return next((k for k, nouns in self.kinds.items() if word in nouns), None)
-
-    def _present(self, kinds: Sequence[str]) -> list[str]:
-        return [k for k in kinds if self.scene_kinds is None or k in self.scene_kinds]
-
-    def _colours(self) -> list[str]:
-        return [c for c in self.colours if self.scene_colours is None or c in self.scene_colours]
-
     def _np_rule(self, kinds: Sequence[str]) -> str:
         nouns: list[str] = []
         for kind in kinds:
@@ -140,7 +102,7 @@ class CommandGrammar:
                                   f"known kinds: {', '.join(sorted(self.kinds))}")
             nouns.extend(self.kinds[kind])
         alts = " | ".join(dict.fromkeys(nouns))
-        return f"[<qualifier>] [<colour>] ({alts})" if self._colours() else f"[<qualifier>] ({alts})"
+        return f"[<qualifier>] [<colour>] ({alts})"
 
     def _slot_kinds(self, name: str) -> list[str] | None:
         if name in ("colour", "number", "qualifier", "prep"):
@@ -157,61 +119,34 @@ class CommandGrammar:
         return []  # {object}, {obj}, {a}, ...: any object phrase, or a bare colour ('red at the bottom')
 
     def to_jsgf(self) -> str:
-        colours = self._colours()
         rules: dict[str, str] = {
+            "colour": " | ".join(self.colours),
             "qualifier": " | ".join(self.qualifiers),
             "number": " | ".join(self.numbers),
             "prep": " | ".join(PREPOSITIONS),
         }
-        if colours:
-            rules["colour"] = " | ".join(colours)
-        alternatives: list[str] = []
+        alternatives = list(self.control)
         for tmpl in self.templates:
-            out: list[str] | None = []
+            out = []
             for tok in tmpl.split():
                 m = _SLOT_RE.fullmatch(tok)
                 if not m:
-                    if self.scene_kinds is not None and self._noun_kind(tok) not in (None, *self.scene_kinds):
-                        out = None  # 'fit the peg into the socket' cannot be meant in a scene without a peg
-                        break
                     out.append(tok)
                     continue
                 name = m.group(1)
                 kinds = self._slot_kinds(name)
                 if kinds is None:
-                    if name == "colour" and not colours:
-                        out = None
-                        break
                     out.append(f"<{name}>")
                     continue
                 if not kinds:
-                    present = self._present(sorted(self.kinds))
                     rule = "np_any"
-                    if not present:
-                        out = None
-                        break
-                    nouns = "(" + " | ".join(dict.fromkeys(n for k in present for n in self.kinds[k])) + ")"
-                    rules.setdefault(rule, f"[<qualifier>] (<colour> [{nouns}] | {nouns})" if colours
-                                     else f"[<qualifier>] {nouns}")
+                    nouns = self._np_rule(sorted(self.kinds)).split("] ", 2)[2]
+                    rules.setdefault(rule, f"[<qualifier>] (<colour> [{nouns}] | {nouns})")
                 else:
-                    for k in kinds:  # an unknown kind is a template error even where the scene lacks it
-                        if k not in self.kinds and k != "slot":
-                            raise ConfigError(f"speech template slot names unknown object kind {k!r}; "
-                                              f"known kinds: {', '.join(sorted(self.kinds))}")
-                    present = self._present(sorted(kinds))
-                    if not present:
-                        out = None
-                        break
-                    rule = "np_" + "_".join(present)
-                    rules.setdefault(rule, self._np_rule(present))
+                    rule = "np_" + "_".join(sorted(kinds))
+                    rules.setdefault(rule, self._np_rule(sorted(kinds)))
                 out.append(f"<{rule}>")
-            if out is not None:
-                alternatives.append(" ".join(out))
-        if self.polite and alternatives:
-            rules["polite"] = " | ".join(POLITE_PREFIXES)
-            rules["task"] = "\n    | ".join(f"( {a} )" for a in dict.fromkeys(alternatives))
-            alternatives = ["[<polite>] <task> [please]"]
-        alternatives = [*self.control, *dict.fromkeys(alternatives)]
+            alternatives.append(" ".join(out))
         body = "\n".join(f"<{name}> = {alt};" for name, alt in rules.items())
         public = "\n    | ".join(f"( {a} )" for a in alternatives)
         return f"#JSGF V1.0;\ngrammar keystone;\npublic <command> = {public};\n{body}\n"

@@ -1,12 +1,9 @@
 """speech node: spoken commands -> `/keystone/instruction`; "stop" -> `/keystone/estop`.
 
 Watches `wav_dir` for new ``*.wav`` files (16 kHz mono int16; processed once each, in name order, polled at
-`poll_rate` Hz) and decodes them with the recogniser `keystone listen` builds (`keystone_vla.cli.listen.
-build_recognizer`: the same grammar, thresholds and accept / confirm / repeat decision). `scene` (comma-separated
-object ids) is the scene it decodes against. Accepted instructions are published as String; an accepted "stop" (also
-one said mid-sentence, which the stop spotter hears) publishes Bool(true) on the e-stop topic the safety node latches
-on; every utterance (also rejected ones and questions back, with `decision` and `question`) is published as JSON on
-`/keystone/speech`.
+`poll_rate` Hz) and decodes them with `keystone_vla.perception.speech.SpeechRecognizer` (pocketsphinx with the
+task grammar). Accepted instructions are published as String; an accepted "stop" publishes Bool(true) on the
+e-stop topic; every utterance (also rejected ones) is published as JSON on `/keystone/speech`.
 
 Releasing an e-stop is never done by voice: the reset must be a deliberate `/keystone/estop_reset`.
 Microphone capture is not wired here yet (use `keystone listen` for a microphone).
@@ -27,17 +24,16 @@ SPEECH = "/keystone/speech"
 
 class SpeechNode:
     def __init__(self, node: Node) -> None:
-        from keystone_vla.cli.listen import build_recognizer, parse_scene
+        from keystone_vla.perception.speech import SpeechRecognizer
 
         self.node = node
         wav_dir = node.declare_parameter("wav_dir", "")
         rate = float(node.declare_parameter("poll_rate", 2.0))
         threshold = float(node.declare_parameter("threshold", 0.6))
-        self.scene = parse_scene(str(node.declare_parameter("scene", "")))
         if not wav_dir or not Path(wav_dir).is_dir():
             raise ConfigError(f"speech node: wav_dir {wav_dir!r} is not a folder; pass --param wav_dir=/path/to/wavs")
         self.wav_dir = Path(wav_dir)
-        self.recognizer = build_recognizer(threshold)
+        self.recognizer = SpeechRecognizer(threshold=threshold)
         self.seen: set[str] = set()
         self.instruction_pub = node.create_publisher(m.String, topics.INSTRUCTION, DEFAULT_QOS)
         self.estop_pub = node.create_publisher(m.Bool, topics.ESTOP, DEFAULT_QOS)
@@ -53,7 +49,7 @@ class SpeechNode:
 
     def handle(self, path: Path) -> None:
         try:
-            utt = self.recognizer.recognize_wav(path, self.scene)
+            utt = self.recognizer.recognize_wav(path)
         except (ConfigError, OSError, EOFError) as exc:  # a bad file is reported, never fatal
             self.node.log.error(f"{path.name}: {exc}")
             return
@@ -63,4 +59,4 @@ class SpeechNode:
             self.instruction_pub.publish(m.String(utt.instruction))
         self.speech_pub.publish(m.String(json.dumps({"file": path.name, **utt.to_dict()})))
         self.node.log.info(f"{path.name}: {utt.transcript!r} conf {utt.confidence:.2f} -> "
-                           f"{utt.command if utt.accepted else utt.decision}")
+                           f"{utt.command if utt.accepted else 'rejected'}")

@@ -1,22 +1,19 @@
 """`keystone listen`: recognise a spoken command from a WAV file or the microphone, offline.
 
-    keystone listen --wav FILE [--scene red_block,blue_bowl,...] [--threshold 0.6] [--json]
-    keystone listen --mic [--scene ...] [--seconds N] [--device ID] [--json]
+    keystone listen --wav FILE [--threshold 0.6] [--json]
+    keystone listen --mic [--seconds N] [--device ID] [--json]
 
 The grammar is built from Keystone's vocabulary plus every simulator task template, so new task words are
 recognised without editing anything here. `--json` prints `transcript, confidence, accepted, instruction` (plus
-`command`, `decision` accept/confirm/repeat, `question`, `message`, `steps`, `latency_ms`) as one JSON object on the last stdout line; in microphone mode one JSON
+`command`, `message`, `steps`, `latency_ms`) as one JSON object on the last stdout line; in microphone mode one JSON
 line per utterance, and listening ends on an accepted "stop" or after `--seconds`. A rejected utterance
-("please repeat") or a question back ("did you say: ...?") is a successful run: exit 0, `accepted: false`.
-`--scene` names the objects the cell holds; the recogniser then decodes against them too and asks back rather than
-accept a colour or object it is not sure of (`perception/speech.py`). This module only parses arguments and prints.
+("please repeat") is a successful run: exit 0, `accepted: false`. This module only parses arguments and prints.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,8 +31,6 @@ def register(subparsers: Any) -> None:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--wav", type=Path, help="a WAV file (16-bit PCM; 16 kHz mono preferred)")
     src.add_argument("--mic", action="store_true", help="listen on the microphone (needs the 'mic' extra)")
-    p.add_argument("--scene", default=None,
-                   help="comma-separated object ids the scene holds (e.g. red_block,blue_block,green_bowl)")
     p.add_argument("--threshold", type=float, default=0.6, help="minimum confidence to accept (default 0.6)")
     p.add_argument("--seconds", type=float, default=None, help="microphone mode: stop listening after N seconds")
     p.add_argument("--device", default=None, help="microphone mode: input device index or name")
@@ -43,59 +38,34 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-#: per task, slots that mean something else there than in `sim.tasks.SPEECH_SLOTS` (stack's {a}/{b} are blocks,
-#: the tower's {a}/{b}/{c} bare colours)
-TASK_SLOTS: dict[str, dict[str, str]] = {"stack": {"a": "block", "b": "block"}}
-
-
-def task_templates() -> list[str]:
-    """Every simulator task template with its slots named as the speech grammar reads them ({obj} -> {block|cylinder})."""
-    from keystone_vla.sim.tasks import SPEECH_SLOTS, TASKS
-
-    out = []
-    for name, task in TASKS.items():
-        slots = {**SPEECH_SLOTS, **TASK_SLOTS.get(name, {})}
-        for t in task.templates:
-            out.append(re.sub(r"\{([a-z_]+)\}", lambda m, s=slots: "{" + s.get(m.group(1), m.group(1)) + "}", t.text))
-    return out
-
-
-def build_recognizer(threshold: float = 0.6) -> Any:
-    """The offline recogniser with every simulator task template in its grammar (`keystone listen` and the ROS
-    speech node both use this one, so they decide alike)."""
+def build_recognizer(threshold: float) -> Any:
+    """The offline recogniser with the simulator's task templates in its grammar."""
     from keystone_vla.perception.speech import SpeechRecognizer
+    from keystone_vla.sim.tasks import SPEECH_SLOTS, all_templates
 
-    return SpeechRecognizer.for_templates(task_templates(), {}, threshold)
-
-
-def parse_scene(text: str | None) -> list[str] | None:
-    """'red_block, blue_bowl' -> ['red_block', 'blue_bowl']; None or '' -> None (scene unknown)."""
-    names = [t.strip() for t in (text or "").split(",") if t.strip()]
-    return names or None
+    return SpeechRecognizer.for_templates(all_templates(), SPEECH_SLOTS, threshold)
 
 
 def _summary(utt: Any) -> dict[str, Any]:
     d = utt.to_dict()
-    keys = ("transcript", "confidence", "accepted", "instruction", "command", "decision", "question", "message",
-            "steps", "latency_ms")
+    keys = ("transcript", "confidence", "accepted", "instruction", "command", "message", "steps", "latency_ms")
     return {k: d[k] for k in keys}
 
 
 def run(args: argparse.Namespace) -> int:
     recognizer = build_recognizer(args.threshold)
-    scene = parse_scene(args.scene)
     if args.wav is not None:
-        utt = recognizer.recognize_wav(args.wav, scene)
+        utt = recognizer.recognize_wav(args.wav)
         emit_summary(_summary(utt), args.json, title=f"heard: {utt.transcript!r}" + (
-            "" if utt.accepted else f" -> {utt.message}"))
+            "" if utt.accepted else " -> please repeat"))
         return 0
     from keystone_vla.perception.microphone import listen, microphone_frames
 
     device = int(args.device) if args.device is not None and str(args.device).isdigit() else args.device
     print("listening (say 'stop' or press Ctrl-C to end)...", file=sys.stderr)
-    for utt in listen(recognizer, microphone_frames(seconds=args.seconds, device=device), scene=scene):
+    for utt in listen(recognizer, microphone_frames(seconds=args.seconds, device=device)):
         summary = _summary(utt)
-        state = utt.command if utt.accepted else utt.message
+        state = utt.command if utt.accepted else "please repeat"
         print(f"heard: {utt.transcript!r} ({utt.confidence:.2f}) -> {state}", file=sys.stderr)
         if args.json:
             print(json.dumps(summary), flush=True)
