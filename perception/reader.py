@@ -159,7 +159,8 @@ CONTENT_WORDS: tuple[str, ...] = tuple(sorted(
 @dataclass(frozen=True)
 class Refusal:
     """Why an instruction will not be executed. `kind`: empty, too_long, gibberish, negation, unsafe,
-    unsupported_action, no_object, unknown_object, ambiguous, unreachable, contradictory, invalid_plan."""
+    unsupported_action, no_object, unknown_object (the scene lacks it), unknown_word (a noun no scene can hold),
+    ambiguous, unreachable, contradictory, invalid_plan."""
 
     reason: str
     kind: str
@@ -614,7 +615,7 @@ class _Reader:
                     nxt in NOUNS or nxt in _PLURALS or nxt in COLOUR_WORDS or nxt in self.norm.unknown):
                 seen = ", ".join(_label(o) for o in self.objects)
                 raise _Refuse(Refusal(f"I do not know what {'a' if toks[i - 1] != 'an' else 'an'} {t!r} is; I see: "
-                                      f"{seen}", "unknown_object", t))
+                                      f"{seen}", "unknown_word", t))
         shapes_here = {o.shape for o in self.objects if o.shape in SHAPES}
         has_slots = any(o.shape == "slot" for o in self.objects)
         named_blocks = {m.colour for m in self.mentions if m.colour and (m.kinds is None or m.kinds == ("block",))}
@@ -830,7 +831,7 @@ class _Reader:
                 unknown = [t for t in toks[c["start"]:target_m.start] if t in self.norm.unknown]
                 if unknown and held is None:
                     seen = ", ".join(_label(o) for o in self.objects)
-                    raise _Refuse(Refusal(f"I do not know what {unknown[-1]!r} is; I see: {seen}", "unknown_object",
+                    raise _Refuse(Refusal(f"I do not know what {unknown[-1]!r} is; I see: {seen}", "unknown_word",
                                           unknown[-1]))
                 if held is None and last is None:
                     movable = [o for o in self.objects if o.shape in MOVABLE_KINDS]

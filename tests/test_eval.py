@@ -224,7 +224,7 @@ def test_results_record_the_agent_and_the_actions_per_chunk_that_ran(oracle_repo
     assert raw["agent"]["preset"] == "raw" and raw["agent"]["assists"] == []
     with pytest.raises(ConfigError, match="not a VLA agent"):
         evaluate(EvalConfig(policy="oracle", tasks=("stack",), episodes=1, agent=get_agent_config("raw")))
-    assert raw["episodes_detail"][0]["assists"] == {"regrasps": 0, "retries": 0}
+    assert raw["episodes_detail"][0]["assists"] == {"regrasps": 0, "retries": 0, "look_ticks": 0}
 
 
 def test_success_rates_carry_95_percent_wilson_intervals(oracle_report) -> None:

@@ -94,7 +94,7 @@ def test_unknown_words_are_read_past_but_unknown_objects_are_refused() -> None:
     g = ground_instruction("could you kindly move the red block into the green bowl", SCENE, PANDA)
     assert g.calls() == ["pick(red_block)", "place_in(red_block, green_bowl)"]
     r = ground_instruction("put the banana on the red block", SCENE, PANDA)
-    assert isinstance(r, Refusal) and r.kind == "unknown_object" and "banana" in r.reason
+    assert isinstance(r, Refusal) and r.kind == "unknown_word" and "banana" in r.reason
 
 
 def test_control_words_and_task_level_instructions() -> None:

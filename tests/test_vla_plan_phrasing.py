@@ -81,9 +81,9 @@ class RecordingEncoder:
 def test_collator_applies_relation_phrasing_to_stacking_plans_only():
     from test_vla_plan_adapter import _examples
 
+    from keystone_vla.text_encoder import MiniLMEncoder
     from keystone_vla.vla.configuration import get_preset
     from keystone_vla.vla.plan_adapter import PlanAdapterCollator
-    from keystone_vla.text_encoder import MiniLMEncoder
     from keystone_vla.vla.tokenizer import WordTokenizer
 
     examples = _examples()

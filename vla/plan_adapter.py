@@ -387,9 +387,9 @@ def add_plan_adapter(init_from: str, store_path: str, out: str, steps: int = 150
     """Copy the checkpoint `init_from` to `out` with a plan adapter fitted on the plan examples of `store_path`
     (every other weight unchanged, so action results measured on `init_from` still hold; plans change).
     Returns the fit's summary, also stored under ``plan_adapter`` in out's train_info.json."""
+    from keystone_vla.text_encoder import MiniLMEncoder
     from keystone_vla.vla.checkpoint import load_pretrained, save_pretrained, transfer_weights
     from keystone_vla.vla.data import plan_examples_from_store
-    from keystone_vla.text_encoder import MiniLMEncoder
     from keystone_vla.vocab import COLOURS, SEEN_SHAPES, UNSEEN_SHAPES
 
     t0 = time.perf_counter()
