@@ -100,15 +100,13 @@ class CameraScene:
     def observe(self, observation: Observation) -> SceneView:
         detections, failure = self.detect(observation)
         self.last_detections = detections
+        name, camera = self._frame_camera(observation)
         occluded: set[str] = set()
-        if failure is None and self.tracker.tracks:
-            name, camera = self._frame_camera(observation)
-            if name is not None:
-                occluded = occluded_by_robot([t.obj for t in self.tracker.tracks.values()],
-                                             observation.depth[name], camera)
+        if failure is None and self.tracker.tracks and camera is not None:
+            occluded = occluded_by_robot([t.obj for t in self.tracker.tracks.values()], observation.depth[name],
+                                         camera)
         view = self.tracker.update(detections, observation.ee_pose, gripper_opening(observation), failure,
                                    occluded=occluded)
-        name, camera = self._frame_camera(observation)
         if camera is not None:
             view.camera_xy = camera.camera_to_world[:2, 3].copy()
         if view.held is not None and failure is None:
@@ -152,9 +150,9 @@ class CameraScene:
         return None
 
 
-def _box_corners(obj: DetectedObject, pad: float = 0.0) -> np.ndarray:
-    """An upright object's box corners float [8, 3] (position, yaw, size), grown by `pad` on every side."""
-    hx, hy, hz = (np.asarray(obj.size, np.float64) / 2 + pad).tolist()
+def _box_corners(obj: DetectedObject) -> np.ndarray:
+    """An upright object's box corners float [8, 3] (position, yaw, size)."""
+    hx, hy, hz = (np.asarray(obj.size, np.float64) / 2).tolist()
     c, s = np.cos(obj.yaw), np.sin(obj.yaw)
     local = np.array([[x, y, z] for x in (-hx, hx) for y in (-hy, hy) for z in (-hz, hz)])
     rot = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
@@ -183,6 +181,9 @@ def occluded_by_robot(objects: Sequence[DetectedObject], depth: np.ndarray, came
     depth = np.asarray(depth, np.float64)
     if depth.shape != (camera.height, camera.width):
         return set()
+    points, valid = camera.depth_to_points(depth)
+    world = np.full((*depth.shape, 3), np.nan)  # each pixel's surface point in the base frame (nan: background)
+    world[valid] = points
     movable = [o for o in objects if o.shape in MOVABLE_KINDS and o.size is not None]
     out: set[str] = set()
     for obj in movable:
@@ -196,16 +197,10 @@ def occluded_by_robot(objects: Sequence[DetectedObject], depth: np.ndarray, came
         rows, cols = np.nonzero(mask)
         if rows.size == 0:
             continue
-        z = depth[rows, cols]
-        front = np.isfinite(z) & (z > 0) & (z < cam[:, 2].min() - OCCLUDER_GAP)
+        front = valid[rows, cols] & (depth[rows, cols] < cam[:, 2].min() - OCCLUDER_GAP)
         if front.sum() < OCCLUDER_PIXELS:
             continue
-        rows, cols, z = rows[front], cols[front], z[front]
-        u, v = cols + camera.pixel_offset[0], rows + camera.pixel_offset[1]
-        fx, fy, cx, cy = camera.K[0, 0], camera.K[1, 1], camera.K[0, 2], camera.K[1, 2]
-        pts_cam = np.stack([(u - cx) * z / fx, (v - cy) * z / fy, z], axis=1)
-        c2w = camera.camera_to_world
-        pts = pts_cam @ c2w[:3, :3].T + c2w[:3, 3]
+        pts = world[rows[front], cols[front]]
         top = float(obj.position[2]) + float(obj.size[2]) / 2
         keep = pts[:, 2] > top - OCCLUDER_GAP
         for other in objects:

@@ -145,6 +145,9 @@ class SceneTracker:
         robot hides in this frame. See module docstring."""
         self.ticks += 1
         self._occluded = frozenset(occluded)
+        if self._unconfirmed is not None and self._released is not None \
+                and self.ticks - self._released[1] > self.config.confirm_ticks:
+            self._unconfirmed = None  # hidden for too long: taken as it lies (where the hand let go)
         ee = pose_matrix(ee_pose)
         if detections is None and failure is None:
             failure = "no camera frame this tick"
@@ -266,9 +269,6 @@ class SceneTracker:
 
     def _view(self, failure: str | None) -> SceneView:
         lost = tuple(n for n, t in self.tracks.items() if t.unseen >= self.config.lost_after)
-        if self._unconfirmed is not None and self._released is not None \
-                and self.ticks - self._released[1] > self.config.confirm_ticks:
-            self._unconfirmed = None  # hidden for too long: taken as it lies (where the hand let go)
         return SceneView({n: copy.deepcopy(t.obj) for n, t in self.tracks.items()}, self.held, lost, failure,
                          unseen={n: t.unseen for n, t in self.tracks.items() if t.unseen},
                          occluded=tuple(sorted(self._occluded & set(self.tracks))),

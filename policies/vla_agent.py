@@ -86,8 +86,7 @@ class VLAAgent:
         self.finished = False  # the plan is done: the last step's effect holds with the hand open
         self._done_ticks = 0
         self.look_ticks = 0  # ticks this episode the hand rose to see a released part it hid
-        self._look_from: float | None = None  # hand height when the current look began
-        self._looked = False  # the last tick was a look
+        self._look_from: float | None = None  # hand height when the current look began (None: not looking)
 
     @classmethod
     def from_pretrained(cls, folder: str | os.PathLike[str], config: AgentConfig | None = None, *,
@@ -211,7 +210,7 @@ class VLAAgent:
         self._step_objects = None
         self._hold_ticks, self.holds, self.hold_reason, self.halted = 0, 0, None, None
         self.finished, self._done_ticks = False, 0
-        self.look_ticks, self._look_from, self._looked = 0, None, False
+        self.look_ticks, self._look_from = 0, None
         self.runtime.reset()
 
     def close(self) -> None:
@@ -237,15 +236,15 @@ class VLAAgent:
         self._hold_ticks = 0
         if self.finished:
             return self._after_plan(observation)
+        looking = self._look_from is not None  # the last tick was a look
         look = self._look(observation)
         if look is not None:
-            self._looked = True
             return look
         event = Event.NONE
-        if self._looked:  # the camera has just seen the part the hand hid: judge its put-down now
-            self._looked = False
+        if looking:  # the camera has just seen the part the hand hid: judge its put-down now
             assert self.plan is not None
-            if self.plan_step == len(self.plan.steps) - 1 and self._view_step_check(self.sequencer.step):
+            check = self.sequencer.step_check
+            if self.plan_step == len(self.plan.steps) - 1 and check is not None and check(self.sequencer.step):
                 self.finished = True  # the last part rests where it belongs: done, without the model acting again
                 return self._after_plan(observation)
             event = self.sequencer.judge_now(observation)

@@ -201,13 +201,20 @@ class _Flaky:
         return self.tracker.update(objects if self.good >= 0 else None, o.ee_pose, float(o.state[-1]))
 
 
-def test_agent_holds_the_arm_when_the_scene_fails_and_gives_up_after_a_while(tmp_path) -> None:
+def _bowl_agent(tmp_path, opening: float, hand) -> tuple[VLAAgent, Observation]:
+    """A tiny-checkpoint agent whose plan is 'pick the red block, put it in the blue bowl', and an observation
+    with the gripper `opening` and the hand at `hand` (xyz)."""
     agent = VLAAgent.from_pretrained(tiny_checkpoint(tmp_path / "tiny", steps=2))
     size = agent.image_size
-    o = Observation({"front": np.zeros((size, size, 3), np.uint8)}, np.array([0.0] * 7 + [0.5], np.float32),
-                    ee((0.5, 0.0, 0.06)))
+    o = Observation({"front": np.zeros((size, size, 3), np.uint8)}, np.array([0.0] * 7 + [opening], np.float32),
+                    ee(hand))
     agent.vla.plan = lambda *a, **k: Plan("x", (PlanStep.parse("pick(red_block)", "pick up the red block"),
                                                 PlanStep.parse("place_in(red_block, blue_bowl)", "put it in")))
+    return agent, o
+
+
+def test_agent_holds_the_arm_when_the_scene_fails_and_gives_up_after_a_while(tmp_path) -> None:
+    agent, o = _bowl_agent(tmp_path, 0.5, (0.5, 0.0, 0.06))
     agent.begin("put the red block in the blue bowl", o, _Flaky(good=3))
     moving = [agent.act(o) for _ in range(2)]
     assert agent.holds == 0 and any(np.abs(a[:6]).sum() > 0 for a in moving)
@@ -313,12 +320,7 @@ class _Hidden:
 
 
 def test_the_agent_lifts_its_open_hand_to_see_a_part_it_hides_before_judging_the_step(tmp_path) -> None:
-    agent = VLAAgent.from_pretrained(tiny_checkpoint(tmp_path / "tiny", steps=2))
-    size = agent.image_size
-    o = Observation({"front": np.zeros((size, size, 3), np.uint8)}, np.array([0.0] * 7 + [1.0], np.float32),
-                    ee((0.5, 0.2, 0.1)))
-    agent.vla.plan = lambda *a, **k: Plan("x", (PlanStep.parse("pick(red_block)", "pick up the red block"),
-                                                PlanStep.parse("place_in(red_block, blue_bowl)", "put it in")))
+    agent, o = _bowl_agent(tmp_path, 1.0, (0.5, 0.2, 0.1))
     scene = _Hidden(hidden=1000)
     agent.begin("put the red block in the blue bowl", o, scene)
     agent.sequencer.go_to(1)  # the put-down, the part let go (hand open)
