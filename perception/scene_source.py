@@ -38,6 +38,8 @@ SCENE_SOURCES = ("perception", "privileged")
 WORK_BAND_TOP = 0.2
 TALLEST_OBJECT = 0.15  # a three-block tower is 12 cm, the peg 8 cm
 HELD_MIN_POINTS = 8  # pixels of a held part's colour needed to measure its height
+HELD_SLIP = 0.01  # metres a held part may sit off where its grasp put it (points this far above its top count)
+HELD_SIDE_SPAN = 0.5  # a held part's visible points spanning this share of its height show a side face
 #: an object is hidden by the robot when at least this many pixels inside its image outline are something that is
 #: nearer the camera than the object's nearest corner by `OCCLUDER_GAP`, higher than its top face minus
 #: `OCCLUDER_GAP`, and inside no other tracked object's box (so: the hand or the arm, never a neighbour)
@@ -123,11 +125,18 @@ class CameraScene:
         return None, None
 
     def held_height(self, observation: Observation, part: DetectedObject) -> float | None:
-        """The held part's centre height from the camera: the lowest points of its colour under the hand (its
-        bottom edge, which nothing hides from a camera in front of the cell) plus half its height; None when
-        fewer than `HELD_MIN_POINTS` are visible or the part has no colour. A part slips down in the fingers as
-        it is lifted (measured: ~8 mm on a 4 cm block), so the grasp offset alone places it too high and a
-        put-down then presses on into its target."""
+        """The held part's centre height from the camera, from the points of its colour under the hand; None
+        when fewer than `HELD_MIN_POINTS` are visible or the part has no colour. A part slips down in the fingers
+        as it is lifted (measured: ~8 mm on a 4 cm block), so the grasp offset alone places it too high and a
+        put-down then presses on into its target.
+
+        When the points span at least `HELD_SIDE_SPAN` of the part's height the camera sees a side face, and its
+        lowest points are the part's bottom edge: centre = lowest + half the height. Otherwise it sees one face
+        only, edge-on flat (a low part such as the 2.5 cm kit tee or ell, whose sides the fingers hide): that
+        face is its top or its bottom, whichever places the centre nearer where the grasp put it (slip is a few
+        millimetres, the two readings are a full height apart). Reading a flat top face as the bottom edge put a
+        held ell 2.5 cm too high; it then never counted as set down and was pushed into its pocket until the
+        fingers jammed."""
         from .scene_graph import classify_colours
 
         if part.colour is None:
@@ -139,14 +148,20 @@ class CameraScene:
             pts, mask = camera.depth_to_points(depth)
             radius = max(part.size[0], part.size[1]) / 2 + 0.005
             near = (np.linalg.norm(pts[:, :2] - part.position[:2], axis=1) < radius) & (pts[:, 2] > 0.003) & \
-                (pts[:, 2] < part.position[2] + part.size[2] / 2)
+                (pts[:, 2] < part.position[2] + part.size[2] / 2 + HELD_SLIP)
             if near.sum() < HELD_MIN_POINTS:
                 return None
             labels, names = classify_colours(np.asarray(rgb)[mask][near])
             z = pts[near, 2][labels == names.index(part.colour)] if part.colour in names else np.empty(0)
             if z.size < HELD_MIN_POINTS:
                 return None
-            return float(np.percentile(z, 2)) + part.size[2] / 2
+            low, high = (float(v) for v in np.percentile(z, [2, 98]))
+            half = part.size[2] / 2
+            if high - low >= HELD_SIDE_SPAN * part.size[2]:
+                return low + half
+            as_bottom, as_top = low + half, high - half
+            now = float(part.position[2])
+            return as_bottom if abs(as_bottom - now) <= abs(as_top - now) else as_top
         return None
 
 

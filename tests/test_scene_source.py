@@ -298,6 +298,53 @@ def test_a_part_released_where_the_hand_hides_it_is_unconfirmed_until_seen() -> 
         assert bool(view.unconfirmed) == (tick <= 6)
 
 
+def _held_frame(faces: list[float], xy=(0.5, 0.0)) -> tuple[Observation, dict]:
+    """A top-down camera 1 m over `xy` and an orange patch seen at the heights in `faces` (one band of pixel rows
+    each), on a far background: what the camera sees of a held part whose sides the fingers hide (one face) or
+    whose side face it sees (faces a part's height apart)."""
+    from keystone_vla.perception.cameras import PinholeCamera
+
+    size, f, cam_z = 64, 640.0, 1.0
+    world_to_camera = np.eye(4)
+    world_to_camera[:3, :3] = np.diag([1.0, -1.0, -1.0])  # looking straight down, image x along world x
+    world_to_camera[:3, 3] = -world_to_camera[:3, :3] @ np.array([xy[0], xy[1], cam_z])
+    camera = PinholeCamera(size, size, np.array([[f, 0, size / 2], [0, f, size / 2], [0, 0, 1.0]]), world_to_camera,
+                           far=5.0)
+    depth = np.full((size, size), 10.0, np.float32)  # beyond `far`: background
+    rgb = np.full((size, size, 3), 128, np.uint8)
+    rows = np.array_split(np.arange(size // 2 - 8, size // 2 + 8), len(faces))
+    for band, z in zip(rows, faces):
+        depth[band[0]:band[-1] + 1, size // 2 - 8:size // 2 + 8] = cam_z - z
+        rgb[band[0]:band[-1] + 1, size // 2 - 8:size // 2 + 8] = (255, 128, 0)
+    o = Observation({"top": rgb}, np.zeros(8, np.float32), ee((*xy, 0.3)), depth={"top": depth})
+    return o, {"top": camera}
+
+
+def test_a_held_part_seen_by_one_face_is_placed_by_whichever_face_fits_the_grasp() -> None:
+    """A flat kit part's visible points all lie in one face: read as its bottom edge when it is its top face, the
+    part is placed a full height too high (measured: 2.5 cm on the kit ell, which then jammed in its pocket)."""
+    from keystone_vla.perception.scene_source import CameraScene
+
+    h = 0.025
+    def part(z: float) -> DetectedObject:
+        return DetectedObject("orange_ell", "orange", "ell", (0.5, 0.0, z), 0.0, (0.085, 0.06, h))
+
+    top, bottom = 0.2125, 0.1875  # the true part: centre 0.2
+    o, cameras = _held_frame([top])
+    scene = CameraScene(cameras)
+    # the grasp puts it 4 mm off: the only face seen is its top, so the centre is half a height below it
+    assert scene.held_height(o, part(0.204)) == pytest.approx(0.2, abs=1e-3)
+    assert scene.held_height(o, part(0.196)) == pytest.approx(0.2, abs=1e-3)
+    o, cameras = _held_frame([bottom])
+    assert CameraScene(cameras).held_height(o, part(0.204)) == pytest.approx(0.2, abs=1e-3)
+    # a side face (points spanning the part's height) gives its bottom edge whatever the grasp says
+    o, cameras = _held_frame([top, 0.2, bottom])
+    assert CameraScene(cameras).held_height(o, part(0.23)) == pytest.approx(0.2, abs=1e-3)
+    # fewer visible points than HELD_MIN_POINTS, or no colour: no measurement
+    assert CameraScene(cameras).held_height(o, DetectedObject("x", None, "ell", (0.5, 0, 0.2), 0, (0.085, 0.06, h))) \
+        is None
+
+
 class _Hidden:
     """A scene source in which the put-down's part lies released and hidden by the hand for `hidden` ticks."""
 
