@@ -6,13 +6,15 @@ import os
 import subprocess
 import sys
 
+from conftest import ros_domain
+
 from keystone_vla.ros_nodes.transport import loopback_env
 
 CLI = "import sys; from keystone_vla.cli import main; sys.exit(main(sys.argv[1:]))"
 
 
 def run(*args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    env = {**os.environ, **loopback_env(domain_id=20 + os.getpid() % 20), "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, **loopback_env(domain_id=ros_domain("cli")), "OMP_NUM_THREADS": "1"}
     return subprocess.run([sys.executable, "-c", CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
 
 

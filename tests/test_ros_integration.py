@@ -10,11 +10,11 @@ within two watchdog periods, measured from the joint states.
 
 from __future__ import annotations
 
-import os
 import time
 
 import numpy as np
 import pytest
+from conftest import ros_domain
 
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
@@ -70,7 +70,7 @@ def second_instruction(truth: dict) -> str:
 def test_graph_perceives_completes_estop_and_policy_kill(tmp_path):
     graph = SimGraph(overrides={"sim_bridge": {"camera_rate": 10.0, "task": "pick_place", "seed": 3},
                                 "safety": {"watchdog_period": WATCHDOG}},
-                     domain_id=150 + os.getpid() % 50, log_dir=tmp_path)
+                     domain_id=ros_domain("integration"), log_dir=tmp_path)
     t0 = time.monotonic()
     with graph:
         graph.wait_ready(timeout=120)

@@ -4,20 +4,20 @@ policy node's grounding, holds and run ends on hand-made scene graphs (the perce
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
 import pytest
+from conftest import dds_domain_fixture
 
 from keystone_vla.errors import ConfigError
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.runner import build_node, load_params_file, parse_overrides
 from keystone_vla.ros_nodes.trajectory_exec import TrajectoryInterpolator
-from keystone_vla.ros_nodes.transport import choose_backend, dds_topic_name, loopback_env
+from keystone_vla.ros_nodes.transport import choose_backend, dds_topic_name
 
-os.environ.update(loopback_env(domain_id=50 + os.getpid() % 50))
+_dds_domain = dds_domain_fixture("nodes_misc")
 
 
 def test_interpolator_is_linear_in_time_and_holds_the_end():

@@ -3,19 +3,18 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
 import pytest
+from conftest import dds_domain_fixture
 
 from keystone_vla.errors import ConfigError
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes.graph import CONFIG_DIR
 from keystone_vla.ros_nodes.runner import build_node, load_params_file
-from keystone_vla.ros_nodes.transport import loopback_env
 
-os.environ.update(loopback_env(domain_id=100 + os.getpid() % 50))
+_dds_domain = dds_domain_fixture("perception_node")
 
 
 @pytest.fixture(scope="module")

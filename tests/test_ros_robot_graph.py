@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import ros_domain
 
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.graph import CONFIG_DIR, SimGraph
@@ -28,7 +29,7 @@ ROBOT_NODES = ("perception", "safety", "policy", "speech")
 def test_robot_graph_completes_an_instruction_through_the_action(tmp_path):
     truth_file = tmp_path / "truth.json"
     camera_pose = load_params_file(str(CONFIG_DIR / "sim.yaml"), "perception")["camera_pose"]  # "calibration"
-    graph = SimGraph(params_file=CONFIG_DIR / "robot.yaml", domain_id=120 + os.getpid() % 20, log_dir=tmp_path,
+    graph = SimGraph(params_file=CONFIG_DIR / "robot.yaml", domain_id=ros_domain("robot_graph"), log_dir=tmp_path,
                      overrides={"sim_bridge": {"task": "pick_place", "seed": 3, "publish_truth": False,
                                                "truth_file": str(truth_file)},
                                 "perception": {"camera_pose": camera_pose},
@@ -75,7 +76,7 @@ def test_no_robot_graph_node_imports_the_simulator(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KEYSTONE_ROS_BACKEND": "dds"}
     from keystone_vla.ros_nodes.transport import loopback_env
 
-    env.update(loopback_env(domain_id=140 + os.getpid() % 10))
+    env.update(loopback_env(domain_id=ros_domain("robot_graph_launch")))
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     loaded = json.loads(proc.stdout.strip().splitlines()[-1])

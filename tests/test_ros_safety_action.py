@@ -5,11 +5,11 @@ and latch. Nodes are spun alternately from the test thread; times are measured o
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
 import pytest
+from conftest import dds_domain_fixture
 
 from keystone_vla.robots import PANDA
 from keystone_vla.ros_nodes import interfaces as itf
@@ -18,9 +18,9 @@ from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import make_trajectory
 from keystone_vla.ros_nodes.dds_backend import DdsNode
 from keystone_vla.ros_nodes.runner import build_node
-from keystone_vla.ros_nodes.transport import LATCHED_QOS, SENSOR_QOS, loopback_env
+from keystone_vla.ros_nodes.transport import LATCHED_QOS, SENSOR_QOS
 
-os.environ.update(loopback_env(domain_id=200 + os.getpid() % 30))
+_dds_domain = dds_domain_fixture("safety_action")
 HOME = np.array(PANDA.home)
 NAMES = list(PANDA.joint_names)
 FINGERS = list(PANDA.gripper.joint_names)

@@ -7,11 +7,11 @@ topic receives is exactly what the safety node decided.
 from __future__ import annotations
 
 import json
-import os
 import time
 
 import numpy as np
 import pytest
+from conftest import dds_domain_fixture
 
 from keystone_vla.robots import PANDA
 from keystone_vla.ros_nodes import msgs as m
@@ -19,9 +19,9 @@ from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import make_trajectory
 from keystone_vla.ros_nodes.dds_backend import DdsNode
 from keystone_vla.ros_nodes.runner import build_node
-from keystone_vla.ros_nodes.transport import SENSOR_QOS, loopback_env
+from keystone_vla.ros_nodes.transport import SENSOR_QOS
 
-os.environ.update(loopback_env(domain_id=100 + os.getpid() % 100))
+_dds_domain = dds_domain_fixture("safety_node")
 HOME = np.array(PANDA.home)
 NAMES = list(PANDA.joint_names)
 
