@@ -24,8 +24,9 @@ developed); it is checked only against that documentation. The DDS backend, whic
 Cyclone DDS, speaks the same wire protocol (topic and type names, CDR bytes checked against rosbags), but whether
 rmw_cyclonedds_cpp matches its services and actions (request header, type hashes on Iron and later) has not been
 tried against a real ROS 2 node either. Not done here: parameter callbacks (values are read once at start),
-multi-threaded executors (one node, `rclpy.spin_once`). Known difference: rclpy's goal callback does not see
-the goal id, so a goal the owner refuses is accepted and ends ABORTED (INVALID_GOAL) at once instead of REJECTED.
+multi-threaded executors (one node, `rclpy.spin_once`). rclpy's goal callback does not see the goal id, so the
+action server decides on a key of its own and ties it to the wire id when rclpy hands over the accepted goal
+(see `_ActionServer`): a goal the owner refuses is REJECTED, as on the DDS backend.
 
 Only imported when rclpy is importable; this module must never be imported by code that runs without ROS.
 """
@@ -37,6 +38,7 @@ import dataclasses
 import importlib
 import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -243,8 +245,15 @@ class _Client:
 
 
 class _ActionServer:
-    """Goals are accepted in `goal_callback`, executed by an async execute callback that waits until the owner
-    ends them with `finish` (the owner's timers drive the motion, as on the DDS backend)."""
+    """Goals are decided in `goal_callback` (ACCEPT or REJECT, as the owner says), executed by an async execute
+    callback that waits until the owner ends them with `finish` (the owner's timers drive the motion, as on the
+    DDS backend).
+
+    rclpy's goal callback gets the goal message without its goal id, and the owner keys goals by id. So the owner
+    decides on a key made here (a fresh UUID's bytes) and keeps using it; `handle_accepted_callback` then receives
+    a handle whose ``request`` is that same goal message (rclpy builds ``ServerGoalHandle(..., goal_request.goal)``
+    from the object it passed to the goal callback), which ties the wire goal id to the key. Feedback, results and
+    cancels translate between the two here."""
 
     def __init__(self, node: Any, action: Any, name: str, on_goal: Callable[[bytes, Any], bool],
                  on_cancel: Callable[[bytes], bool]) -> None:
@@ -252,32 +261,36 @@ class _ActionServer:
 
         self._action, self._on_goal, self._on_cancel = action, on_goal, on_cancel
         self._GoalResponse, self._CancelResponse = GoalResponse, CancelResponse
-        self._handles: dict[bytes, Any] = {}
-        self._done: dict[bytes, Any] = {}  # goal id -> rclpy Future resolved by `finish`
+        self._handles: dict[bytes, Any] = {}  # owner's key -> rclpy ServerGoalHandle
+        self._keys: dict[bytes, bytes] = {}  # wire goal id -> owner's key
+        self._pending: dict[int, tuple[bytes, Any]] = {}  # id(goal message) -> (key, the message: keeps id unique)
+        self._done: dict[bytes, Any] = {}  # owner's key -> rclpy Future resolved by `finish`
         self._node = node
         self._server = ActionServer(node, ros_srv_class(action), name, self._execute, goal_callback=self._goal,
                                     handle_accepted_callback=self._accepted, cancel_callback=self._cancel)
 
-    def _goal(self, _request: Any) -> Any:
-        # rclpy's goal_callback gets the goal without its id, and the owner keys goals by id: the owner decides in
-        # `_accepted`, where a goal it refuses ends ABORTED at once (on the DDS backend it is REJECTED)
+    def _goal(self, request: Any) -> Any:
+        key = uuid.uuid4().bytes
+        if not self._on_goal(key, from_ros(request, self._action.goal)):
+            return self._GoalResponse.REJECT  # the client sees REJECTED; nothing was started
+        self._pending[id(request)] = (key, request)
         return self._GoalResponse.ACCEPT
 
     def _accepted(self, handle: Any) -> None:
-        goal_id = bytes(handle.goal_id.uuid)
-        self._handles[goal_id] = handle
-        if not self._on_goal(goal_id, from_ros(handle.request, self._action.goal)):
-            self.finish(goal_id, itf.STATUS_ABORTED, self._action.result(itf.INVALID_GOAL, "rejected"))
+        key, _ = self._pending.pop(id(handle.request))
+        self._keys[bytes(handle.goal_id.uuid)] = key
+        self._handles[key] = handle
         handle.execute()
 
     def _cancel(self, handle: Any) -> Any:
-        ok = self._on_cancel(bytes(handle.goal_id.uuid))
+        key = self._keys.get(bytes(handle.goal_id.uuid))
+        ok = key is not None and self._on_cancel(key)
         return self._CancelResponse.ACCEPT if ok else self._CancelResponse.REJECT
 
     async def _execute(self, handle: Any) -> Any:
         from rclpy.task import Future
 
-        goal_id = bytes(handle.goal_id.uuid)
+        goal_id = self._keys[bytes(handle.goal_id.uuid)]
         future = self._done.setdefault(goal_id, Future())
         status, result = await future
         if status == itf.STATUS_SUCCEEDED:
@@ -288,6 +301,7 @@ class _ActionServer:
             handle.abort()
         self._handles.pop(goal_id, None)
         self._done.pop(goal_id, None)
+        self._keys.pop(bytes(handle.goal_id.uuid), None)
         return to_ros(result)
 
     def publish_feedback(self, goal_id: bytes, feedback: Any) -> None:
