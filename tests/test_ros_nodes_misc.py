@@ -94,20 +94,36 @@ def test_speech_node_publishes_instruction_and_estop(tmp_path):
 
     synthesize("stack the red block on the blue block", "en-us", tmp_path / "a_instruction.wav")
     synthesize("stop", "en-us", tmp_path / "b_stop.wav")
+    (tmp_path / "c_broken.wav").write_bytes(b"RIFF....not audio")
+    with pytest.raises(ConfigError, match="threshold"):
+        build_node("speech", {"wav_dir": str(tmp_path), "threshold": 1.5}, "dds")
     speech = build_node("speech", {"wav_dir": str(tmp_path), "poll_rate": 20.0}, "dds")
     harness = DdsNode("speech_harness")
-    got: dict[str, list] = {"instruction": [], "estop": [], "speech": []}
+    got: dict[str, list] = {"instruction": [], "estop": [], "speech": [], "diagnostics": []}
     harness.create_subscription(m.String, topics.INSTRUCTION, lambda s: got["instruction"].append(s.data))
     harness.create_subscription(m.Bool, topics.ESTOP, lambda b: got["estop"].append(b.data))
     harness.create_subscription(m.String, "/keystone/speech", lambda s: got["speech"].append(json.loads(s.data)))
+    harness.create_subscription(m.DiagnosticArray, topics.DIAGNOSTICS,
+                                lambda a: got["diagnostics"].extend(s for s in a.status if s.name == "keystone/speech"))
     try:
         end = time.monotonic() + 30
-        while time.monotonic() < end and len(got["speech"]) < 2:
+        while time.monotonic() < end and (len(got["speech"]) < 2 or speech.totals["bad_files"] < 1):
             speech.node.spin_once(0.02)
             harness.spin_once(0.02)
         assert [u["file"] for u in got["speech"]] == ["a_instruction.wav", "b_stop.wav"]
         assert got["instruction"] == ["stack the red block on the blue block"]
         assert got["estop"] == [True]
+        # the broken file is reported on /diagnostics (state, last error, totals), and the node keeps running
+        got["diagnostics"].clear()
+        end = time.monotonic() + 5
+        while time.monotonic() < end and not got["diagnostics"]:
+            speech.node.spin_once(0.02)
+            harness.spin_once(0.02)
+        status = got["diagnostics"][-1]
+        values = {kv.key: kv.value for kv in status.values}
+        assert status.level == 2 and status.message == "error: could not decode c_broken.wav"
+        assert "not a PCM WAV file" in values["last_error"]
+        assert (values["utterances"], values["accepted"], values["stops"], values["bad_files"]) == ("2", "2", "1", "1")
     finally:
         speech.node.destroy()
         harness.destroy()
