@@ -186,3 +186,85 @@ def test_a_goal_preempted_by_another_client_is_a_fault(cell):
     cell.server.finish(cell.goals[-1][1], itf.STATUS_CANCELED, itf.FollowJointTrajectory_Result(0, "new goal"))
     cell.pump(0.1)
     assert "controller_preempted" in cell.codes() and cell.state.startswith("fault: the trajectory was cancelled")
+
+
+@pytest.mark.slow
+def test_a_blocked_arm_makes_sim_bridge_abort_and_the_safety_node_hold(tmp_path):
+    """The whole action path with the simulated controller: a policy streams a 2 s move, sim_bridge serves
+    FollowJointTrajectory the way joint_trajectory_controller does, the arm is clamped to the world mid-move (as if
+    it hit a fixture), its joints fall behind the setpoint by more than the path tolerance, the bridge aborts with
+    PATH_TOLERANCE_VIOLATED and holds, and the safety node holds within two watchdog periods, latches the fault
+    and forwards nothing more (the policy still streaming) until reset."""
+    import pybullet as p
+
+    bridge = build_node("sim_bridge", {"task": "pick_place", "seed": 0, "publish_truth": False, "camera_rate": 0.0},
+                        "dds")
+    safety = build_node("safety", {"check_rate": 100.0, "controller_interface": "action",
+                                   "watchdog_period": WATCHDOG, "path_tolerance": 0.05}, "dds")
+    node = DdsNode("blocked_cell")
+    prop = node.create_publisher(m.JointTrajectory, topics.PROPOSED_TRAJECTORY)
+    events: list[dict] = []
+    node.create_subscription(m.String, topics.SAFETY_EVENTS,
+                             lambda s: events.append({**json.loads(s.data), "t": time.monotonic()}))
+    state = {"text": ""}
+    node.create_subscription(m.String, topics.SAFETY_STATE, lambda s: state.update(text=s.data), LATCHED_QOS)
+    robot, client = bridge.world.robot, bridge.world.client
+    q0 = robot.joint_positions().astype(np.float64)
+    target = q0 + np.array([0.3, 0.3, 0.0, -0.3, 0.0, 0.3, 0.0])
+    duration, aborted_at, goal_at = 2.0, [], []
+    start = time.monotonic()
+
+    def stream() -> None:
+        """What the policy node does at 10 Hz: the rest of the move, re-timed from now."""
+        left = max(duration - (time.monotonic() - start), 0.1)
+        times = np.linspace(left / 4, left, 4)
+        path = np.array([target - (target - q0) * (left - t) / duration for t in times])
+        prop.publish(make_trajectory(NAMES + FINGERS, np.hstack([path, np.full((4, 2), 0.04)]), times))
+
+    def pump(seconds: float, until=lambda: False) -> None:
+        end, next_proposal = time.monotonic() + seconds, 0.0
+        while time.monotonic() < end and not until():
+            if time.monotonic() >= next_proposal:
+                stream()
+                next_proposal = time.monotonic() + 0.1
+            aborted, accepted = bridge.goals["aborted"], bridge.goals["accepted"]
+            bridge.node.spin_once(0.002)
+            if bridge.goals["aborted"] > aborted:
+                aborted_at.append(time.monotonic())
+            if bridge.goals["accepted"] > accepted:
+                goal_at.append(time.monotonic())
+            safety.node.spin_once(0.002)
+            node.spin_once(0.002)
+
+    try:
+        pump(0.5)
+        assert safety.action.server_is_ready() and goal_at, f"no goal reached the bridge: {events}"
+        assert np.abs(robot.joint_positions() - q0).max() > 0.02, "the arm started moving"
+        hand = p.getLinkState(robot.body, robot.ee_link, physicsClientId=client)
+        clamp = p.createConstraint(robot.body, robot.ee_link, -1, -1, p.JOINT_FIXED, [0, 0, 0], [0, 0, 0],
+                                   hand[4], childFrameOrientation=hand[5], physicsClientId=client)
+        p.changeConstraint(clamp, maxForce=1e5, physicsClientId=client)
+        pump(1.5, until=lambda: any(e["event"] == "controller_aborted" for e in events) and goal_at[-1] > aborted_at[0])
+        assert aborted_at, f"the bridge never aborted: {bridge.goals}, {events}"
+        hold = next(e for e in events if e["event"] == "controller_aborted")
+        assert "PATH_TOLERANCE_VIOLATED" in hold["detail"] and hold["hold"] is True
+        t_hold = next(t for t in goal_at if t > aborted_at[0])  # the safety node's hold goal at the bridge
+        print(f"\nbridge abort -> hold goal at the bridge: {1e3 * (t_hold - aborted_at[0]):.1f} ms "
+              f"({(t_hold - aborted_at[0]) / WATCHDOG:.2f} watchdog periods)")
+        assert t_hold - aborted_at[0] <= 2 * WATCHDOG
+        pump(0.2)
+        assert state["text"].startswith("fault: the controller aborted the trajectory: PATH_TOLERANCE_VIOLATED")
+        # unclamped, with the policy still streaming, the arm stays where it was held: the fault is latched
+        held = robot.joint_positions().astype(np.float64)
+        p.removeConstraint(clamp, physicsClientId=client)
+        pump(1.0)
+        assert np.abs(robot.joint_positions() - held).max() < 0.02
+        # what the controller is commanded to reach is the hold, never the streamed move's end
+        assert np.abs(bridge.interp.sample(time.monotonic() + 10.0) - held).max() < 0.02
+        assert events[-1]["event"] == "controller_fault_latched"
+    finally:
+        safety.node.destroy()
+        safety.shield.close()
+        bridge.node.destroy()
+        bridge.close()
+        node.destroy()
