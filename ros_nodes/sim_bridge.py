@@ -32,6 +32,10 @@ topic trajectory stops and holds. Finger commands come from `/gripper_controller
 real time (240 Hz steps caught up each tick).
 The bridge is the robot, not a gate: it never filters commands (that is the safety node's job) and never publishes
 on the controller topics.
+
+`/diagnostics` at 1 Hz, as a driver's would be: state ``ok`` (``ok: executing goal`` while one runs,
+``ok: lagging`` when physics cannot keep real time), the last aborted or rejected goal's reason, joint-state /
+camera / physics-step rates and the goal totals. Never simulator truth.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from keystone_vla.ros_nodes import interfaces as itf
 from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import matrix_to_pose, trajectory_points
+from keystone_vla.ros_nodes.diagnostics import Diagnostics
 from keystone_vla.ros_nodes.trajectory_exec import GoalMonitor, TrajectoryInterpolator
 from keystone_vla.ros_nodes.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
 
@@ -132,6 +137,9 @@ class SimBridgeNode:
         self.action = node.create_action_server(itf.FOLLOW_JOINT_TRAJECTORY, action_name, self.on_goal, self.on_cancel)
         node.create_timer(1.0 / monitor_rate, self.monitor_goal)
         node.create_subscription(m.JointTrajectory, topics.GRIPPER_TRAJECTORY, self.on_gripper, DEFAULT_QOS)
+        self.lagging = False
+        self.diag = Diagnostics(node, "sim_bridge", self.state)
+        self.diag.values = lambda: {f"goals_{k}": v for k, v in self.goals.items()}
         node.create_timer(1.0 / js_rate, self.tick)
         if cam_rate > 0:
             node.create_timer(1.0 / cam_rate, self.publish_camera)
@@ -168,6 +176,7 @@ class SimBridgeNode:
             problem = "INVALID_GOAL: no points, or a point without finite positions for every joint"
         if problem:
             self.goals["rejected"] += 1
+            self.diag.error(f"rejected a goal: {problem}")
             self.node.log.warning(f"rejected a FollowJointTrajectory goal: {problem}")
             return False
         self.end_goal(itf.STATUS_CANCELED, itf.SUCCESSFUL, "preempted by a new goal")
@@ -206,6 +215,7 @@ class SimBridgeNode:
         self.goals[key] += 1
         if status == itf.STATUS_ABORTED:
             self.node.log.warning(f"aborted the FollowJointTrajectory goal: {text}")
+            self.diag.error(f"aborted a goal: {text}")
         self.goal_id = self.goal_monitor = self.goal_final = None
 
     def monitor_goal(self) -> None:
@@ -239,14 +249,22 @@ class SimBridgeNode:
     def tick(self) -> None:
         now = time.monotonic()
         due = int((now - self.t_start) * self.physics_hz) - self.steps_done
-        if due > MAX_CATCH_UP_STEPS:  # fell behind (CPU contention): slow the sim down rather than jump
+        self.lagging = due > MAX_CATCH_UP_STEPS
+        if self.lagging:  # fell behind (CPU contention): slow the sim down rather than jump
             self.t_start += (due - MAX_CATCH_UP_STEPS) / self.physics_hz
             due = MAX_CATCH_UP_STEPS
         self.world.robot.command_joints(self.interp.sample(now), self.gripper)
         for _ in range(max(due, 0)):
             p.stepSimulation(physicsClientId=self.world.client)
         self.steps_done += max(due, 0)
+        self.diag.tick("physics_steps", max(due, 0))
         self.publish_joint_states()
+        self.diag.tick("joint_states")
+
+    def state(self) -> str:
+        if self.lagging:
+            return "ok: lagging (physics slower than real time)"
+        return "ok: executing goal" if self.goal_id is not None else "ok"
 
     def publish_joint_states(self) -> None:
         robot = self.world.robot
@@ -272,6 +290,7 @@ class SimBridgeNode:
         self.depth_pub.publish(m.Image.from_depth(depth, header))
         self.camera_info.header = header
         self.info_pub.publish(self.camera_info)
+        self.diag.tick("camera_frames")
 
     # ---- simulator truth (scoring only) -------------------------------------------------------------------
     def truth(self) -> dict:

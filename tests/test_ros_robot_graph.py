@@ -18,9 +18,10 @@ from keystone_vla.ros_nodes.graph import CONFIG_DIR, SimGraph
 from keystone_vla.ros_nodes.runner import load_params_file
 
 ACTION = topics.CONTROLLER_ACTION + "/_action/"
-#: all a ros2_control driver + an RGB-D camera driver publish on rt/ topics here
+#: all a ros2_control driver + an RGB-D camera driver publish on rt/ topics here (diagnostics included: drivers
+#: and ros2_control's controller manager publish theirs)
 DRIVER_TOPICS = {topics.JOINT_STATES, topics.CAMERA_IMAGE, topics.CAMERA_DEPTH, topics.CAMERA_INFO,
-                 ACTION + "feedback", ACTION + "status"}
+                 ACTION + "feedback", ACTION + "status", topics.DIAGNOSTICS}
 ROBOT_NODES = ("perception", "safety", "policy", "speech")
 
 

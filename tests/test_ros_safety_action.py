@@ -208,6 +208,9 @@ def test_a_blocked_arm_makes_sim_bridge_abort_and_the_safety_node_hold(tmp_path)
                              lambda s: events.append({**json.loads(s.data), "t": time.monotonic()}))
     state = {"text": ""}
     node.create_subscription(m.String, topics.SAFETY_STATE, lambda s: state.update(text=s.data), LATCHED_QOS)
+    bridge_diag: list = []
+    node.create_subscription(m.DiagnosticArray, topics.DIAGNOSTICS, lambda a: bridge_diag.extend(
+        {kv.key: kv.value for kv in s.values} for s in a.status if s.name == "keystone/sim_bridge"))
     robot, client = bridge.world.robot, bridge.world.client
     q0 = robot.joint_positions().astype(np.float64)
     target = q0 + np.array([0.3, 0.3, 0.0, -0.3, 0.0, 0.3, 0.0])
@@ -262,6 +265,10 @@ def test_a_blocked_arm_makes_sim_bridge_abort_and_the_safety_node_hold(tmp_path)
         # what the controller is commanded to reach is the hold, never the streamed move's end
         assert np.abs(bridge.interp.sample(time.monotonic() + 10.0) - held).max() < 0.02
         assert events[-1]["event"] == "controller_fault_latched"
+        # the bridge's own diagnostics name the abort, as a driver's would
+        pump(1.1, until=lambda: bridge_diag and "path tolerance" in bridge_diag[-1]["last_error"])
+        assert "aborted a goal: path tolerance violated" in bridge_diag[-1]["last_error"]
+        assert int(bridge_diag[-1]["goals_aborted"]) >= 1 and float(bridge_diag[-1]["joint_states_hz"]) > 10
     finally:
         safety.node.destroy()
         safety.shield.close()
