@@ -76,11 +76,18 @@ class TrackerConfig:
     settle_ticks: int = 30  # ticks after a release during which the released part is updated even near the hand
     lost_after: int = 20  # unseen ticks (away from the hand) after which an object is lost
     confirm_ticks: int = 40  # ticks after a release after which a part the hand still hides is taken as it lies
+    #: m: how far a measured height may put the held part below (`slip_down`) or above (`slip_up`) where its grasp
+    #: put it; a part slips down in the fingers (measured: ~8 mm on a 4 cm block), never up, so a reading outside
+    #: the band misread the part (a partly hidden side face, a top face read as a bottom) and is ignored
+    slip_down: float = 0.015
+    slip_up: float = 0.003
 
     def __post_init__(self) -> None:
         for name in ("match_radius", "size_tol", "grasp_radius", "occlusion_radius"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"tracker.{name} must be > 0 m, got {getattr(self, name)}")
+        if self.slip_down < 0 or self.slip_up < 0:
+            raise ConfigError(f"tracker.slip_down and slip_up must be >= 0 m, got {self.slip_down}, {self.slip_up}")
         if self.lost_after < 1:
             raise ConfigError(f"tracker.lost_after must be >= 1 tick, got {self.lost_after}")
 
@@ -132,6 +139,7 @@ class SceneTracker:
         self.tracks: dict[str, _Track] = {}
         self.held: str | None = None
         self._offset: np.ndarray | None = None  # held object's pose in the end-effector frame [4, 4]
+        self._grasp_offset: np.ndarray | None = None  # that pose as the grasp took it, before height corrections
         self._last_opening: float | None = None
         self._released: tuple[str, int] | None = None  # (part just let go, tick of the release)
         self._unconfirmed: str | None = None  # the released part, until a frame shows it unhidden
@@ -174,10 +182,14 @@ class SceneTracker:
 
     def correct_held_height(self, z: float, ee_pose: np.ndarray) -> bool:
         """Set the held part's centre height to `z` (a measurement, e.g. its bottom edge seen by the camera plus
-        half its height) by moving its grasp offset along the base frame's z; True if a part is held."""
+        half its height) by moving its grasp offset along the base frame's z; True if it did. A measurement more
+        than `slip_down` below or `slip_up` above where the grasp placed the part is ignored (False)."""
         if self.held is None or self._offset is None:
             return False
         ee = pose_matrix(ee_pose)
+        grasp_z = float((ee @ self._grasp_offset)[2, 3]) if self._grasp_offset is not None else float(z)
+        if not grasp_z - self.config.slip_down <= float(z) <= grasp_z + self.config.slip_up:
+            return False
         track = self.tracks[self.held]
         dz = float(z) - float((ee @ self._offset)[2, 3])
         self._offset[:3, 3] += ee[:3, :3].T @ np.array([0.0, 0.0, dz])
@@ -191,7 +203,7 @@ class SceneTracker:
             if self.held is not None:
                 self._released = (self.held, self.ticks)
                 self._unconfirmed = self.held
-            self.held, self._offset = None, None
+            self.held, self._offset, self._grasp_offset = None, None, None
             return
         # the offset is taken once the fingers stop on the part: while they still close, it is not yet held
         if self.held is not None or last is None or abs(opening - last) > self.config.grip_still:
@@ -209,6 +221,7 @@ class SceneTracker:
                 self._unconfirmed = None
             self._offset = np.linalg.inv(ee) @ object_matrix(self.tracks[best].obj)
             self._offset[1, 3] = 0.0  # closing fingers centre the part along their axis (the hand's y)
+            self._grasp_offset = self._offset.copy()
 
     def _match(self, detections: list[DetectedObject], ee: np.ndarray) -> None:
         cfg = self.config
