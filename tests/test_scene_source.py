@@ -74,6 +74,28 @@ def test_tracker_moves_the_held_part_with_the_hand_and_ignores_merged_clusters()
     assert view.held is None and view.objects["red_block"].position == pytest.approx([0.5, 0.2, 0.085], abs=1e-6)
 
 
+def test_a_held_part_may_slip_down_in_the_fingers_but_never_up() -> None:
+    tracker = SceneTracker()
+    tracker.update([block()], ee((0.5, 0.0, 0.3)), 1.0)
+    for _ in range(2):
+        view = tracker.update([block()], ee((0.5, 0.0, 0.025)), 0.5)
+    assert view.held == "red_block"
+    lifted = ee((0.5, 0.0, 0.2))
+    assert tracker.update([], lifted, 0.5).objects["red_block"].position[2] == pytest.approx(0.195, abs=1e-6)
+    # 8 mm lower than the grasp put it: slipped, taken; it then follows the hand at that offset
+    assert tracker.correct_held_height(0.187, lifted)
+    assert tracker.update([], ee((0.5, 0.0, 0.25)), 0.5).objects["red_block"].position[2] == pytest.approx(0.237)
+    # higher than the grasp put it, or far lower: a misread, ignored (the last good height stays)
+    higher = ee((0.5, 0.0, 0.25))
+    assert not tracker.correct_held_height(0.255, higher)
+    assert not tracker.correct_held_height(0.225, higher)
+    assert tracker.update([], higher, 0.5).objects["red_block"].position[2] == pytest.approx(0.237)
+    assert tracker.correct_held_height(0.246, higher)  # within slip_up of the grasp: taken
+    # a new grasp starts from its own pose again
+    tracker.update([], higher, 1.0)
+    assert not tracker.correct_held_height(0.2, higher), "nothing is held"
+
+
 def test_tracker_reports_lost_objects_and_frame_failures() -> None:
     tracker = SceneTracker(TrackerConfig(lost_after=3))
     hand_far = ee((0.0, -0.4, 0.4))
