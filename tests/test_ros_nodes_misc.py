@@ -129,7 +129,7 @@ def test_speech_node_publishes_instruction_and_estop(tmp_path):
         harness.destroy()
 
 
-def test_packaged_parameter_files_match_the_nodes():
+def test_packaged_parameter_files_match_the_nodes(tmp_path):
     from keystone_vla.ros_nodes.graph import CONFIG_DIR
 
     for config, node_name in [("sim.yaml", n) for n in ("sim_bridge", "perception", "safety", "policy")] + \
@@ -140,9 +140,16 @@ def test_packaged_parameter_files_match_the_nodes():
         obj = build_node(node_name, {**params, "policy": "scripted"} if node_name == "policy" else params, "dds")
         try:
             assert set(params) <= set(obj.node.parameters)
+            undescribed = [n for n in obj.node.parameters if not obj.node.descriptions.get(n)]
+            assert not undescribed, f"{node_name} declares parameters without a description: {undescribed}"
         finally:
             getattr(obj, "close", lambda: None)()
             obj.node.destroy()
+    speech = build_node("speech", {"wav_dir": str(tmp_path)}, "dds")
+    try:
+        assert all(speech.node.descriptions[n] for n in speech.node.parameters), speech.node.descriptions
+    finally:
+        speech.node.destroy()
     assert load_params_file(str(CONFIG_DIR / "sim.yaml"), "policy")["policy"] == "keystone-base"
     params = load_params_file(str(CONFIG_DIR / "robot.yaml"), "safety")
     obj = build_node("safety", params, "dds")
