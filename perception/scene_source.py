@@ -136,7 +136,9 @@ class CameraScene:
         face is its top or its bottom, whichever places the centre nearer where the grasp put it (slip is a few
         millimetres, the two readings are a full height apart). Reading a flat top face as the bottom edge put a
         held ell 2.5 cm too high; it then never counted as set down and was pushed into its pocket until the
-        fingers jammed."""
+        fingers jammed. A side face partly hidden still misleads (its lowest visible point is not the bottom), so
+        `SceneTracker.correct_held_height` takes a reading only within the slip band of the grasp
+        (`TrackerConfig.slip_down` / `slip_up`)."""
         from .scene_graph import classify_colours
 
         if part.colour is None:
