@@ -103,19 +103,8 @@ class CameraScene:
         detections, failure = self.detect(observation)
         self.last_detections = detections
         name, camera = self._frame_camera(observation)
-        occluded: set[str] = set()
-        if failure is None and self.tracker.tracks and camera is not None:
-            occluded = occluded_by_robot([t.obj for t in self.tracker.tracks.values()], observation.depth[name],
-                                         camera)
-        view = self.tracker.update(detections, observation.ee_pose, gripper_opening(observation), failure,
-                                   occluded=occluded)
-        if camera is not None:
-            view.camera_xy = camera.camera_to_world[:2, 3].copy()
-        if view.held is not None and failure is None:
-            z = self.held_height(observation, view.objects[view.held])
-            if z is not None and self.tracker.correct_held_height(z, observation.ee_pose):
-                view.objects[view.held] = copy.deepcopy(self.tracker.tracks[view.held].obj)
-        return view
+        frame = None if name is None else (observation.images[name], observation.depth[name])
+        return track_with_depth(self.tracker, detections, failure, observation, camera, frame)
 
     def _frame_camera(self, observation: Observation) -> tuple[str | None, PinholeCamera | None]:
         """The camera `detect` used for this observation (the first with colour and depth), or (None, None)."""
@@ -125,46 +114,70 @@ class CameraScene:
         return None, None
 
     def held_height(self, observation: Observation, part: DetectedObject) -> float | None:
-        """The held part's centre height from the camera, from the points of its colour under the hand; None
-        when fewer than `HELD_MIN_POINTS` are visible or the part has no colour. A part slips down in the fingers
-        as it is lifted (measured: ~8 mm on a 4 cm block), so the grasp offset alone places it too high and a
-        put-down then presses on into its target.
-
-        When the points span at least `HELD_SIDE_SPAN` of the part's height the camera sees a side face, and its
-        lowest points are the part's bottom edge: centre = lowest + half the height. Otherwise it sees one face
-        only, edge-on flat (a low part such as the 2.5 cm kit tee or ell, whose sides the fingers hide): that
-        face is its top or its bottom, whichever places the centre nearer where the grasp put it (slip is a few
-        millimetres, the two readings are a full height apart). Reading a flat top face as the bottom edge put a
-        held ell 2.5 cm too high; it then never counted as set down and was pushed into its pocket until the
-        fingers jammed. A side face partly hidden still misleads (its lowest visible point is not the bottom), so
-        `SceneTracker.correct_held_height` takes a reading only within the slip band of the grasp
-        (`TrackerConfig.slip_down` / `slip_up`)."""
-        from .scene_graph import classify_colours
-
-        if part.colour is None:
+        """The held part's centre height from the first camera with colour and depth (`held_part_height`)."""
+        name, camera = self._frame_camera(observation)
+        if camera is None:
             return None
-        for name, camera in self.cameras.items():
-            rgb, depth = observation.images.get(name), observation.depth.get(name)
-            if rgb is None or depth is None:
-                continue
-            pts, mask = camera.depth_to_points(depth)
-            radius = max(part.size[0], part.size[1]) / 2 + 0.005
-            near = (np.linalg.norm(pts[:, :2] - part.position[:2], axis=1) < radius) & (pts[:, 2] > 0.003) & \
-                (pts[:, 2] < part.position[2] + part.size[2] / 2 + HELD_SLIP)
-            if near.sum() < HELD_MIN_POINTS:
-                return None
-            labels, names = classify_colours(np.asarray(rgb)[mask][near])
-            z = pts[near, 2][labels == names.index(part.colour)] if part.colour in names else np.empty(0)
-            if z.size < HELD_MIN_POINTS:
-                return None
-            low, high = (float(v) for v in np.percentile(z, [2, 98]))
-            half = part.size[2] / 2
-            if high - low >= HELD_SIDE_SPAN * part.size[2]:
-                return low + half
-            as_bottom, as_top = low + half, high - half
-            now = float(part.position[2])
-            return as_bottom if abs(as_bottom - now) <= abs(as_top - now) else as_top
+        return held_part_height(observation.images[name], observation.depth[name], camera, part)
+
+
+def held_part_height(rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera, part: DetectedObject) -> float | None:
+    """The held part's centre height from the camera, from the points of its colour under the hand; None
+    when fewer than `HELD_MIN_POINTS` are visible or the part has no colour. A part slips down in the fingers
+    as it is lifted (measured: ~8 mm on a 4 cm block), so the grasp offset alone places it too high and a
+    put-down then presses on into its target.
+
+    When the points span at least `HELD_SIDE_SPAN` of the part's height the camera sees a side face, and its
+    lowest points are the part's bottom edge: centre = lowest + half the height. Otherwise it sees one face
+    only, edge-on flat (a low part such as the 2.5 cm kit tee or ell, whose sides the fingers hide): that
+    face is its top or its bottom, whichever places the centre nearer where the grasp put it (slip is a few
+    millimetres, the two readings are a full height apart). Reading a flat top face as the bottom edge put a
+    held ell 2.5 cm too high; it then never counted as set down and was pushed into its pocket until the
+    fingers jammed. A side face partly hidden still misleads (its lowest visible point is not the bottom), so
+    `SceneTracker.correct_held_height` takes a reading only within the slip band of the grasp
+    (`TrackerConfig.slip_down` / `slip_up`)."""
+    from .scene_graph import classify_colours
+
+    if part.colour is None or np.asarray(depth).shape != (camera.height, camera.width):
         return None
+    pts, mask = camera.depth_to_points(depth)
+    radius = max(part.size[0], part.size[1]) / 2 + 0.005
+    near = (np.linalg.norm(pts[:, :2] - part.position[:2], axis=1) < radius) & (pts[:, 2] > 0.003) & \
+        (pts[:, 2] < part.position[2] + part.size[2] / 2 + HELD_SLIP)
+    if near.sum() < HELD_MIN_POINTS:
+        return None
+    labels, names = classify_colours(np.asarray(rgb)[mask][near])
+    z = pts[near, 2][labels == names.index(part.colour)] if part.colour in names else np.empty(0)
+    if z.size < HELD_MIN_POINTS:
+        return None
+    low, high = (float(v) for v in np.percentile(z, [2, 98]))
+    half = part.size[2] / 2
+    if high - low >= HELD_SIDE_SPAN * part.size[2]:
+        return low + half
+    as_bottom, as_top = low + half, high - half
+    now = float(part.position[2])
+    return as_bottom if abs(as_bottom - now) <= abs(as_top - now) else as_top
+
+
+def track_with_depth(tracker: SceneTracker, detections: list[DetectedObject] | None, failure: str | None,
+                     observation: Observation, camera: PinholeCamera | None,
+                     frame: tuple[np.ndarray, np.ndarray] | None) -> SceneView:
+    """One tracker tick with what a colour + depth frame adds to the detections: the objects the robot hides
+    (`occluded_by_robot`: their poses are kept, not updated from a half-hidden cluster) and the held part's
+    height (`held_part_height`, within the tracker's slip band). `frame` is (rgb, depth) from `camera`, or None
+    (then neither is measured). Used by `CameraScene` and, under ROS, by `DetectionScene`, so both loops see the
+    same scene."""
+    occluded: set[str] = set()
+    if failure is None and tracker.tracks and camera is not None and frame is not None:
+        occluded = occluded_by_robot([t.obj for t in tracker.tracks.values()], frame[1], camera)
+    view = tracker.update(detections, observation.ee_pose, gripper_opening(observation), failure, occluded=occluded)
+    if camera is not None:
+        view.camera_xy = camera.camera_to_world[:2, 3].copy()
+    if view.held is not None and failure is None and camera is not None and frame is not None:
+        z = held_part_height(frame[0], frame[1], camera, view.objects[view.held])
+        if z is not None and tracker.correct_held_height(z, observation.ee_pose):
+            view.objects[view.held] = copy.deepcopy(tracker.tracks[view.held].obj)
+    return view
 
 
 def _box_corners(obj: DetectedObject) -> np.ndarray:
@@ -236,8 +249,14 @@ class DetectionScene:
     name = "perception"
     privileged = False
 
-    def __init__(self, tracker: TrackerConfig | None = None, max_age: float = 0.5) -> None:
+    def __init__(self, tracker: TrackerConfig | None = None, max_age: float = 0.5,
+                 camera: PinholeCamera | None = None, camera_name: str = "front") -> None:
         self.tracker = SceneTracker(tracker)
+        #: the calibrated camera whose depth frames arrive in the observations as `camera_name` (set it once the
+        #: camera info and pose are known); with it, parts the robot hides and the held part's height are
+        #: measured as `CameraScene` does (`track_with_depth`); without it, neither is
+        self.camera = camera
+        self.camera_name = camera_name
         self.max_age = float(max_age)
         self._objects: list[DetectedObject] | None = None
         self._stamp = float("-inf")
@@ -265,4 +284,6 @@ class DetectionScene:
             failure = (f"the latest scene graph is {observation.timestamp - self._stamp:.2f} s old "
                        f"(limit {self.max_age} s); is the camera or the perception node down?")
         detections = self._objects if failure is None else None
-        return self.tracker.update(detections, observation.ee_pose, gripper_opening(observation), failure)
+        rgb, depth = observation.images.get(self.camera_name), observation.depth.get(self.camera_name)
+        frame = (rgb, depth) if rgb is not None and depth is not None else None
+        return track_with_depth(self.tracker, detections, failure, observation, self.camera, frame)

@@ -1,11 +1,15 @@
 """policy node: turns an instruction into joint-trajectory proposals for the safety node, from what the cell sees.
 
-Subscribes `/joint_states`, the front colour image, `/keystone/instruction`, `/keystone/scene` (the perception
-node's scene graphs) and the safety state. The agent (`keystone-base`, `scripted` or a VLA checkpoint folder,
-loaded by `keystone_vla.policies.registry`) reads objects only through its scene source, a
+Subscribes `/joint_states`, the front colour and depth images and camera info, `/tf_static` (the camera's pose,
+which the perception node broadcasts from its calibration), `/keystone/instruction`, `/keystone/scene` (the
+perception node's scene graphs) and the safety state. The agent (`keystone-base`, `scripted` or a VLA checkpoint
+folder, loaded by `keystone_vla.policies.registry`) reads objects only through its scene source, a
 `keystone_vla.perception.scene_source.DetectionScene` fed with every scene graph that arrives (a message with a
 ``failure`` is not fed: the last good graph ages out after `scene_max_age` s and the agent holds the arm, saying
-why). Stamps and the observation's timestamp are one clock: header stamps, wall-clock ROS time.
+why). Once the camera info and the `camera_frame` transform have arrived, the depth frame that matches each colour
+frame's stamp goes into the observation, and the scene source measures from it what `keystone eval` measures:
+the parts the hand hides (their poses are kept, a released part is confirmed only when seen) and the held part's
+height in the fingers. Stamps and the observation's timestamp are one clock: header stamps, wall-clock ROS time.
 
 Each control tick the node builds the `Observation` (front image; state = arm joints + gripper opening;
 `ee_pose` = forward kinematics of the measured joints), asks the agent for the 7-D action, turns it into joint
@@ -44,10 +48,11 @@ from keystone_vla.ros_nodes import msgs as m
 from keystone_vla.ros_nodes import topics
 from keystone_vla.ros_nodes.convert import joint_vector, make_trajectory
 from keystone_vla.ros_nodes.diagnostics import Diagnostics
-from keystone_vla.ros_nodes.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, Node
+from keystone_vla.ros_nodes.transport import DEFAULT_QOS, LATCHED_QOS, SENSOR_QOS, STATIC_LISTENER_QOS, Node
 from keystone_vla.types import Observation
 
 CAMERA = "front"
+DEPTH_SLOP = 0.005  # s: largest colour / depth stamp difference for a pair (as the perception node pairs them)
 #: policies that read the simulator themselves and so cannot run on topics
 SIMULATOR_POLICIES = ("oracle",)
 
@@ -100,12 +105,19 @@ class PolicyNode:
         self.spec = get_robot(arm)
         self.kin = ArmKinematics(self.spec)  # the arm's URDF only: FK of the measured joints, IK of the actions
         self.integrator = ActionIntegrator(self.kin)
-        self.scene = DetectionScene(max_age=scene_max_age)
+        self.camera_frame = str(node.declare_parameter(
+            "camera_frame", "front_camera_optical", "the camera's optical frame on /tf_static (the perception node's "
+            "calibration): with its camera info and depth frames the hidden and the held parts are measured"))
+        self.scene = DetectionScene(max_age=scene_max_age, camera_name=CAMERA)
         self.scene_ready = False
         self._announced = False  # the status has said `ready`
         self.scene_failure: str | None = None  # the perception node's latest failure, if its latest message was one
         self.js: m.JointState | None = None
         self.image: np.ndarray | None = None
+        self.image_stamp = float("nan")
+        self.depth: tuple[float, np.ndarray] | None = None  # (stamp, metres) of the latest depth frame
+        self.camera_info: m.CameraInfo | None = None
+        self.camera_to_base: np.ndarray | None = None  # from /tf_static
         self.instruction = ""
         self.plan: Any = None  # the grounded plan of the current (or last) run; None when refused
         self.state = "idle"
@@ -119,6 +131,9 @@ class PolicyNode:
         self.status_pub = node.create_publisher(m.String, topics.STATUS, LATCHED_QOS)
         node.create_subscription(m.JointState, topics.JOINT_STATES, self.on_joint_state, SENSOR_QOS)
         node.create_subscription(m.Image, topics.CAMERA_IMAGE, self.on_image, SENSOR_QOS)
+        node.create_subscription(m.Image, topics.CAMERA_DEPTH, self.on_depth, SENSOR_QOS)
+        node.create_subscription(m.CameraInfo, topics.CAMERA_INFO, self.on_camera_info, SENSOR_QOS)
+        node.create_subscription(m.TFMessage, topics.TF_STATIC, self.on_tf_static, STATIC_LISTENER_QOS)
         node.create_subscription(m.String, topics.SCENE, self.on_scene, LATCHED_QOS)
         node.create_subscription(m.String, topics.INSTRUCTION, self.on_instruction, DEFAULT_QOS)
         node.create_subscription(m.String, topics.SAFETY_STATE, self.on_safety_state, LATCHED_QOS)
@@ -150,8 +165,44 @@ class PolicyNode:
         return itf.Trigger_Response(True, f"cancelled {self.instruction!r} after {self.ticks} ticks")
 
     def on_image(self, msg: m.Image) -> None:
-        self.image = msg.to_rgb()
+        self.image, self.image_stamp = msg.to_rgb(), msg.header.stamp.to_seconds()
         self._announce_ready()
+
+    def on_depth(self, msg: m.Image) -> None:
+        try:
+            self.depth = (msg.header.stamp.to_seconds(), msg.to_depth())
+        except KeystoneError as exc:  # a wrong encoding: no depth this frame (no hidden-part or held-height check)
+            self.depth = None
+            self.node.log.warning(f"ignored a depth frame on {topics.CAMERA_DEPTH}: {exc}")
+
+    def on_camera_info(self, msg: m.CameraInfo) -> None:
+        known = self.camera_info
+        self.camera_info = msg
+        if known is None or (known.width, known.height, list(known.k)) != (msg.width, msg.height, list(msg.k)):
+            self._update_camera()
+
+    def on_tf_static(self, msg: m.TFMessage) -> None:
+        from keystone_vla.perception.tracker import pose_matrix
+
+        for t in msg.transforms:
+            if t.child_frame_id == self.camera_frame:
+                tr, q = t.transform.translation, t.transform.rotation
+                self.camera_to_base = pose_matrix([tr.x, tr.y, tr.z, q.x, q.y, q.z, q.w])
+                self._update_camera()
+
+    def _update_camera(self) -> None:
+        """The scene source's camera model, once both the intrinsics and the pose are known."""
+        from keystone_vla.perception.cameras import PinholeCamera
+        from keystone_vla.ros_nodes.convert import camera_info_mapping
+
+        if self.camera_info is None or self.camera_to_base is None:
+            return
+        try:
+            self.scene.camera = PinholeCamera.from_camera_info(camera_info_mapping(self.camera_info),
+                                                               camera_to_world=self.camera_to_base)
+        except ConfigError as exc:
+            self.scene.camera = None
+            self.node.log.warning(f"camera model not built from {topics.CAMERA_INFO}: {exc}")
 
     @property
     def ready(self) -> bool:
@@ -219,9 +270,12 @@ class PolicyNode:
     def observation(self, instruction: str) -> Observation:
         """The agent's view of this tick: front image, arm joints + gripper opening, FK end-effector pose."""
         kin = self.kin
+        depth = {}
+        if self.depth is not None and self.image is not None and abs(self.depth[0] - self.image_stamp) <= DEPTH_SLOP:
+            depth = {CAMERA: self.depth[1]}  # the colour frame's own depth frame, never an older one
         return Observation(images={CAMERA: self.image} if self.image is not None else {},
                            state=np.append(kin.joint_positions(), kin.gripper_opening()).astype(np.float32),
-                           ee_pose=kin.ee_pose(), instruction=instruction, timestamp=time.time())
+                           ee_pose=kin.ee_pose(), instruction=instruction, depth=depth, timestamp=time.time())
 
     def tick(self) -> None:
         if self.state != "executing" or self.js is None or self.estopped:
@@ -310,7 +364,8 @@ class PolicyNode:
             "reason": self.reason, "question": self.question, "ready": self.ready, "scene_ready": self.scene_ready,
             "scene_source": self.scene.name, "privileged": bool(self.scene.privileged),
             "hold_reason": self.policy.hold_reason, "holds": int(self.policy.holds), "scene_failure": self.scene_failure,
-            "scene_age": round(time.time() - stamp, 3) if stamp is not None else None}
+            "scene_age": round(time.time() - stamp, 3) if stamp is not None else None,
+            "depth_checks": self.scene.camera is not None}
 
     def publish_status(self) -> None:
         self.status_pub.publish(m.String(json.dumps(self.status())))

@@ -43,6 +43,10 @@ DEFAULT_QOS = QoS()
 SENSOR_QOS = QoS(reliable=False, depth=5)
 #: "latched" topics (late joiners get the last value): scene description, e-stop state
 LATCHED_QOS = QoS(reliable=True, depth=1, transient_local=True)
+#: a reader of a latched topic that several nodes publish on, each its own value (`/tf_static`: the camera frame
+#: from perception, the tool frame from the policy). The topic has no key, so a depth-1 reader keeps only the last
+#: writer's sample; tf2_ros listens to /tf_static with depth 100 for the same reason
+STATIC_LISTENER_QOS = QoS(reliable=True, depth=100, transient_local=True)
 
 
 class Publisher(Protocol):

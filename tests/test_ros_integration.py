@@ -24,7 +24,8 @@ WATCHDOG = 0.2
 SCENE_KEYS = {"stamp", "frame_id", "objects"}
 OBJECT_KEYS = {"id", "colour", "shape", "position", "yaw", "size", "confidence"}
 #: everything the policy node may read: the cell's sensors, the operator, the safety node and perception
-POLICY_INPUTS = {topics.JOINT_STATES, topics.CAMERA_IMAGE, topics.SCENE, topics.INSTRUCTION, topics.SAFETY_STATE}
+POLICY_INPUTS = {topics.JOINT_STATES, topics.CAMERA_IMAGE, topics.CAMERA_DEPTH, topics.CAMERA_INFO, topics.TF_STATIC,
+                 topics.SCENE, topics.INSTRUCTION, topics.SAFETY_STATE}
 
 
 def first_still_time(graph: SimGraph, after: float, speed: float = 0.02, hold_for: float = 0.5) -> float:
@@ -92,6 +93,8 @@ def test_graph_perceives_completes_estop_and_policy_kill(tmp_path):
         graph.wait_for(lambda: graph.status.get("state") in ("executing", "refused"), 30, "the policy to start")
         assert graph.status["state"] == "executing", graph.status.get("reason")
         assert graph.status["scene_source"] == "perception" and graph.status["privileged"] is False
+        # the camera model from camera_info + the perception node's /tf_static: depth checks as in keystone eval
+        assert graph.status["depth_checks"] is True
 
         # 1. e-stop mid-motion: the arm stops, and stays still until reset
         graph.wait_for(lambda: graph.speed() > 0.1, 60, "the arm to move")

@@ -52,6 +52,7 @@ def test_robot_graph_completes_an_instruction_through_the_action(tmp_path):
         graph.wait_for(lambda: graph.status.get("state") in ("succeeded", "failed", "halted", "refused"), 150,
                        "the outcome")
         assert graph.status["state"] == "succeeded", graph.status
+        assert graph.status["depth_checks"] is True  # camera info + the calibration the perception node broadcasts
         graph.wait_for(lambda: json.loads(truth_file.read_text())["success"] is True, 10, "the simulator's verdict")
         truth = json.loads(truth_file.read_text())
         assert truth["goals"]["accepted"] > 10 and truth["goals"]["aborted"] == 0 and truth["goals"]["rejected"] == 0

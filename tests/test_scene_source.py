@@ -290,6 +290,36 @@ def test_something_over_a_block_hides_it_but_a_neighbour_does_not(world) -> None
         p.removeBody(hand, physicsClientId=w.client)
 
 
+def test_scene_graphs_from_elsewhere_see_what_the_hand_hides_once_the_camera_is_known(world) -> None:
+    """Under ROS the policy node tracks the perception node's scene graphs (`DetectionScene`); given the camera
+    model and the depth frames, it sees the objects the hand hides as `CameraScene` does, and without them it
+    cannot (nothing is guessed either way: a hidden object keeps its pose)."""
+    w, inst = world
+    source = make_scene_source("perception", w)
+    camera = next(iter(source.cameras.values()))
+    o = w.observation(cameras=("front",), depth=True)
+    graph, _ = source.detect(o)
+    with_depth, without = DetectionScene(camera=camera), DetectionScene()
+    for scene in (with_depth, without):
+        scene.feed(graph, o.timestamp)
+        assert scene.observe(o).occluded == ()
+    obj = w.objects[inst.targets["obj"]]
+    pos, _ = p.getBasePositionAndOrientation(obj.body, physicsClientId=w.client)
+    shape = p.createCollisionShape(p.GEOM_BOX, halfExtents=[0.03, 0.01, 0.02], physicsClientId=w.client)
+    visual = p.createVisualShape(p.GEOM_BOX, halfExtents=[0.03, 0.01, 0.02], physicsClientId=w.client)
+    hand = p.createMultiBody(0, shape, visual, [pos[0], pos[1], pos[2] + 0.07], physicsClientId=w.client)
+    try:
+        o = w.observation(cameras=("front",), depth=True)
+        graph, _ = source.detect(o)
+        for scene in (with_depth, without):
+            scene.feed(graph, o.timestamp)
+        assert obj.name in with_depth.observe(o).occluded
+        assert without.observe(o).occluded == ()
+        assert with_depth.observe(o).camera_xy == pytest.approx(camera.camera_to_world[:2, 3])
+    finally:
+        p.removeBody(hand, physicsClientId=w.client)
+
+
 def test_a_part_released_where_the_hand_hides_it_is_unconfirmed_until_seen() -> None:
     tracker = SceneTracker(TrackerConfig(confirm_ticks=6))
     bowl = DetectedObject("blue_bowl", "blue", "bowl", (0.5, 0.2, 0.015), 0, (0.15, 0.15, 0.03))
