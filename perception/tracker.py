@@ -5,7 +5,8 @@ tick, a pose for the part the fingers hide, and a clear "I cannot see X" instead
 `SceneTracker.update(detections, ee_pose, gripper_opening)` returns a `SceneView` each tick:
 
 - **Tracks** are created from the first frame (the scene an instruction is grounded in) and never invented
-  later. Fixtures (containers, the kit and its pockets, the hole fixture) are bolted down: they keep the pose of
+  later; an uncoloured cluster beside the grasp point that reaches above it is the robot's own fingers, not an
+  object, and gets no track (`hand_radius`). Fixtures (containers, the kit and its pockets, the hole fixture) are bolted down: they keep the pose of
   that first frame, since later frames see them partly covered by parts (a pocket with its part in it, measured
   2.5 cm off once its neighbour was filled). A movable object's track is continued by a later detection that
   matches it (same id, else same colour, within `match_radius`). A detection whose footprint differs from the
@@ -72,6 +73,7 @@ class TrackerConfig:
     grasp_radius: float = 0.06  # m: how far from the end effector a grasped object's centre may be
     occlusion_radius: float = 0.12  # m (xy): objects this close to the hand may be hidden by it
     hand_clear_height: float = 0.25  # m: a hand higher than this above the table hides nothing on it
+    hand_radius: float = 0.1  # m (xy): an uncoloured cluster this close to the grasp point, reaching above it, is the hand
     grip_still: float = 0.02  # opening change per tick below which closing fingers have stopped on the part
     settle_ticks: int = 30  # ticks after a release during which the released part is updated even near the hand
     lost_after: int = 20  # unseen ticks (away from the hand) after which an object is lost
@@ -163,7 +165,9 @@ class SceneTracker:
             if failure is None and not detections:
                 failure = "the camera sees no objects on the table (empty scene graph)"
             if failure is None and detections:
-                self.tracks = {d.id: _Track(copy.deepcopy(d)) for d in detections}
+                self.tracks = {d.id: _Track(copy.deepcopy(d)) for d in detections if not self._is_hand(d, ee)}
+                if not self.tracks:
+                    failure = "the camera sees only the robot's hand on the table (no objects)"
             return self._view(failure)
         if detections is not None and not detections and failure is None and \
                 not any(self._near_hand(t, ee) or n == self.held for n, t in self.tracks.items()):
@@ -259,6 +263,16 @@ class SceneTracker:
         for name, track in self.tracks.items():
             if name not in used_tracks and name != self.held and not self._near_hand(track, ee):
                 self._miss(track, ee, detections)
+
+    def _is_hand(self, det: DetectedObject, ee: np.ndarray) -> bool:
+        """Whether a detection is the robot's own hand rather than an object: uncoloured (the fingers render
+        grey), within `hand_radius` of the grasp point in xy, and reaching above it (no table object stands
+        higher than the fingertips right beside them). Measured: with the hand 1-8 cm over the table, each finger
+        shows up as a grey 'peg' or 'cylinder' 4-6 cm from the grasp point; tracked, an instruction given then
+        was planned over phantom pegs."""
+        top = float(det.position[2]) + float(det.size[2]) / 2
+        return bool(det.colour is None and top >= ee[2, 3]
+                    and np.linalg.norm(det.position[:2] - ee[:2, 3]) < self.config.hand_radius)
 
     def _near_hand(self, track: _Track, ee: np.ndarray) -> bool:
         """Whether the hand (or the arm) may hide `track` now, so that its detections are not to be used."""

@@ -74,6 +74,23 @@ def test_tracker_moves_the_held_part_with_the_hand_and_ignores_merged_clusters()
     assert view.held is None and view.objects["red_block"].position == pytest.approx([0.5, 0.2, 0.085], abs=1e-6)
 
 
+def test_the_fingers_beside_a_low_hand_are_not_taken_for_objects() -> None:
+    """Grey clusters beside the grasp point that reach above it are the fingers (measured: 'pegs' 4-6 cm from it
+    with the hand low after a run); coloured parts there, and grey fixtures below the hand, are objects."""
+    hand = ee((0.4, 0.0, 0.06))
+    finger = DetectedObject("peg_1", None, "peg", (0.4, 0.055, 0.05), 0.0, (0.045, 0.03, 0.1))
+    far_grey = DetectedObject("peg_2", None, "peg", (0.4, 0.3, 0.05), 0.0, (0.045, 0.03, 0.1))
+    fixture = DetectedObject("hole_fixture", None, "fixture", (0.42, 0.02, 0.015), 0.0, (0.1, 0.1, 0.03))
+    part = block(xy=(0.4, 0.05))
+    view = SceneTracker().update([finger, far_grey, fixture, part], hand, 1.0)
+    assert set(view.objects) == {"peg_2", "hole_fixture", "red_block"}
+    # with the hand up high the same grey cluster is an object (nothing of the robot reaches down there)
+    assert "peg_1" in SceneTracker().update([finger], ee((0.4, 0.0, 0.35)), 1.0).objects
+    # only the hand in view: a failure, never a scene of phantoms
+    view = SceneTracker().update([finger], hand, 1.0)
+    assert not view.objects and "only the robot's hand" in view.failure
+
+
 def test_a_held_part_may_slip_down_in_the_fingers_but_never_up() -> None:
     tracker = SceneTracker()
     tracker.update([block()], ee((0.5, 0.0, 0.3)), 1.0)
