@@ -11,6 +11,7 @@ from conftest import dds_domain_fixture
 
 from keystone_vla.errors import ConfigError
 from keystone_vla.ros_nodes import msgs as m
+from keystone_vla.ros_nodes.diagnostics import Diagnostics
 from keystone_vla.ros_nodes.graph import CONFIG_DIR
 from keystone_vla.ros_nodes.runner import build_node, load_params_file
 
@@ -35,13 +36,23 @@ def cell():
         def publish(self, msg) -> None:
             sent[self.key] = type(msg).deserialize(msg.serialize())
 
+    class NoTransport:  # what Diagnostics needs of a node, without DDS
+        def create_publisher(self, msg_type, topic):
+            return Capture(topic)
+
+        def create_timer(self, period, callback):
+            return None
+
     class Bridge(SimBridgeNode):  # the bridge's own camera code, without a transport
         def __init__(self) -> None:
             self.world = world
             self.camera_info = self._camera_info()
             self.img_pub, self.depth_pub, self.info_pub = Capture("colour"), Capture("depth"), Capture("info")
+            self.diag = Diagnostics(NoTransport(), "sim_bridge", lambda: "ok")
 
-    Bridge().publish_camera()
+    bridge = Bridge()
+    bridge.publish_camera()
+    assert bridge.diag.counts == {"camera_frames": 1}  # the frame counts towards the bridge's camera rate
     yield world, sent
     world.close()
 
