@@ -59,6 +59,19 @@ class SceneSource(Protocol):
         """The scene at this tick; call once per control tick, in order."""
 
 
+def perceive_objects(rgb: np.ndarray, depth: np.ndarray, camera: PinholeCamera,
+                     config: Any = None) -> list[DetectedObject]:
+    """One RGB-D frame's objects as every closed loop sees them (`CameraScene` in `keystone eval` and the demo, the
+    ROS perception node): the scene graph of the band up to `WORK_BAND_TOP` above the table (`config`, a
+    `SceneGraphConfig`, overrides that), less the clusters taller than `TALLEST_OBJECT` (the arm reaching down
+    into the band; measured under ROS with the hand parked 11 cm up: each finger left a grey 'peg' as tall as the
+    band, which an instruction given then was planned over)."""
+    from .scene_graph import SceneGraphConfig, build_scene_graph
+
+    objects = build_scene_graph(rgb, depth, camera, config or SceneGraphConfig(max_height=WORK_BAND_TOP))
+    return [o for o in objects if o.size[2] <= TALLEST_OBJECT]
+
+
 class CameraScene:
     """Perception from the observation's own RGB-D frames (see module docstring).
 
@@ -86,17 +99,13 @@ class CameraScene:
 
     def detect(self, observation: Observation) -> tuple[list[DetectedObject] | None, str | None]:
         """This frame's scene graph, or (None, why not)."""
-        from .scene_graph import SceneGraphConfig, build_scene_graph
-
         for name, camera in self.cameras.items():
             rgb, depth = observation.images.get(name), observation.depth.get(name)
             if rgb is None:
                 continue
             if depth is None:
                 return None, f"no depth frame from camera {name!r}; perception needs RGB-D"
-            config = self.scene_graph or SceneGraphConfig(max_height=WORK_BAND_TOP)
-            objects = build_scene_graph(rgb, depth, camera, config)
-            return [o for o in objects if o.size[2] <= TALLEST_OBJECT], None
+            return perceive_objects(rgb, depth, camera, self.scene_graph), None
         return None, f"no frame from cameras {sorted(self.cameras)} in this observation"
 
     def observe(self, observation: Observation) -> SceneView:

@@ -3,8 +3,9 @@
 Subscribes the front camera's colour (`/camera/front/image_raw`, rgb8), depth (`/camera/front/depth/image_raw`,
 32FC1 metres or 16UC1 millimetres) and `camera_info`. Colour and depth frames are paired by header stamp (within
 `pair_slop` s; a camera driver stamps both with the capture time); each pair goes through
-`keystone_vla.perception.scene_graph.build_scene_graph` with the camera model built from the latest CameraInfo
-and the `camera_pose` calibration. When the node falls behind, only the newest pair is processed and older ones
+`keystone_vla.perception.scene_source.perceive_objects` (the scene graph `keystone eval` measures with: the same
+height band, the arm reaching into it dropped) with the camera model built from the latest CameraInfo and the
+`camera_pose` calibration. When the node falls behind, only the newest pair is processed and older ones
 are dropped (counted): a scene graph is useful only while it is fresh.
 
 Each frame yields one latched JSON message on `/keystone/scene`:
@@ -157,7 +158,7 @@ class PerceptionNode:
         return self._camera
 
     def publish_frame(self, colour: m.Image, depth: m.Image) -> None:
-        from keystone_vla.perception.scene_graph import build_scene_graph
+        from keystone_vla.perception.scene_source import perceive_objects
 
         stamp = stamp_seconds(colour.header)
         if self.info is None:
@@ -165,7 +166,7 @@ class PerceptionNode:
             return
         t0 = time.perf_counter()
         try:
-            objects = build_scene_graph(colour.to_rgb(), depth.to_depth(), self.camera())
+            objects = perceive_objects(colour.to_rgb(), depth.to_depth(), self.camera())
         except ConfigError as exc:  # wrong encoding, sizes that disagree with camera_info, ...
             self.publish_failure(stamp, str(exc))
             return
