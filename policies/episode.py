@@ -61,18 +61,25 @@ def find_scene(world: Any, task: Any, seed: int, split: str, instruction: str,
 
 def instruction_split(instruction: str) -> str | None:
     """The split the colours and part shapes an instruction names belong to ('seen' or 'unseen'), None when it
-    names none, or names both splits' colours."""
-    from keystone_vla.perception.reader import COLOUR_WORDS, NOUNS, tokenize
+    names none, or names both splits' colours. Words are read as the reader reads them (a typo it repairs,
+    "purpel", names its colour)."""
+    from keystone_vla.perception.reader import COLOUR_WORDS, NOUNS, lexicon, tokenize, typo_fix
     from keystone_vla.vocab import SEEN_COLOURS, SEEN_SHAPES, UNSEEN_COLOURS, UNSEEN_SHAPES
 
+    words = lexicon()
     named: set[str] = set()
     for t in tokenize(instruction):
+        if t not in words and not t.isdigit():
+            t = typo_fix(t) or t
         if t in COLOUR_WORDS:
             named.add(COLOUR_WORDS[t])
         elif NOUNS.get(t) and NOUNS[t][0] in SEEN_SHAPES + UNSEEN_SHAPES:
             named.add(NOUNS[t][0])
-    # an unseen kit holds both held-out shapes and one seen shape: seen shapes decide nothing on their own
+    # an unseen kit holds both held-out shapes and one seen shape: one seen shape decides nothing on its own,
+    # two or more only a seen kit holds
     seen = named & set(SEEN_COLOURS)
+    if len(named & set(SEEN_SHAPES)) >= 2:
+        seen |= named & set(SEEN_SHAPES)
     unseen = named & set(UNSEEN_COLOURS + UNSEEN_SHAPES)
     if unseen and not seen:
         return "unseen"

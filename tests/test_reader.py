@@ -121,6 +121,11 @@ def test_instruction_split_follows_its_colours() -> None:
     assert instruction_split("put the tee in its slot") == "unseen"
     assert instruction_split("put the L piece, the T piece and the disc into their slots") == "unseen"
     assert instruction_split("put the disc in its slot") is None
+    # two seen shapes: no unseen kit holds them (it has one seen shape beside the held-out two)
+    assert instruction_split("Start with the disc, then the square, and do the bar last.") == "seen"
+    assert instruction_split("place teh square, the disc and the bar into the kit, in that order") == "seen"
+    # a typo the reader repairs names its colour here too
+    assert instruction_split("fit the purpel peg into the hole please") == "unseen"
 
 
 def test_dev_set_reads_exactly_and_refuses_rightly() -> None:
