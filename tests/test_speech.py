@@ -74,6 +74,37 @@ def test_grammar_is_built_from_vocabulary_and_templates() -> None:
         CommandGrammar(templates=("grab the {block|gizmo}",)).to_jsgf()
 
 
+def test_the_task_grammar_holds_the_templates_objects_and_polite_forms() -> None:
+    from keystone_vla.cli.listen import build_recognizer
+
+    rec = build_recognizer(0.6)
+    for text in ("set the blue block down on the red block",  # a stack template: {a} is an object phrase there
+                 "build a tower: red at the bottom, then blue, then green".replace(":", "").replace(",", ""),
+                 "could you put the peg in the hole please", "please assemble the kit",
+                 "can you please place the yellow cube onto the orange brick", "stop"):
+        assert rec.in_grammar(text), text
+    assert not rec.in_grammar("please stop")  # a stop stays one short word
+    assert not rec.in_grammar("put the peg in the hole the")
+    plain = build_recognizer(0.6, polite=False)
+    assert plain.in_grammar("put the peg in the hole") and not plain.in_grammar("could you put the peg in the hole")
+
+
+def test_a_recording_is_cut_to_its_speech_before_decoding() -> None:
+    from keystone_vla.perception.speech import trim_to_speech
+
+    rng = np.random.default_rng(0)
+    noise = rng.normal(0.0, 300.0, 16000 * 3)
+    t = np.arange(16000) / 16000
+    x = noise.copy()
+    x[16000:32000] += 3000 * np.sin(2 * np.pi * 200 * t)  # 1 s of "speech" 20 dB over the noise, 1 s in
+    cut = trim_to_speech(np.round(x).astype(np.int16))
+    assert len(cut) == pytest.approx(16000 + 2 * 0.15 * 16000, abs=2 * 320)  # the speech and its padding only
+    assert np.abs(cut[3000:-3000].astype(float)).max() > 2000
+    quiet = np.round(noise).astype(np.int16)
+    assert len(trim_to_speech(quiet)) == len(quiet)  # steady noise alone: nothing stands out, nothing is cut
+    assert len(trim_to_speech(quiet[:800])) == 800  # too short to tell: unchanged
+
+
 def test_words_without_pronunciation_are_named() -> None:
     with pytest.raises(ConfigError, match="without a pronunciation: zorblax"):
         SpeechRecognizer(CommandGrammar(templates=("zorblax the {block}",)))
@@ -159,11 +190,13 @@ def test_voice_activity_segmentation_splits_a_stream(recognizer, audio) -> None:
 def test_listen_cli_json(audio, capsys) -> None:
     from keystone_vla.cli import main
 
-    assert main(["listen", "--wav", str(audio("insert the peg into the hole", "en-us", 20.0)), "--json"]) == 0
+    # the CLI's JSON and its decision (accuracy under noise is scripts/bench_speech.py's): a clean clip
+    text = "put the blue block on the green block"
+    assert main(["listen", "--wav", str(audio(text, "en-us", None)), "--json"]) == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert {"transcript", "confidence", "accepted", "instruction"} <= set(out)
-    assert out["transcript"] == "insert the peg into the hole" and out["accepted"] is True
-    assert out["instruction"] == "insert the peg into the hole"
+    assert out["transcript"] == text and out["accepted"] is True
+    assert out["instruction"] == text
 
 
 def test_listen_cli_microphone_without_portaudio_is_a_clear_error(capsys) -> None:

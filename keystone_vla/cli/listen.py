@@ -38,12 +38,13 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=run)
 
 
-def build_recognizer(threshold: float) -> Any:
-    """The offline recogniser with the simulator's task templates in its grammar."""
+def build_recognizer(threshold: float, polite: bool = True) -> Any:
+    """The offline recogniser with the simulator's task templates (and, with `polite`, their polite forms) in its
+    grammar: what `keystone listen` and the ROS speech node decode with."""
     from keystone_vla.perception.speech import SpeechRecognizer
     from keystone_vla.sim.tasks import SPEECH_SLOTS, all_templates
 
-    return SpeechRecognizer.for_templates(all_templates(), SPEECH_SLOTS, threshold)
+    return SpeechRecognizer.for_templates(all_templates(), SPEECH_SLOTS, threshold, polite)
 
 
 def _summary(utt: Any) -> dict[str, Any]:

@@ -37,9 +37,10 @@ def instruction_vocabulary() -> set[str]:
     return {w.lower() for w in words if w}
 
 
-#: what each template slot is filled with, for grammars built from the templates (e.g. the speech recogniser)
-SPEECH_SLOTS: dict[str, str] = {"obj": "block|cylinder", "box": "bowl|plate", "a": "colour", "b": "colour",
-                                "c": "colour", "colour": "colour", "prep": "prep"}
+#: what each template slot is filled with, for grammars built from the templates (e.g. the speech recogniser);
+#: {a} {b} {c} are a block in stack ("the red block") and a bare colour in a tower ("red at the bottom")
+SPEECH_SLOTS: dict[str, str] = {"obj": "block|cylinder", "box": "bowl|plate", "a": "block_or_colour",
+                                "b": "block_or_colour", "c": "block_or_colour", "colour": "colour", "prep": "prep"}
 
 
 def all_templates(split: str | None = None) -> list[str]:
