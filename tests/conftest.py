@@ -20,6 +20,23 @@ ROS_DOMAIN_SLOTS = ("cli", "integration", "nodes_misc", "perception_node", "robo
                     "safety_action", "safety_node")
 
 
+def _speech_tools() -> bool:
+    from keystone_vla.errors import ConfigError
+    from keystone_vla.perception.speech_synth import require_tools
+
+    try:
+        require_tools()
+    except ConfigError:
+        return False
+    return True
+
+
+#: espeak-ng and sox (system packages scripts/setup.sh installs) are there to synthesise test speech
+SPEECH_TOOLS = _speech_tools()
+needs_speech_tools = pytest.mark.skipif(not SPEECH_TOOLS,
+                                        reason="espeak-ng and sox are not installed (scripts/setup.sh)")
+
+
 def ros_domain(module: str) -> int:
     """The DDS domain id (0..232) for one ROS test module in this pytest process: modules never share one (a
     node left over from one module cannot answer another's), and two pytest runs on one machine share one only

@@ -7,6 +7,7 @@ import os
 
 import numpy as np
 import pytest
+from conftest import SPEECH_TOOLS, needs_speech_tools
 
 from keystone_vla.errors import ConfigError
 from keystone_vla.perception.microphone import file_chunks, listen
@@ -16,7 +17,6 @@ from keystone_vla.perception.speech_synth import (
     COMMANDS,
     OUT_OF_GRAMMAR,
     add_noise,
-    require_tools,
     synthesize,
     wav_samples,
     word_errors,
@@ -25,12 +25,8 @@ from keystone_vla.perception.speech_synth import (
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 VOICES = ("en-us", "en-us+m3")
 
-try:
-    require_tools()
-    TOOLS = True
-except ConfigError:
-    TOOLS = False
-needs_tools = pytest.mark.skipif(not TOOLS, reason="espeak-ng and sox are not installed (scripts/setup.sh)")
+TOOLS = SPEECH_TOOLS
+needs_tools = needs_speech_tools
 
 
 @pytest.fixture(scope="session")

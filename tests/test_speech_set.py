@@ -9,18 +9,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SPEECH_TOOLS, needs_speech_tools
 
 from keystone_vla.errors import ConfigError
-from keystone_vla.perception.speech_synth import NOISE_KINDS, mix_at_snr, noise_bed, require_tools
+from keystone_vla.perception.speech_synth import NOISE_KINDS, mix_at_snr, noise_bed
 
 SET = Path(__file__).parent / "data" / "speech"
 
-try:
-    require_tools()
-    TOOLS = True
-except ConfigError:
-    TOOLS = False
-needs_tools = pytest.mark.skipif(not TOOLS, reason="espeak-ng and sox are not installed (scripts/setup.sh)")
+TOOLS = SPEECH_TOOLS
+needs_tools = needs_speech_tools
 
 
 @pytest.fixture(scope="module")
