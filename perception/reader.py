@@ -410,6 +410,12 @@ def _normalise(text: str, opts: Options) -> _Text:
     return _Text(tokens, notes, unknown, known / len(words_only) if words_only else 0.0)
 
 
+def read_tokens(text: str, opts: Options | None = None) -> list[str]:
+    """`text`'s tokens as the reader reads them: lexicon words, numbers and plurals kept, typos repaired (and, with
+    `opts.minilm`, unknown words mapped to their nearest lexicon word)."""
+    return _normalise(text, opts or Options()).tokens
+
+
 def check_text(text: Any, opts: Options | None = None) -> Refusal | None:
     """Refusals that need no scene: empty, over-long, not English or gibberish, negation, unsafe, an action
     outside the skills. None: it reads like a command (the scene decides the rest)."""

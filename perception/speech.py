@@ -140,8 +140,8 @@ class SpeechRecognizer:
 
         `latency_ms` of the result is the whole decode time (batch); `stream()` gives the end-of-speech latency.
         """
-        samples = trim_to_speech(_as_pcm(pcm), self.sample_rate)
         t0 = time.perf_counter()
+        samples = trim_to_speech(_as_pcm(pcm), self.sample_rate)
         stream = self.stream()
         stream.feed(samples)
         utt = stream.finish()

@@ -137,8 +137,9 @@ class CommandGrammar:
             "prep": " | ".join(PREPOSITIONS),
             "block_or_colour": "[<qualifier>] (<colour> [{0}] | {0})".format(
                 "(" + " | ".join(self.kinds.get("block", ("block",))) + ")"),
-            "polite": " | ".join(f"( {p} )" for p in POLITE_PREFIXES),
         }
+        if self.polite:
+            rules["polite"] = " | ".join(f"( {p} )" for p in POLITE_PREFIXES)
         alternatives = list(self.control)
         for tmpl in self.templates:
             out = []
@@ -166,8 +167,6 @@ class CommandGrammar:
         commands = "\n    | ".join(f"( {a} )" for a in alternatives[n_control:])
         wrapped = f"( [<polite>] ( {commands} ) [please] )" if self.polite else commands
         public = "\n    | ".join([*(f"( {a} )" for a in alternatives[:n_control]), *([wrapped] if commands else [])])
-        if not self.polite:
-            del rules["polite"]
         return f"#JSGF V1.0;\ngrammar keystone;\npublic <command> = {public};\n{body}\n"
 
     def words(self) -> set[str]:

@@ -63,14 +63,12 @@ def instruction_split(instruction: str) -> str | None:
     """The split the colours and part shapes an instruction names belong to ('seen' or 'unseen'), None when it
     names none, or names both splits' colours. Words are read as the reader reads them (a typo it repairs,
     "purpel", names its colour)."""
-    from keystone_vla.perception.reader import COLOUR_WORDS, NOUNS, lexicon, tokenize, typo_fix
+    from keystone_vla.perception.reader import COLOUR_WORDS, NOUNS, Options, read_tokens
     from keystone_vla.vocab import SEEN_COLOURS, SEEN_SHAPES, UNSEEN_COLOURS, UNSEEN_SHAPES
 
-    words = lexicon()
     named: set[str] = set()
-    for t in tokenize(instruction):
-        if t not in words and not t.isdigit():
-            t = typo_fix(t) or t
+    # MiniLM left out: it maps no word the rules miss (scripts/eval_language.py), and would load its encoder here
+    for t in read_tokens(instruction, Options(minilm=False)):
         if t in COLOUR_WORDS:
             named.add(COLOUR_WORDS[t])
         elif NOUNS.get(t) and NOUNS[t][0] in SEEN_SHAPES + UNSEEN_SHAPES:

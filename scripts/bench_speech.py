@@ -38,7 +38,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 #: tower positions: their change changes the command
 _POSITION = {"top", "bottom", "middle", "first", "next", "last", "then", "up"}
-_POLITE = ("could you please", "can you please", "would you please", "could you", "can you", "would you", "please")
 
 
 def load_generator():
@@ -49,8 +48,10 @@ def load_generator():
 
 
 def strip_polite(text: str) -> str:
+    from keystone_vla.perception.speech_grammar import POLITE_PREFIXES
+
     words = text.split()
-    for prefix in _POLITE:
+    for prefix in sorted(POLITE_PREFIXES, key=len, reverse=True):
         p = prefix.split()
         if words[: len(p)] == p and len(words) > len(p):
             words = words[len(p):]

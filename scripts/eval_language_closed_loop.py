@@ -36,35 +36,24 @@ def write_instructions(set_path: Path, out: Path, every: int = 1) -> int:
 
 
 def summarise(results: dict, set_path: Path, phrasings: int, every: int) -> dict:
-    """The benchmark record from `keystone eval`'s results.json."""
-    from keystone_vla.policies.evaluate import wilson_interval
-
-    episodes = results["episodes_detail"]
-    per: dict[str, dict[str, dict[str, int]]] = {}
-    for e in episodes:
-        cell = per.setdefault(e["task"], {}).setdefault(e["split"], {"episodes": 0, "successes": 0, "refused": 0})
-        cell["episodes"] += 1
-        cell["successes"] += int(e["success"])
-        cell["refused"] += int(e["refused"])
-    n, ok = len(episodes), sum(e["success"] for e in episodes)
+    """The benchmark record from `keystone eval`'s results.json (its totals and cells as the harness counted them),
+    with every episode that did not succeed."""
+    per = {task: {split: {k: cell[k] for k in ("episodes", "successes", "refused")} for split, cell in cells.items()}
+           for task, cells in results["tasks"].items()}
     return {
         "set": str(set_path.relative_to(ROOT)) if set_path.is_relative_to(ROOT) else str(set_path),
         "phrasings": phrasings if every == 1 else f"{phrasings} (every {every}th groundable phrasing)",
         "agent": results["agent"] if isinstance(results["agent"], str) else results["agent"].get("preset"),
         "scene": results["scene"], "privileged": results["privileged"],
-        "episodes": n, "successes": ok, "success_rate": ok / n if n else None,
-        "success_ci95": wilson_interval(ok, n),
-        "refused": sum(e["refused"] for e in episodes),
-        "asked_back": sum(e["asked_back"] for e in episodes),
-        "wrong_plans_executed": sum(bool(e["wrong_plan"]) for e in episodes),
-        "goal_lost": sum(e["goal_lost"] for e in episodes),
-        "plan_exact_rate": results["plan_exact_rate"],
+        "episodes": results["episodes"], "successes": sum(c["successes"] for t in per.values() for c in t.values()),
+        "success_rate": results["success_rate"], "success_ci95": results["success_ci95"],
+        **{k: results[k] for k in ("refused", "asked_back", "wrong_plans_executed", "goal_lost", "plan_exact_rate")},
         "wall_s": round(results["wall_s"], 1),
         "per_task": per,
         "not_succeeded": [{"instruction": e["instruction"], "task": e["task"], "split": e["split"], "seed": e["seed"],
                            "refused": e["refused"], "goal_lost": e["goal_lost"], "halted": e["halted"],
                            "reason": e["reason"], "steps": e["steps"]}
-                          for e in episodes if not e["success"]],
+                          for e in results["episodes_detail"] if not e["success"]],
     }
 
 
