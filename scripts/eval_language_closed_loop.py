@@ -26,8 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def write_instructions(set_path: Path, out: Path, every: int = 1) -> int:
     """The set's groundable phrasings as `--instructions-file` JSONL (every `every`-th one); returns the count."""
-    data = json.loads(set_path.read_text())
-    rows = data.get("groundable")
+    if not set_path.is_file():
+        raise SystemExit(f"--set {set_path}: no such file; give a phrasing set, e.g. "
+                         "tests/data/language/blind_operator_set.json")
+    try:
+        data = json.loads(set_path.read_text())
+    except ValueError as exc:
+        raise SystemExit(f"--set {set_path}: not valid JSON ({exc})") from None
+    rows = data.get("groundable") if isinstance(data, dict) else None
     if not isinstance(rows, list) or not rows:
         raise SystemExit(f"{set_path}: no 'groundable' list of phrasings; is this a phrasing set?")
     rows = rows[::every]
